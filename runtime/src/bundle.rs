@@ -1,0 +1,511 @@
+//! The model bundle: a folder with a `bundle.toml` manifest and the files it names.
+//!
+//! The manifest states everything the runtime needs and nothing is implicit:
+//! one image-encoder file per precision (each with its sha256), the
+//! preprocessing (input size, resize mode, interpolation, mean/std), the
+//! embedding dimension, the logit scale, and the model fingerprint that prompt
+//! stores are matched against. The format is described in `docs/bundle.md`.
+
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// Name of the manifest file inside a bundle folder.
+pub const MANIFEST_FILE: &str = "bundle.toml";
+
+/// The manifest format version this runtime reads.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// Numeric form of an image-encoder file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 32-bit float reference graph.
+    F32,
+    /// 16-bit float weights.
+    F16,
+    /// 8-bit integer quantised graph.
+    Int8,
+}
+
+impl Precision {
+    /// The name used in manifests and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+            Precision::Int8 => "int8",
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "f16" => Ok(Precision::F16),
+            "int8" => Ok(Precision::Int8),
+            other => Err(format!("unknown precision '{other}' (expected f32, f16 or int8)")),
+        }
+    }
+}
+
+/// How a frame is brought to the square model input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResizeMode {
+    /// Resize so the shorter side equals the input size, then crop the centre (CLIP's way).
+    ShortestCenterCrop,
+    /// Resize both sides to the input size, ignoring the aspect ratio.
+    Squash,
+}
+
+/// Resampling filter used when resizing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interpolation {
+    /// Nearest neighbour.
+    Nearest,
+    /// Bilinear (triangle) filter, antialiased when shrinking.
+    Bilinear,
+    /// Bicubic (Catmull-Rom, a = -0.5) filter, antialiased when shrinking, as PIL does.
+    Bicubic,
+}
+
+/// Preprocessing that turns an RGB frame into the model's input tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreprocessSpec {
+    /// Side of the square input, in pixels.
+    pub size: u32,
+    /// How the frame is fitted to the square.
+    pub resize: ResizeMode,
+    /// Resampling filter.
+    pub interpolation: Interpolation,
+    /// Per-channel mean (R, G, B) subtracted after scaling pixels to [0, 1].
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation (R, G, B) divided after the mean.
+    pub std: [f32; 3],
+}
+
+/// One image-encoder file of the bundle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncoderFile {
+    /// Its numeric form.
+    pub precision: Precision,
+    /// Absolute (or bundle-relative resolved) path of the ONNX file.
+    pub path: PathBuf,
+    /// Expected sha256 of the file, lower-case hex.
+    pub sha256: String,
+}
+
+/// Text-encoder description, used only by host tools.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextEncoderSpec {
+    /// Path of the text-encoder ONNX file.
+    pub path: PathBuf,
+    /// Expected sha256 of the file, lower-case hex.
+    pub sha256: String,
+    /// Path of the `tokenizer.json` for the `tokenizers` crate.
+    pub tokenizer: PathBuf,
+    /// Number of tokens the graph takes.
+    pub context_length: u32,
+    /// Token id used for padding.
+    pub pad_id: u32,
+    /// Whether the graph takes an attention mask input besides the token ids.
+    pub attention_mask: bool,
+}
+
+/// A validated bundle manifest with paths resolved against the bundle folder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bundle {
+    /// The bundle folder.
+    pub dir: PathBuf,
+    /// Short name of the model.
+    pub name: String,
+    /// Identity of the model (sha256 of the f32 reference encoder), shared by all precisions.
+    pub fingerprint: [u8; 32],
+    /// Input preprocessing.
+    pub preprocess: PreprocessSpec,
+    /// Dimension of the embeddings the encoder produces.
+    pub embed_dim: usize,
+    /// Multiplier applied to cosine similarities before the softmax.
+    pub logit_scale: f32,
+    /// Image-encoder files, one per precision, sorted by precision.
+    pub encoders: Vec<EncoderFile>,
+    /// Precision used when none is asked for.
+    pub default_precision: Precision,
+    /// The bundle's default prompt store, if any.
+    pub prompts: Option<PathBuf>,
+    /// Text encoder for host tools, if the bundle ships one.
+    pub text: Option<TextEncoderSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    format: u32,
+    name: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    description: Option<String>,
+    fingerprint: String,
+    prompts: Option<String>,
+    image: RawImage,
+    text: Option<RawText>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImage {
+    size: u32,
+    resize: String,
+    interpolation: String,
+    mean: Vec<f32>,
+    std: Vec<f32>,
+    embed_dim: usize,
+    logit_scale: f32,
+    default_precision: String,
+    encoder: Vec<RawEncoder>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEncoder {
+    precision: String,
+    file: String,
+    sha256: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawText {
+    file: String,
+    sha256: String,
+    tokenizer: String,
+    context_length: u32,
+    pad_id: u32,
+    #[serde(default)]
+    attention_mask: bool,
+}
+
+impl Bundle {
+    /// Reads and validates `DIR/bundle.toml`. Files are not opened here; see
+    /// [`Bundle::verify_encoder`] for the checksum.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Bundle> {
+        let dir = dir.as_ref();
+        let path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound && !dir.is_dir() {
+                Error::manifest(&path, "bundle folder does not exist")
+            } else if e.kind() == std::io::ErrorKind::NotFound {
+                Error::manifest(&path, "no bundle.toml in this folder (is it a bundle?)")
+            } else {
+                Error::io(&path, e)
+            }
+        })?;
+        Self::parse(dir, &path, &text)
+    }
+
+    /// Parses manifest text; `dir` resolves relative file names, `path` names the manifest in errors.
+    pub fn parse(dir: &Path, path: &Path, text: &str) -> Result<Bundle> {
+        let raw: RawManifest = toml::from_str(text).map_err(|e| Error::manifest(path, one_line_toml(&e)))?;
+        let bad = |key: &str, msg: String| Error::manifest(path, format!("key '{key}': {msg}"));
+
+        if raw.format != MANIFEST_FORMAT {
+            return Err(bad(
+                "format",
+                format!("unsupported manifest format {} (this runtime reads {MANIFEST_FORMAT})", raw.format),
+            ));
+        }
+        if raw.name.trim().is_empty() {
+            return Err(bad("name", "must not be empty".into()));
+        }
+        let fingerprint = parse_hex32(&raw.fingerprint).map_err(|m| bad("fingerprint", m))?;
+
+        let img = raw.image;
+        if !(16..=2048).contains(&img.size) {
+            return Err(bad("image.size", format!("{} is out of range 16..=2048", img.size)));
+        }
+        let resize = match img.resize.as_str() {
+            "shortest-center-crop" => ResizeMode::ShortestCenterCrop,
+            "squash" => ResizeMode::Squash,
+            other => {
+                return Err(bad(
+                    "image.resize",
+                    format!("unknown mode '{other}' (expected shortest-center-crop or squash)"),
+                ))
+            }
+        };
+        let interpolation = match img.interpolation.as_str() {
+            "nearest" => Interpolation::Nearest,
+            "bilinear" => Interpolation::Bilinear,
+            "bicubic" => Interpolation::Bicubic,
+            other => {
+                return Err(bad(
+                    "image.interpolation",
+                    format!("unknown filter '{other}' (expected nearest, bilinear or bicubic)"),
+                ))
+            }
+        };
+        let mean = three(&img.mean).map_err(|m| bad("image.mean", m))?;
+        let std = three(&img.std).map_err(|m| bad("image.std", m))?;
+        if std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(bad("image.std", "every value must be positive".into()));
+        }
+        if mean.iter().any(|m| !m.is_finite()) {
+            return Err(bad("image.mean", "every value must be finite".into()));
+        }
+        if img.embed_dim == 0 || img.embed_dim > 65_536 {
+            return Err(bad("image.embed_dim", format!("{} is out of range 1..=65536", img.embed_dim)));
+        }
+        if !(img.logit_scale.is_finite() && img.logit_scale > 0.0) {
+            return Err(bad("image.logit_scale", format!("{} must be a positive number", img.logit_scale)));
+        }
+        if img.encoder.is_empty() {
+            return Err(bad("image.encoder", "at least one [[image.encoder]] entry is required".into()));
+        }
+        let mut encoders = Vec::with_capacity(img.encoder.len());
+        for (i, e) in img.encoder.iter().enumerate() {
+            let key = format!("image.encoder[{i}]");
+            let precision: Precision =
+                e.precision.parse().map_err(|m| bad(&format!("{key}.precision"), m))?;
+            if encoders.iter().any(|x: &EncoderFile| x.precision == precision) {
+                return Err(bad(
+                    &format!("{key}.precision"),
+                    format!("precision {precision} is listed twice"),
+                ));
+            }
+            let file = relative_file(dir, &e.file).map_err(|m| bad(&format!("{key}.file"), m))?;
+            parse_hex32(&e.sha256).map_err(|m| bad(&format!("{key}.sha256"), m))?;
+            encoders.push(EncoderFile { precision, path: file, sha256: e.sha256.to_ascii_lowercase() });
+        }
+        encoders.sort_by_key(|e| e.precision);
+        let default_precision: Precision =
+            img.default_precision.parse().map_err(|m| bad("image.default_precision", m))?;
+        if !encoders.iter().any(|e| e.precision == default_precision) {
+            return Err(bad(
+                "image.default_precision",
+                format!("{default_precision} has no [[image.encoder]] entry"),
+            ));
+        }
+        let prompts = raw
+            .prompts
+            .as_deref()
+            .map(|p| relative_file(dir, p).map_err(|m| bad("prompts", m)))
+            .transpose()?;
+        let text = raw
+            .text
+            .map(|t| -> Result<TextEncoderSpec> {
+                parse_hex32(&t.sha256).map_err(|m| bad("text.sha256", m))?;
+                if t.context_length == 0 {
+                    return Err(bad("text.context_length", "must be positive".into()));
+                }
+                Ok(TextEncoderSpec {
+                    path: relative_file(dir, &t.file).map_err(|m| bad("text.file", m))?,
+                    sha256: t.sha256.to_ascii_lowercase(),
+                    tokenizer: relative_file(dir, &t.tokenizer).map_err(|m| bad("text.tokenizer", m))?,
+                    context_length: t.context_length,
+                    pad_id: t.pad_id,
+                    attention_mask: t.attention_mask,
+                })
+            })
+            .transpose()?;
+
+        Ok(Bundle {
+            dir: dir.to_path_buf(),
+            name: raw.name,
+            fingerprint,
+            preprocess: PreprocessSpec { size: img.size, resize, interpolation, mean, std },
+            embed_dim: img.embed_dim,
+            logit_scale: img.logit_scale,
+            encoders,
+            default_precision,
+            prompts,
+            text,
+        })
+    }
+
+    /// The encoder file for `precision`, or the default one when `None`.
+    pub fn encoder(&self, precision: Option<Precision>) -> Result<&EncoderFile> {
+        let want = precision.unwrap_or(self.default_precision);
+        self.encoders.iter().find(|e| e.precision == want).ok_or_else(|| {
+            let have: Vec<_> = self.encoders.iter().map(|e| e.precision.as_str()).collect();
+            Error::Usage(format!(
+                "{}: bundle '{}' has no {want} image encoder (available: {})",
+                self.dir.join(MANIFEST_FILE).display(),
+                self.name,
+                have.join(", ")
+            ))
+        })
+    }
+
+    /// The fingerprint as lower-case hex.
+    pub fn fingerprint_hex(&self) -> String {
+        hex(&self.fingerprint)
+    }
+}
+
+impl EncoderFile {
+    /// Reads the file and checks it against the manifest's sha256; returns its bytes.
+    pub fn read_verified(&self) -> Result<Vec<u8>> {
+        let bytes = std::fs::read(&self.path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::Model {
+                    path: self.path.clone(),
+                    message: "file named in bundle.toml does not exist".into(),
+                }
+            } else {
+                Error::io(&self.path, e)
+            }
+        })?;
+        let actual = sha256_hex(&bytes);
+        if actual != self.sha256 {
+            return Err(Error::Checksum { path: self.path.clone(), expected: self.sha256.clone(), actual });
+        }
+        Ok(bytes)
+    }
+}
+
+/// Lower-case hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses 64 hex digits into 32 bytes.
+pub fn parse_hex32(s: &str) -> std::result::Result<[u8; 32], String> {
+    let s = s.strip_prefix("sha256:").unwrap_or(s);
+    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("'{s}' is not 64 hexadecimal digits"));
+    }
+    let mut out = [0u8; 32];
+    for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
+        let pair = std::str::from_utf8(chunk).map_err(|e| e.to_string())?;
+        out[i] = u8::from_str_radix(pair, 16).map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}
+
+fn three(v: &[f32]) -> std::result::Result<[f32; 3], String> {
+    <[f32; 3]>::try_from(v).map_err(|_| format!("needs 3 values (R, G, B), got {}", v.len()))
+}
+
+fn relative_file(dir: &Path, name: &str) -> std::result::Result<PathBuf, String> {
+    let p = Path::new(name);
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if p.is_absolute() || p.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(format!("'{name}' must be a path inside the bundle folder (no absolute path, no '..')"));
+    }
+    Ok(dir.join(p))
+}
+
+fn one_line_toml(e: &toml::de::Error) -> String {
+    let msg = e.message().trim().to_string();
+    match e.span() {
+        Some(span) => format!("{msg} (at byte {})", span.start),
+        None => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+format = 1
+name = "tiny"
+fingerprint = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+prompts = "prompts.store"
+
+[image]
+size = 224
+resize = "shortest-center-crop"
+interpolation = "bicubic"
+mean = [0.48145466, 0.4578275, 0.40821073]
+std = [0.26862954, 0.26130258, 0.27577711]
+embed_dim = 64
+logit_scale = 100.0
+default_precision = "f32"
+
+[[image.encoder]]
+precision = "f32"
+file = "image_f32.onnx"
+sha256 = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+"#;
+
+    fn parse(text: &str) -> Result<Bundle> {
+        Bundle::parse(Path::new("/b"), Path::new("/b/bundle.toml"), text)
+    }
+
+    #[test]
+    fn parses_a_complete_manifest() {
+        let b = parse(GOOD).expect("valid manifest");
+        assert_eq!(b.name, "tiny");
+        assert_eq!(b.preprocess.size, 224);
+        assert_eq!(b.preprocess.resize, ResizeMode::ShortestCenterCrop);
+        assert_eq!(b.preprocess.interpolation, Interpolation::Bicubic);
+        assert_eq!(b.embed_dim, 64);
+        assert_eq!(b.encoders[0].path, Path::new("/b/image_f32.onnx"));
+        assert_eq!(b.prompts.as_deref(), Some(Path::new("/b/prompts.store")));
+        assert_eq!(b.encoder(None).expect("default").precision, Precision::F32);
+        let err = b.encoder(Some(Precision::Int8)).expect_err("no int8");
+        assert!(err.to_string().contains("no int8 image encoder"), "{err}");
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases = [
+            ("size = 224", "size = 4", "image.size"),
+            ("resize = \"shortest-center-crop\"", "resize = \"fit\"", "image.resize"),
+            ("interpolation = \"bicubic\"", "interpolation = \"lanczos\"", "image.interpolation"),
+            ("std = [0.26862954, 0.26130258, 0.27577711]", "std = [0.2, 0.0, 0.2]", "image.std"),
+            ("mean = [0.48145466, 0.4578275, 0.40821073]", "mean = [0.5]", "image.mean"),
+            ("embed_dim = 64", "embed_dim = 0", "image.embed_dim"),
+            ("logit_scale = 100.0", "logit_scale = -1.0", "image.logit_scale"),
+            ("default_precision = \"f32\"", "default_precision = \"int8\"", "image.default_precision"),
+            ("precision = \"f32\"", "precision = \"f64\"", "image.encoder[0].precision"),
+            ("file = \"image_f32.onnx\"", "file = \"../x.onnx\"", "image.encoder[0].file"),
+            ("format = 1", "format = 2", "format"),
+            ("prompts = \"prompts.store\"", "prompts = \"/etc/passwd\"", "prompts"),
+        ];
+        for (from, to, key) in cases {
+            let text = GOOD.replace(from, to);
+            assert_ne!(text, GOOD, "replacement {from} did not apply");
+            let err = parse(&text).expect_err(key).to_string();
+            assert!(err.contains(&format!("'{key}'")), "{key}: {err}");
+            assert!(err.starts_with("/b/bundle.toml: "), "{err}");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_and_unknown_keys_are_reported() {
+        let err = parse("format = ").expect_err("syntax").to_string();
+        assert!(err.contains("bundle.toml"), "{err}");
+        let err = parse(&GOOD.replace("embed_dim", "embedding_dim")).expect_err("unknown key").to_string();
+        assert!(err.contains("embedding_dim"), "{err}");
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        let bytes = parse_hex32(&"ab".repeat(32)).expect("hex");
+        assert_eq!(hex(&bytes), "ab".repeat(32));
+        assert!(parse_hex32("xyz").is_err());
+        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+}

@@ -1,0 +1,274 @@
+//! The image encoder: an ONNX graph loaded once through tract, with a fixed
+//! input shape, optimised, and kept as a runnable plan with its state.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use image::RgbImage;
+use tract_onnx::prelude::*;
+
+use crate::bundle::{Bundle, EncoderFile, Precision};
+use crate::error::{one_line, Error, Result};
+use crate::preprocess::Preprocessor;
+
+/// An L2-normalised image or text embedding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embedding(Vec<f32>);
+
+impl Embedding {
+    /// Normalises `values` to unit length. An all-zero or non-finite vector is an error.
+    pub fn normalised(mut values: Vec<f32>) -> Result<Embedding> {
+        let norm = values.iter().map(|v| v * v).sum::<f32>().sqrt();
+        if !(norm.is_finite() && norm > 0.0) {
+            return Err(Error::Usage(format!(
+                "embedding has norm {norm}; cannot normalise (model produced zeros or NaN)"
+            )));
+        }
+        values.iter_mut().for_each(|v| *v /= norm);
+        Ok(Embedding(values))
+    }
+
+    /// The unit-length values.
+    pub fn as_slice(&self) -> &[f32] {
+        &self.0
+    }
+
+    /// Dimension of the embedding.
+    pub fn dim(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Cosine similarity with another unit vector.
+    pub fn cosine(&self, other: &[f32]) -> f32 {
+        self.0.iter().zip(other).map(|(a, b)| a * b).sum()
+    }
+}
+
+/// Time spent in each stage of one [`ImageEncoder::encode`] call.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct EncodeTiming {
+    /// Resize, crop and normalisation.
+    pub preprocess: Duration,
+    /// The tract run.
+    pub infer: Duration,
+}
+
+/// Time spent bringing the model up, for start-up reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LoadTiming {
+    /// Reading the file and checking its sha256.
+    pub read: Duration,
+    /// Parsing the ONNX protobuf and typing the graph.
+    pub parse: Duration,
+    /// Declutter and optimisation passes, and building the plan.
+    pub optimise: Duration,
+}
+
+impl LoadTiming {
+    /// Sum of all stages.
+    pub fn total(&self) -> Duration {
+        self.read + self.parse + self.optimise
+    }
+}
+
+/// A loaded image encoder ready to embed frames.
+pub struct ImageEncoder {
+    path: PathBuf,
+    precision: Precision,
+    embed_dim: usize,
+    preprocessor: Preprocessor,
+    state: TypedSimpleState,
+    input: Option<Arc<Tensor>>,
+    load_timing: LoadTiming,
+}
+
+impl std::fmt::Debug for ImageEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageEncoder")
+            .field("path", &self.path)
+            .field("precision", &self.precision)
+            .field("embed_dim", &self.embed_dim)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ImageEncoder {
+    /// Loads the bundle's encoder for `precision` (default when `None`), checking its sha256.
+    pub fn load(bundle: &Bundle, precision: Option<Precision>) -> Result<ImageEncoder> {
+        let file = bundle.encoder(precision)?;
+        Self::load_file(bundle, file)
+    }
+
+    fn load_file(bundle: &Bundle, file: &EncoderFile) -> Result<ImageEncoder> {
+        let t0 = Instant::now();
+        let bytes = file.read_verified()?;
+        let read = t0.elapsed();
+        let size = bundle.preprocess.size as usize;
+        let model_err =
+            |e: &dyn std::fmt::Display| Error::Model { path: file.path.clone(), message: one_line(e) };
+
+        let t1 = Instant::now();
+        let mut model = tract_onnx::onnx()
+            .model_for_read(&mut bytes.as_slice())
+            .map_err(|e| model_err(&format!("not a readable ONNX model: {e:#}")))?;
+        let inputs = model.input_outlets().map_err(|e| model_err(&e))?.len();
+        let outputs = model.output_outlets().map_err(|e| model_err(&e))?.len();
+        if inputs != 1 || outputs < 1 {
+            return Err(model_err(&format!(
+                "an image encoder takes exactly one input and gives one output; this graph has {inputs} input(s) and {outputs} output(s)"
+            )));
+        }
+        model.set_input_fact(0, f32::fact([1, 3, size, size]).into()).map_err(|e| model_err(&e))?;
+        let typed = model
+            .into_typed()
+            .map_err(|e| model_err(&format!("graph does not accept a 1x3x{size}x{size} f32 image: {e:#}")))?;
+        let parse = t1.elapsed();
+
+        let t2 = Instant::now();
+        let optimised = typed.into_optimized().map_err(|e| model_err(&e))?;
+        let out_fact = optimised.output_fact(0).map_err(|e| model_err(&e))?.clone();
+        let out_shape: Option<Vec<usize>> = out_fact.shape.as_concrete().map(|s| s.to_vec());
+        let dim = match out_shape.as_deref() {
+            Some([1, d]) | Some([d]) => *d,
+            _ => return Err(model_err(&format!("output shape {:?} is not [1, embed_dim]", out_fact.shape))),
+        };
+        if dim != bundle.embed_dim {
+            return Err(Error::Manifest {
+                path: bundle.dir.join(crate::bundle::MANIFEST_FILE),
+                message: format!(
+                    "key 'image.embed_dim': manifest says {} but {} outputs {dim} values",
+                    bundle.embed_dim,
+                    file.path.display()
+                ),
+            });
+        }
+        let plan = optimised.into_runnable().map_err(|e| model_err(&e))?;
+        let state = TypedSimpleState::new(&plan).map_err(|e| model_err(&e))?;
+        let optimise = t2.elapsed();
+        let load_timing = LoadTiming { read, parse, optimise };
+        log::info!(
+            "loaded {} ({}, {} bytes) in {:.0} ms (read {:.0}, parse {:.0}, optimise {:.0})",
+            file.path.display(),
+            file.precision,
+            bytes.len(),
+            ms(load_timing.total()),
+            ms(read),
+            ms(parse),
+            ms(optimise)
+        );
+        Ok(ImageEncoder {
+            path: file.path.clone(),
+            precision: file.precision,
+            embed_dim: dim,
+            preprocessor: Preprocessor::new(bundle.preprocess.clone()),
+            state,
+            input: None,
+            load_timing,
+        })
+    }
+
+    /// The model file in use.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The precision of the model file in use.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Dimension of the embeddings produced.
+    pub fn embed_dim(&self) -> usize {
+        self.embed_dim
+    }
+
+    /// How long loading took.
+    pub fn load_timing(&self) -> LoadTiming {
+        self.load_timing
+    }
+
+    /// The preprocessor (for its geometry and spec).
+    pub fn preprocessor(&self) -> &Preprocessor {
+        &self.preprocessor
+    }
+
+    /// Embeds one frame: preprocess, run, L2-normalise.
+    pub fn encode(&mut self, frame: &RgbImage) -> Result<Embedding> {
+        self.encode_timed(frame).map(|(e, _)| e)
+    }
+
+    /// Like [`Self::encode`], also returning the time of each stage.
+    pub fn encode_timed(&mut self, frame: &RgbImage) -> Result<(Embedding, EncodeTiming)> {
+        let t0 = Instant::now();
+        let mut input = self.take_input()?;
+        {
+            let tensor = Arc::get_mut(&mut input).ok_or_else(|| self.infer_err("input buffer is shared"))?;
+            let mut view = tensor.try_as_plain_ram_mut().map_err(|e| self.infer_err(e))?;
+            let slice = view.as_slice_mut::<f32>().map_err(|e| self.infer_err(e))?;
+            self.preprocessor.run(frame, slice);
+        }
+        let preprocess = t0.elapsed();
+        let (embedding, infer) = self.run_input(input)?;
+        Ok((embedding, EncodeTiming { preprocess, infer }))
+    }
+
+    /// Runs the model on an already preprocessed `1x3xSxS` tensor in CHW order.
+    pub fn encode_tensor(&mut self, chw: &[f32]) -> Result<Embedding> {
+        let expected = self.preprocessor.output_len();
+        if chw.len() != expected {
+            return Err(Error::Usage(format!(
+                "input tensor has {} values, the model takes {expected}",
+                chw.len()
+            )));
+        }
+        let mut input = self.take_input()?;
+        {
+            let tensor = Arc::get_mut(&mut input).ok_or_else(|| self.infer_err("input buffer is shared"))?;
+            let mut view = tensor.try_as_plain_ram_mut().map_err(|e| self.infer_err(e))?;
+            view.as_slice_mut::<f32>().map_err(|e| self.infer_err(e))?.copy_from_slice(chw);
+        }
+        self.run_input(input).map(|(e, _)| e)
+    }
+
+    fn take_input(&mut self) -> Result<Arc<Tensor>> {
+        match self.input.take() {
+            Some(t) if Arc::strong_count(&t) == 1 => Ok(t),
+            _ => {
+                let s = self.preprocessor.spec().size as usize;
+                let t = Tensor::zero::<f32>(&[1, 3, s, s]).map_err(|e| self.infer_err(e))?;
+                Ok(Arc::new(t))
+            }
+        }
+    }
+
+    fn run_input(&mut self, input: Arc<Tensor>) -> Result<(Embedding, Duration)> {
+        let t0 = Instant::now();
+        let outputs =
+            self.state.run(tvec![TValue::from_const(Arc::clone(&input))]).map_err(|e| self.infer_err(e))?;
+        let infer = t0.elapsed();
+        // The state drops its reference to the input at the end of the run, so
+        // the buffer is exclusive again and is refilled in place next time.
+        self.input = Some(input);
+        let out = outputs.first().ok_or_else(|| self.infer_err("model returned no output"))?;
+        let view = out.try_as_plain_ram().map_err(|e| self.infer_err(e))?;
+        let values = view.as_slice::<f32>().map_err(|e| self.infer_err(e))?;
+        if values.len() != self.embed_dim {
+            return Err(self.infer_err(format!(
+                "output has {} values, expected {}",
+                values.len(),
+                self.embed_dim
+            )));
+        }
+        Ok((Embedding::normalised(values.to_vec())?, infer))
+    }
+
+    fn infer_err(&self, e: impl std::fmt::Display) -> Error {
+        Error::Inference { path: self.path.clone(), message: one_line(&e) }
+    }
+}
+
+/// Milliseconds as a float, for logs and reports.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}

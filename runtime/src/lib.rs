@@ -1,0 +1,66 @@
+//! clip-edge runtime: everything needed to classify a frame with a CLIP image
+//! encoder, and nothing that touches hardware.
+//!
+//! - [`bundle`]: the model bundle manifest (`bundle.toml`).
+//! - [`preprocess`]: resize, crop and normalisation, bit-exact with open_clip's eval transform.
+//! - [`encoder`]: the ONNX image encoder through tract.
+//! - [`store`]: the prompt store file format, reader and atomic writer.
+//! - [`score`]: similarity, softmax, top-k and the open-set decision.
+//! - [`frame`]: decoding image files with size limits.
+//! - [`Classifier`]: all of it together for one bundle and one store.
+
+pub mod bundle;
+pub mod encoder;
+mod error;
+pub mod frame;
+pub mod preprocess;
+pub mod score;
+pub mod store;
+
+use std::path::Path;
+
+pub use bundle::{Bundle, Precision};
+pub use encoder::{Embedding, EncodeTiming, ImageEncoder, LoadTiming};
+pub use error::{Error, ErrorKind, Result};
+pub use score::{Classification, Decision, DecisionRule, Scorer};
+pub use store::PromptStore;
+
+/// An image encoder and the prompt store it is scored against, checked to belong together.
+#[derive(Debug)]
+pub struct Classifier {
+    /// The loaded encoder.
+    pub encoder: ImageEncoder,
+    /// The prompt store.
+    pub store: PromptStore,
+    scorer: Scorer,
+}
+
+impl Classifier {
+    /// Loads the encoder of `bundle` at `precision` and opens `store` (the bundle's
+    /// default store when `None`), rejecting a store built for another model.
+    pub fn load(bundle: &Bundle, precision: Option<Precision>, store: Option<&Path>) -> Result<Classifier> {
+        let store_path = match store {
+            Some(p) => p.to_path_buf(),
+            None => bundle.prompts.clone().ok_or_else(|| {
+                Error::Usage(format!(
+                    "{}: bundle names no default prompt store (key 'prompts'); pass one explicitly",
+                    bundle.dir.join(bundle::MANIFEST_FILE).display()
+                ))
+            })?,
+        };
+        let store = PromptStore::open(&store_path)?;
+        store.check_model(&bundle.fingerprint, bundle.embed_dim)?;
+        let encoder = ImageEncoder::load(bundle, precision)?;
+        Ok(Classifier { encoder, store, scorer: Scorer::new() })
+    }
+
+    /// Scores an embedding against the store.
+    pub fn score(&mut self, embedding: &Embedding, k: usize, rule: &DecisionRule) -> Result<Classification> {
+        self.scorer.classify(embedding.as_slice(), &self.store, k, rule)
+    }
+
+    /// The label of row `index`.
+    pub fn label(&self, index: usize) -> &str {
+        &self.store.entries()[index].label
+    }
+}

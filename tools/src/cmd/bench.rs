@@ -1,0 +1,150 @@
+//! `clip-edge bench`: cold start and per-frame latency of the classify path.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clip_edge_runtime::frame::decode_rgb;
+use clip_edge_runtime::{Classifier, DecisionRule};
+use serde_json::json;
+
+use super::load_bundle;
+use crate::cli::BenchArgs;
+
+/// Median and 95th percentile of a set of durations, in ms.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stats {
+    /// Median.
+    pub median: f64,
+    /// 95th percentile (nearest rank).
+    pub p95: f64,
+}
+
+impl Stats {
+    /// Statistics of `samples` (must not be empty).
+    pub fn of(samples: &[Duration]) -> Stats {
+        let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+        ms.sort_by(f64::total_cmp);
+        let at = |q: f64| ms[((q * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
+        let median = if ms.len() % 2 == 1 {
+            ms[ms.len() / 2]
+        } else {
+            (ms[ms.len() / 2 - 1] + ms[ms.len() / 2]) / 2.0
+        };
+        Stats { median, p95: at(0.95) }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({"median": round3(self.median), "p95": round3(self.p95)})
+    }
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1e3).round() / 1e3
+}
+
+/// Peak resident set size of this process in MiB (Linux), if known.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Runs `bench`.
+pub fn run(a: &BenchArgs) -> anyhow::Result<ExitCode> {
+    let image_bytes =
+        std::fs::read(&a.image).with_context(|| format!("cannot read {}", a.image.display()))?;
+    let t0 = Instant::now();
+    let bundle = load_bundle(&a.model.bundle)?;
+    let mut clf = Classifier::load(&bundle, a.model.precision, a.prompts.as_deref())
+        .with_context(|| format!("cannot load model of bundle {}", bundle.dir.display()))?;
+    let load = t0.elapsed();
+    let rule = DecisionRule::default();
+    let mut frame_once = || -> anyhow::Result<[Duration; 5]> {
+        let t = Instant::now();
+        let frame = decode_rgb(&a.image, &image_bytes)?;
+        let decode = t.elapsed();
+        let (emb, timing) = clf.encoder.encode_timed(&frame)?;
+        let ts = Instant::now();
+        clf.score(&emb, 5, &rule)?;
+        Ok([decode, timing.preprocess, timing.infer, ts.elapsed(), t.elapsed()])
+    };
+    let first = frame_once()?[4];
+    let cold_start = load + first;
+    for _ in 0..a.warmup {
+        frame_once()?;
+    }
+    let mut samples: [Vec<Duration>; 5] = Default::default();
+    for i in 0..a.frames {
+        let s = frame_once()?;
+        for (k, d) in s.iter().enumerate() {
+            samples[k].push(*d);
+        }
+        if !a.json && a.frames >= 20 && (i + 1) % (a.frames / 4).max(1) == 0 {
+            eprintln!("bench: {}/{} frames", i + 1, a.frames);
+        }
+    }
+    let [decode, preprocess, infer, score, total] = samples.map(|s| Stats::of(&s));
+    let lt = clf.encoder.load_timing();
+    let ms = |d: Duration| round3(d.as_secs_f64() * 1e3);
+    let rss = peak_rss_mb();
+    if a.json {
+        let out = json!({
+            "bundle": bundle.name,
+            "precision": clf.encoder.precision().as_str(),
+            "image": a.image.display().to_string(),
+            "frames": a.frames,
+            "cold_start_ms": ms(cold_start),
+            "load_ms": {"read": ms(lt.read), "parse": ms(lt.parse), "optimise": ms(lt.optimise), "total": ms(load)},
+            "first_frame_ms": ms(first),
+            "decode_ms": decode.json(),
+            "preprocess_ms": preprocess.json(),
+            "infer_ms": infer.json(),
+            "score_ms": score.json(),
+            "total_ms": total.json(),
+            "infer_ms_median": round3(infer.median),
+            "total_ms_median": round3(total.median),
+            "peak_rss_mb": rss.map(|r| (r * 10.0).round() / 10.0),
+        });
+        println!("{out}");
+    } else {
+        println!("bundle {} ({}), image {}", bundle.name, clf.encoder.precision(), a.image.display());
+        println!(
+            "cold start   {:.1} ms (read {:.1}, parse {:.1}, optimise {:.1}, first frame {:.1})",
+            ms(cold_start),
+            ms(lt.read),
+            ms(lt.parse),
+            ms(lt.optimise),
+            ms(first)
+        );
+        println!("per frame, {} frames after {} warm-up: median / p95 ms", a.frames, a.warmup);
+        for (name, s) in [
+            ("decode", decode),
+            ("preprocess", preprocess),
+            ("infer", infer),
+            ("score", score),
+            ("total", total),
+        ] {
+            println!("  {name:<11}{:>9.3} {:>9.3}", s.median, s.p95);
+        }
+        if let Some(r) = rss {
+            println!("peak RSS     {r:.1} MiB");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_and_p95() {
+        let d: Vec<Duration> = (1..=20).map(Duration::from_millis).collect();
+        let s = Stats::of(&d);
+        assert_eq!(s.median, 10.5);
+        assert_eq!(s.p95, 19.0);
+        assert_eq!(Stats::of(&[Duration::from_millis(3)]).median, 3.0);
+    }
+}

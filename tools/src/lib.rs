@@ -1,0 +1,6 @@
+//! Host-side tools of clip-edge: the `clip-edge` command line (classify,
+//! embed, prompt stores). Host only: nothing here runs on the device.
+
+pub mod cli;
+pub mod cmd;
+pub mod rng;

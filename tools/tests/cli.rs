@@ -1,0 +1,307 @@
+//! `clip-edge` as a user runs it: exit codes, one-line errors naming the file,
+//! no panics, and the JSON shapes scripts rely on.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use clip_edge_runtime::store::{ElementType, EntryKind, StoreBuilder};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("root").to_path_buf()
+}
+
+fn bundle() -> PathBuf {
+    root().join("models/default")
+}
+
+fn image(name: &str) -> PathBuf {
+    root().join("tests/data/images").join(name)
+}
+
+fn run(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_clip-edge"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run clip-edge")
+}
+
+macro_rules! args {
+    ($($a:expr),* $(,)?) => { &[$(std::ffi::OsStr::new($a)),*] };
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A failed run: exit code 1, no panic, and an `error:` line naming `file` and `what`.
+fn assert_clean_failure(o: &Output, file: &str, what: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "exit code; stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error:") && l.contains(file))
+        .unwrap_or_else(|| panic!("no error line naming {file}: {err}"));
+    assert!(line.contains(what), "'{what}' missing from: {line}");
+}
+
+fn store_bytes(fingerprint: [u8; 32], dim: usize) -> Vec<u8> {
+    let mut b = StoreBuilder::new(dim, fingerprint, 100.0, ElementType::F32);
+    let mut v = vec![0f32; dim];
+    v[0] = 1.0;
+    b.push("a", EntryKind::Class, &v).expect("a");
+    v[1] = 1.0;
+    b.push("b", EntryKind::Class, &v).expect("b");
+    b.to_bytes().expect("bytes")
+}
+
+#[test]
+fn help_explains_the_commands() {
+    let o = run(args!["--help"]);
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    for cmd in ["classify", "embed", "prompts"] {
+        assert!(text.contains(cmd), "{text}");
+    }
+    let o = run(args!["classify", "--help"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("--precision"));
+}
+
+#[test]
+fn classify_json_has_the_documented_fields() {
+    let img = image("scene_640x480.png");
+    let o = run(args!["classify", "--json", "--top", "3", "--bundle", bundle().as_os_str(), img.as_os_str()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stdout = String::from_utf8(o.stdout).expect("utf8");
+    let lines: Vec<_> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1);
+    let v: serde_json::Value = serde_json::from_str(lines[0]).expect("json");
+    assert_eq!(v["image"], img.display().to_string());
+    assert_eq!(v["top"].as_array().expect("top").len(), 3);
+    let best = &v["top"][0];
+    assert_eq!(v["score"], best["score"]);
+    match v["decision"].as_str().expect("decision") {
+        "match" => assert_eq!(v["label"], best["label"]),
+        "background" | "unknown" => assert!(v["label"].is_null()),
+        other => panic!("decision {other}"),
+    }
+    assert!(v["latency_ms"].as_f64().expect("latency") > 0.0);
+    for k in ["decode", "preprocess", "infer", "score"] {
+        assert!(v["timing_ms"][k].is_number(), "{k}");
+    }
+}
+
+#[test]
+fn a_threshold_turns_a_weak_match_into_unknown() {
+    let img = image("scene_640x480.png");
+    let o = run(args![
+        "classify",
+        "--json",
+        "--min-score",
+        "0.999",
+        "--bundle",
+        bundle().as_os_str(),
+        img.as_os_str()
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert!(v["decision"] == "unknown" || v["decision"] == "background", "{v}");
+    assert!(v["label"].is_null());
+}
+
+#[test]
+fn embed_json_gives_unit_vectors_of_the_bundle_dimension() {
+    let img = image("checker_224x224.png");
+    let o = run(args!["embed", "--json", "--bundle", bundle().as_os_str(), img.as_os_str()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let e: Vec<f32> = serde_json::from_value(v["embedding"].clone()).expect("vector");
+    assert_eq!(e.len(), 64);
+    assert_eq!(v["dim"], 64);
+    assert!((e.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-4);
+}
+
+#[test]
+fn bad_images_are_reported_by_name_and_the_rest_still_run() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let text = dir.path().join("notes.png");
+    std::fs::write(&text, "this is not an image").expect("write");
+    let good = std::fs::read(image("scene_640x480.png")).expect("png");
+    let truncated = dir.path().join("cut.png");
+    std::fs::write(&truncated, &good[..good.len() / 2]).expect("write");
+    let mut huge = std::fs::read(image("checker_224x224.png")).expect("png");
+    huge[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+    huge[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+    let crc = crc32(&huge[12..29]);
+    huge[29..33].copy_from_slice(&crc.to_be_bytes());
+    let huge_path = dir.path().join("huge.png");
+    std::fs::write(&huge_path, huge).expect("write");
+    let missing = dir.path().join("missing.jpg");
+    let ok = image("grey_50x77.png");
+
+    let o = run(args![
+        "classify",
+        "--json",
+        "--bundle",
+        bundle().as_os_str(),
+        text.as_os_str(),
+        truncated.as_os_str(),
+        ok.as_os_str(),
+        huge_path.as_os_str(),
+        missing.as_os_str()
+    ]);
+    assert_clean_failure(&o, "notes.png", "not a supported image format");
+    assert_clean_failure(&o, "cut.png", "cannot read image");
+    assert_clean_failure(&o, "huge.png", "cannot read image");
+    assert_clean_failure(&o, "missing.jpg", "does not exist");
+    assert!(stderr(&o).contains("4 of 5 image(s) could not be classified"));
+    let stdout = String::from_utf8(o.stdout).expect("utf8");
+    let lines: Vec<serde_json::Value> =
+        stdout.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    assert_eq!(lines.len(), 5);
+    assert!(lines[2]["label"].is_string() || lines[2]["decision"].is_string());
+    assert_eq!(lines[0]["kind"], "image");
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn damaged_or_foreign_prompt_stores_are_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let good = std::fs::read(bundle().join("prompts.store")).expect("store");
+    let img = image("grey_50x77.png");
+    let fingerprint = clip_edge_runtime::Bundle::load(bundle()).expect("bundle").fingerprint;
+
+    let mut flipped = good.clone();
+    flipped[good.len() / 2] ^= 0x01;
+    let mut version = good.clone();
+    version[8] = 2;
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("truncated.store", good[..good.len() - 9].to_vec(), "truncated or corrupt"),
+        ("flipped.store", flipped, "checksum mismatch"),
+        ("version.store", version, "format version 2 is not supported"),
+        ("other-model.store", store_bytes([9; 32], 64), "built for model 0909"),
+        ("other-dim.store", store_bytes(fingerprint, 32), "dimension 32 does not match"),
+        ("empty.store", Vec::new(), "shorter than the 128-byte header"),
+    ];
+    for (name, bytes, what) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, &bytes).expect("write");
+        let o = run(args![
+            "classify",
+            "--bundle",
+            bundle().as_os_str(),
+            "--prompts",
+            path.as_os_str(),
+            img.as_os_str()
+        ]);
+        assert_clean_failure(&o, name, what);
+        assert_eq!(std::fs::read(&path).expect("still there"), bytes, "{name} was modified");
+    }
+}
+
+#[test]
+fn broken_bundles_are_refused() {
+    let img = image("grey_50x77.png");
+    let o = run(args!["classify", "--bundle", "/nonexistent/bundle", img.as_os_str()]);
+    assert_clean_failure(&o, "/nonexistent/bundle/bundle.toml", "does not exist");
+
+    let dir = tempfile::tempdir().expect("tmp");
+    for f in ["bundle.toml", "image_encoder_f32.onnx", "prompts.store"] {
+        std::fs::copy(bundle().join(f), dir.path().join(f)).expect("copy");
+    }
+    let manifest = dir.path().join("bundle.toml");
+    let text = std::fs::read_to_string(&manifest).expect("read");
+    std::fs::write(&manifest, text.replace("interpolation = \"bicubic\"", "interpolation = \"cubic\""))
+        .expect("w");
+    let o = run(args!["classify", "--bundle", dir.path().as_os_str(), img.as_os_str()]);
+    assert_clean_failure(&o, "bundle.toml", "key 'image.interpolation': unknown filter 'cubic'");
+
+    std::fs::write(&manifest, text).expect("restore");
+    let o =
+        run(args!["classify", "--precision", "int8", "--bundle", dir.path().as_os_str(), img.as_os_str()]);
+    assert_clean_failure(&o, "bundle.toml", "no int8 image encoder (available: f32)");
+
+    std::fs::write(dir.path().join("image_encoder_f32.onnx"), b"garbage").expect("w");
+    let o = run(args!["classify", "--bundle", dir.path().as_os_str(), img.as_os_str()]);
+    assert_clean_failure(&o, "image_encoder_f32.onnx", "sha256 mismatch");
+
+    let o = run(args!["classify", "--precision", "f64", "--bundle", dir.path().as_os_str(), img.as_os_str()]);
+    assert_eq!(o.status.code(), Some(2), "usage error");
+    assert!(stderr(&o).contains("unknown precision 'f64'"));
+}
+
+#[test]
+fn prompts_inspect_reports_and_checks_the_model() {
+    let store = bundle().join("prompts.store");
+    let o = run(args!["prompts", "inspect", "--json", "--bundle", bundle().as_os_str(), store.as_os_str()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["header"]["dim"], 64);
+    assert_eq!(v["header"]["element"], "f32");
+    assert_eq!(v["checks"], "ok");
+    assert_eq!(v["model_check"]["matches"], true);
+    assert_eq!(v["entries"].as_array().expect("entries").len(), 8);
+    assert_eq!(v["entries"][7]["kind"], "background");
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let foreign = dir.path().join("foreign.store");
+    std::fs::write(&foreign, store_bytes([3; 32], 64)).expect("w");
+    let o = run(args!["prompts", "inspect", "--bundle", bundle().as_os_str(), foreign.as_os_str()]);
+    assert_clean_failure(&o, "foreign.store", "built for model 0303");
+}
+
+#[test]
+fn prompts_random_writes_a_store_that_classify_accepts() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = dir.path().join("r.store");
+    let o = run(args![
+        "prompts",
+        "random",
+        "--bundle",
+        bundle().as_os_str(),
+        "--labels",
+        "x,y,z",
+        "--background",
+        "wall",
+        "--element",
+        "int8",
+        "--out",
+        out.as_os_str()
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let img = image("noise_100x333.png");
+    let o = run(args![
+        "classify",
+        "--json",
+        "--bundle",
+        bundle().as_os_str(),
+        "--prompts",
+        out.as_os_str(),
+        img.as_os_str()
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let o = run(args![
+        "prompts",
+        "random",
+        "--bundle",
+        bundle().as_os_str(),
+        "--labels",
+        "x,x",
+        "--out",
+        out.as_os_str()
+    ]);
+    assert_clean_failure(&o, "label 'x'", "given twice");
+    assert!(clip_edge_runtime::PromptStore::open(&out).is_ok(), "old store must survive a failed build");
+}
