@@ -358,22 +358,27 @@ impl Bundle {
 impl EncoderFile {
     /// Reads the file and checks it against the manifest's sha256; returns its bytes.
     pub fn read_verified(&self) -> Result<Vec<u8>> {
-        let bytes = std::fs::read(&self.path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::Model {
-                    path: self.path.clone(),
-                    message: "file named in bundle.toml does not exist".into(),
-                }
-            } else {
-                Error::io(&self.path, e)
-            }
-        })?;
-        let actual = sha256_hex(&bytes);
-        if actual != self.sha256 {
-            return Err(Error::Checksum { path: self.path.clone(), expected: self.sha256.clone(), actual });
-        }
-        Ok(bytes)
+        read_verified(&self.path, &self.sha256)
     }
+}
+
+/// Reads a model file named in a manifest and checks it against `sha256` (lower-case hex).
+pub fn read_verified(path: &Path, sha256: &str) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::Model {
+                path: path.to_path_buf(),
+                message: "file named in bundle.toml does not exist".into(),
+            }
+        } else {
+            Error::io(path, e)
+        }
+    })?;
+    let actual = sha256_hex(&bytes);
+    if actual != sha256 {
+        return Err(Error::Checksum { path: path.to_path_buf(), expected: sha256.to_string(), actual });
+    }
+    Ok(bytes)
 }
 
 /// Lower-case hex sha256 of `bytes`.

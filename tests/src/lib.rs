@@ -92,3 +92,27 @@ pub fn reseal_manifest(dir: &std::path::Path) {
         .join("\n");
     std::fs::write(dir.join("bundle.toml"), resealed).expect("write manifest");
 }
+
+/// One prompt of the fixture reference: open_clip's tokens and both engines' outputs.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RefPrompt {
+    /// The prompt.
+    pub text: String,
+    /// open_clip's token ids, padded to 77.
+    pub tokens: Vec<i64>,
+    /// ONNX Runtime's raw output.
+    pub onnxruntime: Vec<f32>,
+    /// PyTorch's raw output.
+    pub torch: Vec<f32>,
+}
+
+/// The prompts of `tests/data/vit_tiny/reference.json`.
+pub fn reference_prompts() -> Vec<RefPrompt> {
+    #[derive(Deserialize)]
+    struct P {
+        prompts: Vec<RefPrompt>,
+    }
+    let path = fixture_bundle().join("reference.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str::<P>(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display())).prompts
+}

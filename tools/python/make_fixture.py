@@ -13,13 +13,18 @@ needed by the tests):
   vit_tiny/image_encoder_f32.onnx
                                the image encoder (input "image" Nx3x224x224,
                                output "embedding" Nx64, not normalised)
+  vit_tiny/text_encoder.onnx   the text tower (input "tokens" Nx77 int64,
+                               output "embedding" Nx64, end-of-text pooling
+                               and causal mask inside the graph)
+  vit_tiny/tokenizer.json      CLIP's tokenizer (tools/python/clip_tokenizer.py)
   vit_tiny/bundle.toml         its clip-edge bundle manifest
   images/*.png                 test images of several sizes and modes
   expected_crops/*.png         Pillow's resize + centre crop of each image
                                (what the Rust preprocessor must reproduce)
   vit_tiny/reference.json      per image: sha256 of open_clip's normalised
                                float32 tensor, ONNX Runtime's and PyTorch's
-                               embeddings; plus the model's settings
+                               embeddings; per prompt: open_clip's token ids,
+                               ONNX Runtime's and PyTorch's text embeddings
 
 Run: tools/python/setup_venv.sh && .venv/bin/python tools/python/make_fixture.py
 """
@@ -76,7 +81,8 @@ def make_images(rng: np.random.Generator) -> dict[str, Image.Image]:
 def build_model() -> CLIP:
     torch.manual_seed(SEED)
     vision = CLIPVisionCfg(layers=2, width=64, head_width=32, patch_size=32, image_size=SIZE)
-    text = CLIPTextCfg(context_length=77, vocab_size=49408, width=64, heads=2, layers=1)
+    # The token table (49408 x width) dominates the size: width 16 keeps it near 3 MB.
+    text = CLIPTextCfg(context_length=77, vocab_size=49408, width=16, heads=2, layers=2)
     model = CLIP(embed_dim=EMBED_DIM, vision_cfg=vision, text_cfg=text, quick_gelu=True)
     model.eval()
     return model
@@ -91,8 +97,10 @@ class ImageTower(torch.nn.Module):
         return self.visual(image)
 
 
-def write_manifest(bundle: pathlib.Path, onnx_path: pathlib.Path, mean, std, logit_scale: float) -> None:
+def write_manifest(bundle: pathlib.Path, onnx_path: pathlib.Path, text_path: pathlib.Path, mean, std,
+                   logit_scale: float) -> None:
     digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    text_digest = hashlib.sha256(text_path.read_bytes()).hexdigest()
     text = f"""# Written by tools/python/make_fixture.py: a reduced open_clip ViT with random weights.
 format = 1
 name = "vit-tiny-random"
@@ -113,8 +121,29 @@ default_precision = "f32"
 precision = "f32"
 file = "{onnx_path.name}"
 sha256 = "{digest}"
+
+[text]
+file = "{text_path.name}"
+sha256 = "{text_digest}"
+tokenizer = "tokenizer.json"
+context_length = 77
+pad_id = 0
+attention_mask = false
 """
     (bundle / "bundle.toml").write_text(text)
+
+
+class TextTower(torch.nn.Module):
+    def __init__(self, model: CLIP):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens):
+        return self.model.encode_text(tokens)
+
+
+PROMPTS = ["a photo of a cat.", "a photo of a dog.", "an empty room", "A BLURRY PHOTO OF A CAR!",
+           "café 🙂 20°C", "word " * 90]
 
 
 def main() -> None:
@@ -175,13 +204,36 @@ def main() -> None:
                      "onnxruntime": ort.__version__, "onnx": onnx.__version__},
         "model": {"file": "vit_tiny/image_encoder_f32.onnx", "sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
                   "architecture": "open_clip CLIP ViT (QuickGELU), layers=2 width=64 heads=2 patch=32",
+                  "text_architecture": "open_clip CLIP text transformer, layers=2 width=16 heads=2 ctx=77",
                   "size": SIZE, "embed_dim": EMBED_DIM, "mean": list(mean), "std": list(std),
                   "resize": "shortest-center-crop", "interpolation": "bicubic",
                   "logit_scale": float(model.logit_scale.exp().detach())},
         "images": entries,
     }
-    (bundle / "reference.json").write_text(json.dumps(reference, indent=1) + "\n")
-    write_manifest(bundle, onnx_path, mean, std, float(model.logit_scale.exp().detach()))
+    import clip_tokenizer  # noqa: E402  (same folder)
+
+    clip_tokenizer.build().save(str(bundle / "tokenizer.json"))
+    text_path = bundle / "text_encoder.onnx"
+    text_tower = TextTower(model).eval()
+    torch.onnx.export(
+        text_tower, (torch.zeros(1, 77, dtype=torch.long),), str(text_path), input_names=["tokens"],
+        output_names=["embedding"], opset_version=17, dynamo=False,
+        dynamic_axes={"tokens": {0: "batch"}, "embedding": {0: "batch"}},
+    )
+    onnx.checker.check_model(onnx.load(str(text_path)))
+    text_session = ort.InferenceSession(str(text_path), providers=["CPUExecutionProvider"])
+    tokenizer = open_clip.tokenizer.SimpleTokenizer()
+    prompts = []
+    for prompt in PROMPTS:
+        tokens = tokenizer([prompt], context_length=77)
+        with torch.no_grad():
+            torch_out = text_tower(tokens)[0].numpy()
+        ort_out = text_session.run(None, {"tokens": tokens.numpy()})[0][0]
+        prompts.append({"text": prompt, "tokens": tokens[0].tolist(),
+                        "onnxruntime": [float(v) for v in ort_out], "torch": [float(v) for v in torch_out]})
+    reference["prompts"] = prompts
+    (bundle / "reference.json").write_text(json.dumps(reference, indent=1, ensure_ascii=False) + "\n")
+    write_manifest(bundle, onnx_path, text_path, mean, std, float(model.logit_scale.exp().detach()))
     print(f"wrote {onnx_path} ({onnx_path.stat().st_size} bytes) and {len(entries)} reference images")
 
 

@@ -6,7 +6,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 out="$root/models/default"
 mkdir -p "$out"
-cp "$root/tests/data/vit_tiny/image_encoder_f32.onnx" "$out/"
+for f in image_encoder_f32.onnx text_encoder.onnx tokenizer.json; do cp "$root/tests/data/vit_tiny/$f" "$out/"; done
 sed -e 's/^name = .*/name = "placeholder-vit-tiny-random"/' \
     -e 's/^description = .*/description = "PLACEHOLDER: the reduced CLIP ViT test fixture with random weights and random prompt vectors. Its labels mean nothing."/' \
     -e 's/^# Written by .*/# Placeholder default bundle, written by tools\/scripts\/make_placeholder_default.sh./' \
