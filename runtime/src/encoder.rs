@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use image::RgbImage;
 use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::bundle::{Bundle, EncoderFile, Precision};
 use crate::error::{one_line, Error, Result};
@@ -119,10 +120,26 @@ impl ImageEncoder {
                 "an image encoder takes exactly one input and gives one output; this graph has {inputs} input(s) and {outputs} output(s)"
             )));
         }
-        model.set_input_fact(0, f32::fact([1, 3, size, size]).into()).map_err(|e| model_err(&e))?;
-        let typed = model
+        // A graph exported with a dynamic batch keeps its batch symbol in
+        // intermediate shapes (value_info); typing with that symbol and then
+        // setting it to 1 avoids unifying the symbol with a literal 1.
+        let batch = match model.input_fact(0).ok().and_then(|f| f.shape.concretize()) {
+            Some(dims) if dims.len() == 4 => match &dims[0] {
+                TDim::Sym(s) => Some(s.clone()),
+                _ => None,
+            },
+            _ => None,
+        };
+        let first = batch.clone().map(TDim::Sym).unwrap_or_else(|| 1.into());
+        let shape: [TDim; 4] = [first, 3.into(), size.into(), size.into()];
+        model.set_input_fact(0, f32::fact(&shape).into()).map_err(|e| model_err(&e))?;
+        let mut typed = model
             .into_typed()
             .map_err(|e| model_err(&format!("graph does not accept a 1x3x{size}x{size} f32 image: {e:#}")))?;
+        if let Some(sym) = batch {
+            let subs = std::collections::HashMap::from([(sym, TDim::from(1))]);
+            typed = typed.set_symbols(&subs).map_err(|e| model_err(&e))?;
+        }
         let parse = t1.elapsed();
 
         let t2 = Instant::now();

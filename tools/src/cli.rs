@@ -33,7 +33,7 @@ pub struct Cli {
 pub enum Command {
     /// Classify images against a prompt store.
     Classify(ClassifyArgs),
-    /// Print the L2-normalised image embedding of each image.
+    /// Print the L2-normalised embedding of each image (or, with --text, of each text).
     Embed(EmbedArgs),
     /// Measure cold start and per-frame latency (decode, preprocess, infer, score).
     Bench(BenchArgs),
@@ -85,11 +85,14 @@ pub struct EmbedArgs {
     /// Model bundle and precision.
     #[command(flatten)]
     pub model: ModelArgs,
-    /// One JSON object per image on stdout, with every value.
+    /// One JSON object per input on stdout, with every value.
     #[arg(long)]
     pub json: bool,
+    /// Embed these texts with the bundle's text encoder (repeatable) instead of images.
+    #[arg(long, value_name = "TEXT", conflicts_with = "images")]
+    pub text: Vec<String>,
     /// Image files.
-    #[arg(required = true, value_name = "IMAGE")]
+    #[arg(required_unless_present = "text", value_name = "IMAGE")]
     pub images: Vec<PathBuf>,
 }
 
@@ -119,11 +122,42 @@ pub struct BenchArgs {
 /// `prompts` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum PromptsCommand {
+    /// Build a prompt store from a labels file with the bundle's text encoder.
+    Build(BuildArgs),
     /// Validate a prompt store and print its header, labels and metadata.
     Inspect(InspectArgs),
     /// Write a placeholder store of seeded random unit vectors for a bundle (for demos
     /// and tests of models whose text encoder is not available).
     Random(RandomArgs),
+}
+
+/// Arguments of `prompts build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Bundle with a text encoder ([text] in bundle.toml).
+    #[arg(long, value_name = "DIR")]
+    pub bundle: PathBuf,
+    /// Labels file (TOML: templates, [[class]], [[background]]; see docs/prompts.md).
+    #[arg(long, value_name = "FILE")]
+    pub labels: PathBuf,
+    /// Output store; replaced atomically, and only if the build succeeds.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Element type of the stored embeddings.
+    #[arg(long, default_value = "f32")]
+    pub element: ElementType,
+    /// Template set used when the labels file names none: default, imagenet7 or imagenet.
+    #[arg(long, default_value = "default", value_name = "SET")]
+    pub templates: String,
+    /// Fail instead of truncating prompts longer than the text encoder's context.
+    #[arg(long)]
+    pub fail_on_truncation: bool,
+    /// Record the build time (the store is then not byte-for-byte reproducible).
+    #[arg(long)]
+    pub stamp: bool,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `prompts inspect`.
@@ -173,6 +207,7 @@ pub fn main() -> ExitCode {
         Command::Classify(a) => cmd::classify::run(&a),
         Command::Embed(a) => cmd::embed::run(&a),
         Command::Bench(a) => cmd::bench::run(&a),
+        Command::Prompts(PromptsCommand::Build(a)) => cmd::prompts::build(&a, cli.quiet),
         Command::Prompts(PromptsCommand::Inspect(a)) => cmd::prompts::inspect(&a),
         Command::Prompts(PromptsCommand::Random(a)) => cmd::prompts::random(&a),
     };

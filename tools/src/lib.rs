@@ -3,5 +3,8 @@
 
 pub mod cli;
 pub mod cmd;
+pub mod labels;
+pub mod prompt_build;
 pub mod rng;
+pub mod templates;
 pub mod text;

@@ -9,10 +9,29 @@ use serde_json::json;
 
 use super::load_bundle;
 use crate::cli::EmbedArgs;
+use crate::text::TextEncoder;
+
+fn run_text(bundle: &clip_edge_runtime::Bundle, a: &EmbedArgs) -> anyhow::Result<ExitCode> {
+    let mut enc = TextEncoder::load(bundle)?;
+    for text in &a.text {
+        let (e, tokens) = enc.embed(text)?;
+        if a.json {
+            let line = json!({"text": text, "tokens": &tokens.ids[..tokens.len], "truncated": tokens.truncated, "dim": e.dim(), "embedding": e.as_slice()});
+            println!("{line}");
+        } else {
+            let head: Vec<String> = e.as_slice().iter().take(6).map(|v| format!("{v:+.4}")).collect();
+            println!("{text:?}: {} tokens, dim {} [{} ...]", tokens.len, e.dim(), head.join(", "));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
 
 /// Runs `embed`; unreadable images are reported and make the exit code non-zero.
 pub fn run(a: &EmbedArgs) -> anyhow::Result<ExitCode> {
     let bundle = load_bundle(&a.model.bundle)?;
+    if !a.text.is_empty() {
+        return run_text(&bundle, a);
+    }
     let mut encoder = ImageEncoder::load(&bundle, a.model.precision)
         .with_context(|| format!("cannot load model of bundle {}", bundle.dir.display()))?;
     let mut failed = 0usize;

@@ -9,7 +9,9 @@ use clip_edge_runtime::PromptStore;
 use serde_json::json;
 
 use super::load_bundle;
-use crate::cli::{InspectArgs, RandomArgs};
+use crate::cli::{BuildArgs, InspectArgs, RandomArgs};
+use crate::labels::LabelSet;
+use crate::prompt_build::{build_store, BuildOptions};
 use crate::rng::SplitMix64;
 
 /// Cosine above which two entries are reported as easily confused.
@@ -139,6 +141,72 @@ pub fn inspect(a: &InspectArgs) -> anyhow::Result<ExitCode> {
         Some(Err(e)) => Err(e.into()),
         _ => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// Runs `prompts build`.
+pub fn build(a: &BuildArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let default_templates = crate::templates::named(&a.templates).with_context(|| {
+        format!("--templates {}: not a known set (default, imagenet7, imagenet)", a.templates)
+    })?;
+    let bundle = load_bundle(&a.bundle)?;
+    let labels = LabelSet::load(&a.labels, default_templates)?;
+    let total = labels.prompt_count();
+    let t0 = std::time::Instant::now();
+    let step = (total / 10).max(1);
+    let show = !quiet && total >= 50;
+    let opts = BuildOptions { element: a.element, fail_on_truncation: a.fail_on_truncation, stamp: a.stamp };
+    let (builder, report) = build_store(&bundle, &labels, opts, |done, total| {
+        if show && (done % step == 0 || done == total) {
+            let secs = t0.elapsed().as_secs_f64();
+            let left = secs / done as f64 * (total - done) as f64;
+            eprintln!(
+                "embedding prompts: {done}/{total} ({:.0}%), {secs:.1} s, ~{left:.0} s left",
+                100.0 * done as f64 / total as f64
+            );
+        }
+    })
+    .with_context(|| format!("cannot build a prompt store for {}", a.labels.display()))?;
+    for p in &report.truncated {
+        log::warn!("prompt cut to the text encoder's context: {p:?}");
+    }
+    let bytes = builder.to_bytes()?;
+    clip_edge_runtime::store::write_atomic(&a.out, &bytes)
+        .with_context(|| format!("cannot write prompt store {}", a.out.display()))?;
+    let elapsed = t0.elapsed();
+    if a.json {
+        let entries: Vec<_> = report.entries.iter().map(|(l, n)| json!({"label": l, "prompts": n})).collect();
+        let out = json!({
+            "out": a.out.display().to_string(),
+            "element": a.element.as_str(),
+            "entries": entries,
+            "prompts": total,
+            "truncated": report.truncated,
+            "bytes": bytes.len(),
+            "load_ms": report.load.as_secs_f64() * 1e3,
+            "embed_ms": report.embed.as_secs_f64() * 1e3,
+            "total_ms": elapsed.as_secs_f64() * 1e3,
+        });
+        println!("{out}");
+    } else {
+        for (label, n) in &report.entries {
+            println!("  {label}: {n} prompts");
+        }
+        println!(
+            "wrote {} ({} entries, {total} prompts, {}, {} bytes) in {:.2} s ({:.1} ms per prompt){}",
+            a.out.display(),
+            report.entries.len(),
+            a.element,
+            bytes.len(),
+            elapsed.as_secs_f64(),
+            report.embed.as_secs_f64() * 1e3 / total.max(1) as f64,
+            if report.truncated.is_empty() {
+                String::new()
+            } else {
+                format!("; {} prompt(s) truncated", report.truncated.len())
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Runs `prompts random`.

@@ -1,0 +1,634 @@
+#!/usr/bin/env python3
+"""Turn a CLIP model into a clip-edge bundle: ONNX towers, tokenizer, manifest,
+quantised forms, and proof that PyTorch, ONNX Runtime and tract agree.
+
+Sources:
+  open-clip   an open_clip model name with a pretrained tag (needs the weights,
+              so a machine with internet or a local checkpoint file), or
+              --random-init for the same architecture with random weights
+  hf          a Hugging Face CLIP folder (config.json + weights, as saved by
+              transformers' CLIPModel.save_pretrained)
+  package     ONNX towers you exported yourself (any model, e.g. clip-edge's
+              own default model): writes the bundle around them
+
+Every export is staged in a temporary folder, verified, and only then moved to
+--out; a failed export leaves nothing behind. The bundle gets an
+export_report.json with the figures.
+
+Verification: synthetic test images go through open_clip's own preprocessing
+and PyTorch, through ONNX Runtime on the same tensors, and through tract via
+`clip-edge embed` (with clip-edge's own preprocessing). The f32 encoder must
+match within the tolerances below or the export fails. Each quantised form is
+kept only if tract loads it and its embeddings stay close to f32; otherwise it
+is dropped and the exact reason recorded.
+
+Examples:
+  tools/python/export_bundle.py open-clip --model ViT-B-32 --random-init --out /tmp/vitb32
+  tools/python/export_bundle.py open-clip --model ViT-B-32 --pretrained openai --out models/vit-b-32
+  tools/python/export_bundle.py hf --folder ./clip-vit-base-patch32 --out models/hf-clip
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+F32_MIN_COSINE = 0.9999     # tract / ONNX Runtime / PyTorch agreement for f32
+F32_MAX_ABS = 1e-3          # on unit-normalised embeddings
+QUANT_MIN_COSINE = 0.98     # a quantised form must stay this close to f32 (mean over test images)
+
+
+class ExportError(Exception):
+    """A refusal with a message for the user; nothing has been written."""
+
+
+@dataclasses.dataclass
+class Preprocess:
+    size: int
+    resize: str              # "shortest-center-crop" | "squash"
+    interpolation: str       # "bicubic" | "bilinear" | "nearest"
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+@dataclasses.dataclass
+class TextSpec:
+    onnx: pathlib.Path
+    tokenizer: pathlib.Path
+    context_length: int
+    pad_id: int
+    attention_mask: bool
+
+
+def sha256(path: pathlib.Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def log(msg: str) -> None:
+    print(f"[export] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- bundle writer
+
+def write_bundle(out: pathlib.Path, *, name: str, description: str, encoders: dict[str, pathlib.Path],
+                 preprocess: Preprocess, embed_dim: int, logit_scale: float, text: TextSpec | None,
+                 report: dict | None = None, force: bool = False) -> pathlib.Path:
+    """Write a bundle folder around existing ONNX files, atomically.
+
+    `encoders` maps precision ("f32", "f16", "int8") to an image-encoder file;
+    "f32" is required (it defines the model fingerprint). The folder is
+    assembled beside `out` and renamed into place at the end.
+    """
+    if "f32" not in encoders:
+        raise ExportError("the f32 image encoder is required (it defines the model fingerprint)")
+    for p in list(encoders.values()) + ([text.onnx, text.tokenizer] if text else []):
+        if not pathlib.Path(p).is_file():
+            raise ExportError(f"{p}: file does not exist")
+    if preprocess.resize not in ("shortest-center-crop", "squash"):
+        raise ExportError(f"resize mode {preprocess.resize!r} is not supported")
+    if preprocess.interpolation not in ("bicubic", "bilinear", "nearest"):
+        raise ExportError(f"interpolation {preprocess.interpolation!r} is not supported")
+    if out.exists() and not force:
+        raise ExportError(f"{out}: already exists (use --force to replace it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        lines = [
+            "# Written by tools/python/export_bundle.py",
+            "format = 1",
+            f"name = {json.dumps(name)}",
+            f"description = {json.dumps(description)}",
+            f'fingerprint = "{sha256(encoders["f32"])}"',
+            "",
+            "[image]",
+            f"size = {preprocess.size}",
+            f'resize = "{preprocess.resize}"',
+            f'interpolation = "{preprocess.interpolation}"',
+            f"mean = [{', '.join(repr(float(v)) for v in preprocess.mean)}]",
+            f"std = [{', '.join(repr(float(v)) for v in preprocess.std)}]",
+            f"embed_dim = {embed_dim}",
+            f"logit_scale = {float(logit_scale)!r}",
+            'default_precision = "f32"',
+        ]
+        for precision, src in sorted(encoders.items()):
+            dst = stage / f"image_encoder_{precision}.onnx"
+            shutil.copyfile(src, dst)
+            lines += ["", "[[image.encoder]]", f'precision = "{precision}"', f'file = "{dst.name}"',
+                      f'sha256 = "{sha256(dst)}"']
+        if text:
+            shutil.copyfile(text.onnx, stage / "text_encoder.onnx")
+            shutil.copyfile(text.tokenizer, stage / "tokenizer.json")
+            lines += ["", "[text]", 'file = "text_encoder.onnx"', f'sha256 = "{sha256(stage / "text_encoder.onnx")}"',
+                      'tokenizer = "tokenizer.json"', f"context_length = {text.context_length}",
+                      f"pad_id = {text.pad_id}", f"attention_mask = {'true' if text.attention_mask else 'false'}"]
+        (stage / "bundle.toml").write_text("\n".join(lines) + "\n")
+        if report is not None:
+            (stage / "export_report.json").write_text(json.dumps(report, indent=1) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        stage.rename(out)
+        return out
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
+# ---------------------------------------------------------------- quantisation
+
+def quantise_int8_dynamic(src: pathlib.Path, dst: pathlib.Path) -> None:
+    """ONNX Runtime dynamic quantisation: int8 weights, activations quantised at run time (MatMulInteger)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=False)
+
+
+def convert_f16_weights(src: pathlib.Path, dst: pathlib.Path, min_elements: int = 1024) -> None:
+    """f16 storage: large f32 initializers stored as f16 with a Cast back to f32.
+
+    The arithmetic stays f32 (boards without fp16 units lose nothing); the
+    file is about half the size. tract folds the constant casts at load.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    casts = []
+    for init in list(graph.initializer):
+        if init.data_type != TensorProto.FLOAT or np.prod(init.dims) < min_elements:
+            continue
+        arr = numpy_helper.to_array(init).astype(np.float16)
+        half = numpy_helper.from_array(arr, init.name + "_f16")
+        graph.initializer.remove(init)
+        graph.initializer.append(half)
+        casts.append(helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT,
+                                      name=init.name + "_cast_f32"))
+    for node in reversed(casts):
+        graph.node.insert(0, node)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dst))
+
+
+# ---------------------------------------------------------------- verification
+
+def test_images(folder: pathlib.Path, n: int = 6, seed: int = 11) -> list[pathlib.Path]:
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        w, h = int(rng.integers(160, 640)), int(rng.integers(160, 480))
+        base = rng.integers(0, 256, 3)
+        img = Image.new("RGB", (w, h), tuple(int(v) for v in base))
+        draw = ImageDraw.Draw(img)
+        for _ in range(8):
+            x, y, r = int(rng.integers(0, w)), int(rng.integers(0, h)), int(rng.integers(8, 90))
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+        p = folder / f"verify_{i}.png"
+        img.save(p)
+        paths.append(p)
+    return paths
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float64)
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def compare(a: np.ndarray, b: np.ndarray) -> dict:
+    a, b = unit(a), unit(b)
+    cos = (a * b).sum(-1)
+    return {"cosine_min": float(cos.min()), "cosine_mean": float(cos.mean()), "max_abs": float(np.abs(a - b).max())}
+
+
+def clip_edge_binary(explicit: str | None) -> pathlib.Path:
+    if explicit:
+        return pathlib.Path(explicit)
+    log("building clip-edge (cargo build -p clip-edge-tools)")
+    subprocess.run(["cargo", "build", "-q", "-p", "clip-edge-tools", "--bin", "clip-edge"], cwd=ROOT, check=True)
+    return ROOT / "target" / "debug" / "clip-edge"
+
+
+def tract_embed(binary: pathlib.Path, bundle: pathlib.Path, precision: str, images: list[pathlib.Path]):
+    """(embeddings, None) or (None, error text) from `clip-edge embed`."""
+    r = subprocess.run([str(binary), "-q", "embed", "--json", "--bundle", str(bundle), "--precision", precision]
+                       + [str(p) for p in images], capture_output=True, text=True)
+    if r.returncode != 0:
+        return None, (r.stderr.strip().splitlines() or ["(no message)"])[-1]
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    return np.array([row["embedding"] for row in rows]), None
+
+
+def tract_embed_text(binary: pathlib.Path, bundle: pathlib.Path, texts: list[str]):
+    args = [str(binary), "-q", "embed", "--json", "--bundle", str(bundle)]
+    for t in texts:
+        args += ["--text", t]
+    r = subprocess.run(args, capture_output=True, text=True)
+    if r.returncode != 0:
+        return None, (r.stderr.strip().splitlines() or ["(no message)"])[-1]
+    return np.array([json.loads(line)["embedding"] for line in r.stdout.splitlines()]), None
+
+
+def ort_run(path: pathlib.Path, feeds: dict) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)[0]
+
+
+VERIFY_LABELS = ["cat", "dog", "car", "person", "bicycle", "bird", "package", "tree", "house", "boat"]
+
+
+def verify_and_select(stage: pathlib.Path, candidates: dict[str, pathlib.Path], torch_image, torch_tensors,
+                      text_ref: dict | None, binary: pathlib.Path, images: list[pathlib.Path],
+                      input_name: str) -> tuple[dict[str, pathlib.Path], dict]:
+    """Verify f32 (fatal on failure) and each quantised form (dropped on failure)."""
+    report: dict = {"images": len(images), "tolerances": {"f32_min_cosine": F32_MIN_COSINE, "f32_max_abs": F32_MAX_ABS,
+                                                          "quantised_min_mean_cosine": QUANT_MIN_COSINE},
+                    "forms": {}}
+    batch = np.concatenate(torch_tensors)
+    ort_f32 = np.concatenate([ort_run(candidates["f32"], {input_name: t}) for t in torch_tensors])
+    tract_f32, err = tract_embed(binary, stage, "f32", images)
+    if err:
+        raise ExportError(f"tract cannot run the f32 image encoder: {err}")
+    f32 = {"file_bytes": candidates["f32"].stat().st_size,
+           "torch_vs_onnxruntime": compare(torch_image(batch), ort_f32),
+           "tract_vs_onnxruntime": compare(tract_f32, ort_f32)}
+    report["forms"]["f32"] = f32
+    for key in ("torch_vs_onnxruntime", "tract_vs_onnxruntime"):
+        c = f32[key]
+        if c["cosine_min"] < F32_MIN_COSINE or c["max_abs"] > F32_MAX_ABS:
+            raise ExportError(f"f32 {key.replace('_', ' ')} disagree: cosine {c['cosine_min']:.6f}, "
+                              f"max abs {c['max_abs']:.2e} (limits {F32_MIN_COSINE}, {F32_MAX_ABS})")
+    log(f"f32: tract vs ONNX Runtime cosine {f32['tract_vs_onnxruntime']['cosine_min']:.7f}, "
+        f"max abs {f32['tract_vs_onnxruntime']['max_abs']:.2e}")
+
+    labels = None
+    if text_ref is not None:
+        tract_text, err = tract_embed_text(binary, stage, [f"a photo of a {c}." for c in VERIFY_LABELS])
+        if err:
+            raise ExportError(f"tract cannot run the text encoder: {err}")
+        report["text"] = {"torch_vs_onnxruntime": compare(text_ref["torch"], text_ref["onnxruntime"]),
+                          "tract_vs_onnxruntime": compare(tract_text, text_ref["onnxruntime"])}
+        c = report["text"]["tract_vs_onnxruntime"]
+        if c["cosine_min"] < F32_MIN_COSINE or c["max_abs"] > F32_MAX_ABS:
+            raise ExportError(f"text encoder: tract and ONNX Runtime disagree (cosine {c['cosine_min']:.6f})")
+        labels = unit(text_ref["onnxruntime"])
+        log(f"text: tract vs ONNX Runtime cosine {c['cosine_min']:.7f}")
+
+    keep = {"f32": candidates["f32"]}
+    for precision, path in candidates.items():
+        if precision == "f32":
+            continue
+        entry: dict = {"file_bytes": path.stat().st_size,
+                       "size_ratio_vs_f32": candidates["f32"].stat().st_size / path.stat().st_size}
+        report["forms"][precision] = entry
+        try:
+            ort_q = np.concatenate([ort_run(path, {input_name: t}) for t in torch_tensors])
+            entry["onnxruntime_vs_f32"] = compare(ort_q, ort_f32)
+        except Exception as e:  # noqa: BLE001 - recorded, not fatal
+            entry["onnxruntime_error"] = " ".join(str(e).split())[:400]
+        tract_q, err = tract_embed(binary, stage, precision, images)
+        if err:
+            entry["kept"] = False
+            entry["reason"] = f"tract cannot load or run it: {err}"
+            log(f"{precision}: dropped ({entry['reason']})")
+            continue
+        entry["tract_vs_f32"] = compare(tract_q, tract_f32)
+        if labels is not None:
+            a = (unit(tract_q) @ labels.T).argmax(-1)
+            b = (unit(tract_f32) @ labels.T).argmax(-1)
+            entry["top1_agreement_vs_f32"] = float((a == b).mean())
+        if entry["tract_vs_f32"]["cosine_mean"] < QUANT_MIN_COSINE:
+            entry["kept"] = False
+            entry["reason"] = (f"tract's embeddings are too far from f32 (mean cosine "
+                               f"{entry['tract_vs_f32']['cosine_mean']:.4f} < {QUANT_MIN_COSINE})")
+            log(f"{precision}: dropped ({entry['reason']})")
+            continue
+        entry["kept"] = True
+        keep[precision] = path
+        log(f"{precision}: kept, {entry['size_ratio_vs_f32']:.2f}x smaller, tract vs f32 mean cosine "
+            f"{entry['tract_vs_f32']['cosine_mean']:.5f}")
+    return keep, report
+
+
+# ---------------------------------------------------------------- open_clip
+
+def reduce_config(cfg: dict) -> dict:
+    """A small model of the same architecture, for tests: fewer and thinner layers."""
+    cfg = json.loads(json.dumps(cfg))
+    v, t = cfg["vision_cfg"], cfg["text_cfg"]
+    cfg["embed_dim"] = 64
+    if "timm_model_name" not in v:
+        v.update(layers=2, width=64, head_width=32)
+    t.update(layers=2, width=16, heads=2)
+    return cfg
+
+
+def shrink_timm_trunk(model, embed_dim: int) -> None:
+    import timm
+
+    trunk_name = model.visual.trunk.default_cfg.get("architecture", "")
+    if not trunk_name.startswith("fastvit"):
+        raise ExportError(f"--reduce does not know how to shrink the timm trunk {trunk_name!r}")
+    model.visual.trunk = timm.create_model(trunk_name, num_classes=embed_dim, global_pool="avg",
+                                           layers=(1, 1, 1, 1), embed_dims=(16, 32, 64, 128))
+
+
+def build_open_clip(name: str, pretrained: str | None, reduce: bool):
+    import open_clip
+    import torch
+
+    if name not in open_clip.list_models():
+        close = [m for m in open_clip.list_models() if name.lower().split("-")[0] in m.lower()][:8]
+        raise ExportError(f"unknown open_clip model {name!r}" + (f" (similar: {', '.join(close)})" if close else ""))
+    torch.manual_seed(0)
+    kwargs = {}
+    if reduce:
+        cfg = reduce_config(open_clip.get_model_config(name))
+        kwargs = {"embed_dim": cfg["embed_dim"], "vision_cfg": cfg["vision_cfg"], "text_cfg": cfg["text_cfg"]}
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, **kwargs)
+    except RuntimeError as e:
+        raise ExportError(f"cannot create {name} with pretrained={pretrained!r}: {e}") from e
+    if reduce and hasattr(model.visual, "trunk"):
+        shrink_timm_trunk(model, kwargs["embed_dim"])
+    model.eval()
+    try:
+        from timm.utils import reparameterize_model
+
+        model = reparameterize_model(model)
+    except ImportError:
+        pass
+    tokenizer = open_clip.get_tokenizer(name)
+    return model, preprocess, tokenizer
+
+
+def preprocess_from_transform(transform) -> Preprocess:
+    from torchvision import transforms as T
+
+    steps = list(transform.transforms)
+    resize = next(s for s in steps if isinstance(s, T.Resize))
+    crop = next((s for s in steps if isinstance(s, T.CenterCrop)), None)
+    norm = next(s for s in steps if isinstance(s, T.Normalize))
+    interp = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest"}.get(resize.interpolation.value)
+    if interp is None:
+        raise ExportError(f"interpolation {resize.interpolation} is not supported by clip-edge")
+    if isinstance(resize.size, int) or (isinstance(resize.size, (list, tuple)) and len(resize.size) == 1):
+        size = resize.size if isinstance(resize.size, int) else resize.size[0]
+        if crop is None:
+            raise ExportError("Resize without CenterCrop is not supported")
+        mode = "shortest-center-crop"
+    else:
+        h, w = resize.size
+        if h != w:
+            raise ExportError(f"non-square input {h}x{w} is not supported")
+        size, mode = h, "squash"
+    return Preprocess(size=int(size), resize=mode, interpolation=interp,
+                      mean=tuple(float(v) for v in norm.mean), std=tuple(float(v) for v in norm.std))
+
+
+def save_tokenizer(tokenizer, dst: pathlib.Path) -> tuple[int, bool]:
+    """Writes tokenizer.json; returns (pad id, whether the text graph takes a mask)."""
+    import open_clip
+
+    if isinstance(tokenizer, open_clip.tokenizer.SimpleTokenizer):
+        import clip_tokenizer
+
+        clip_tokenizer.build().save(str(dst))
+        return 0, False
+    hf = getattr(tokenizer, "tokenizer", None)
+    if hf is not None and hasattr(hf, "backend_tokenizer"):
+        hf.backend_tokenizer.save(str(dst))
+        return int(hf.pad_token_id or 0), False
+    raise ExportError(f"tokenizer {type(tokenizer).__name__} cannot be converted to tokenizer.json")
+
+
+class ImageTower:
+    def __init__(self, model):
+        import torch
+
+        class M(torch.nn.Module):
+            def __init__(self, m):
+                super().__init__()
+                self.m = m
+
+            def forward(self, image):
+                return self.m.encode_image(image)
+
+        self.module = M(model).eval()
+
+
+class TextTowerModule:
+    def __init__(self, model):
+        import torch
+
+        class M(torch.nn.Module):
+            def __init__(self, m):
+                super().__init__()
+                self.m = m
+
+            def forward(self, tokens):
+                return self.m.encode_text(tokens)
+
+        self.module = M(model).eval()
+
+
+def export_onnx(module, example, path: pathlib.Path, input_name: str) -> None:
+    import onnx
+    import torch
+
+    # Not under no_grad: there PyTorch takes the fused attention fast path
+    # (aten::_native_multi_head_attention), which has no ONNX export.
+    try:
+        torch.onnx.export(module, (example,), str(path), input_names=[input_name], output_names=["embedding"],
+                          opset_version=17, dynamo=False, verbose=False,
+                          dynamic_axes={input_name: {0: "batch"}, "embedding": {0: "batch"}})
+    except Exception as e:  # noqa: BLE001 - the exporter raises many types
+        raise ExportError(f"cannot export the {input_name} tower to ONNX: {' '.join(str(e).split())[:300]}") from e
+    onnx.checker.check_model(str(path))
+
+
+def export_open_clip(args) -> None:
+    import torch
+    from PIL import Image
+
+    if not args.random_init and not args.pretrained:
+        raise ExportError("give --pretrained TAG (or a checkpoint path), or --random-init")
+    started = time.time()
+    model, transform, tokenizer = build_open_clip(args.model, None if args.random_init else args.pretrained,
+                                                  args.reduce)
+    pre = preprocess_from_transform(transform)
+    ctx = int(getattr(tokenizer, "context_length", 77) or 77)
+    embed_dim = int(model.text_projection.shape[1]) if getattr(model, "text_projection", None) is not None \
+        else int(model.encode_text(torch.zeros(1, ctx, dtype=torch.long)).shape[-1])
+    logit_scale = float(model.logit_scale.exp().detach())
+    with tempfile.TemporaryDirectory() as tmp_s:
+        tmp = pathlib.Path(tmp_s)
+        image_f32 = tmp / "image_encoder_f32.onnx"
+        text_onnx = tmp / "text_encoder.onnx"
+        log(f"exporting image tower ({pre.size} px) and text tower ({ctx} tokens)")
+        export_onnx(ImageTower(model).module, torch.zeros(1, 3, pre.size, pre.size), image_f32, "image")
+        export_onnx(TextTowerModule(model).module, torch.zeros(1, ctx, dtype=torch.long), text_onnx, "tokens")
+        pad_id, mask = save_tokenizer(tokenizer, tmp / "tokenizer.json")
+        candidates = {"f32": image_f32}
+        for precision in args.precisions:
+            dst = tmp / f"image_encoder_{precision}.onnx"
+            log(f"making {precision}")
+            try:
+                if precision == "int8":
+                    quantise_int8_dynamic(image_f32, dst)
+                elif precision == "f16":
+                    convert_f16_weights(image_f32, dst)
+                else:
+                    raise ExportError(f"unknown precision {precision!r}")
+                candidates[precision] = dst
+            except ExportError:
+                raise
+            except Exception as e:  # noqa: BLE001
+                log(f"{precision}: quantisation failed: {e}")
+        images = test_images(tmp / "verify")
+        tensors = [transform(Image.open(p)).unsqueeze(0).numpy() for p in images]
+        prompts = [f"a photo of a {c}." for c in VERIFY_LABELS]
+        tokens = tokenizer(prompts).numpy()
+        with torch.no_grad():
+            text_torch = model.encode_text(torch.from_numpy(tokens)).numpy()
+        text_ort = np.concatenate([ort_run(text_onnx, {"tokens": tokens[i:i + 1]}) for i in range(len(prompts))])
+
+        def torch_image(batch):
+            with torch.no_grad():
+                return model.encode_image(torch.from_numpy(batch)).numpy()
+
+        text = TextSpec(onnx=text_onnx, tokenizer=tmp / "tokenizer.json", context_length=ctx, pad_id=pad_id,
+                        attention_mask=mask)
+        name = args.name or f"{args.model}{'-reduced' if args.reduce else ''}" \
+                            f"-{'random' if args.random_init else args.pretrained}"
+        description = (f"open_clip {args.model} "
+                       + ("(reduced depth/width) " if args.reduce else "")
+                       + ("with RANDOM weights (architecture test, not a trained model)" if args.random_init
+                          else f"pretrained={args.pretrained}"))
+        common = dict(name=name, description=description, preprocess=pre, embed_dim=embed_dim,
+                      logit_scale=logit_scale, text=text)
+        stage = write_bundle(tmp / "stage", encoders=candidates, **common)
+        keep, report = verify_and_select(stage, candidates, torch_image, tensors,
+                                         {"torch": text_torch, "onnxruntime": text_ort},
+                                         clip_edge_binary(args.clip_edge), images, "image")
+        report.update(source={"open_clip": args.model, "pretrained": None if args.random_init else args.pretrained,
+                              "reduced": args.reduce},
+                      preprocess=dataclasses.asdict(pre), export_seconds=round(time.time() - started, 1))
+        out = write_bundle(args.out, encoders=keep, report=report, force=args.force, **common)
+    log(f"wrote {out} ({', '.join(sorted(keep))})")
+    print(json.dumps(report, indent=1))
+
+
+# ---------------------------------------------------------------- Hugging Face
+
+def export_hf(args) -> None:
+    folder = pathlib.Path(args.folder)
+    if not (folder / "config.json").is_file():
+        raise ExportError(f"{folder}: no config.json (not a Hugging Face model folder)")
+    if not any((folder / f).is_file() for f in ("model.safetensors", "pytorch_model.bin")):
+        raise ExportError(f"{folder}: no weights (model.safetensors or pytorch_model.bin)")
+    try:
+        import transformers  # noqa: F401
+    except ImportError as e:
+        raise ExportError("the hf source needs `pip install transformers`") from e
+    raise ExportError("Hugging Face folders are not supported yet: convert with open_clip "
+                      "('hf-hub:' / 'local-dir:' model names) or export the towers and use `package`")
+
+
+# ---------------------------------------------------------------- package
+
+def package(args) -> None:
+    pre = Preprocess(size=args.size, resize=args.resize, interpolation=args.interpolation,
+                     mean=tuple(args.mean), std=tuple(args.std))
+    encoders = {"f32": pathlib.Path(args.image_onnx)}
+    for spec in args.extra or []:
+        precision, _, path = spec.partition("=")
+        encoders[precision] = pathlib.Path(path)
+    text = None
+    if args.text_onnx:
+        if not args.tokenizer:
+            raise ExportError("--text-onnx needs --tokenizer")
+        text = TextSpec(onnx=pathlib.Path(args.text_onnx), tokenizer=pathlib.Path(args.tokenizer),
+                        context_length=args.context_length, pad_id=args.pad_id, attention_mask=args.attention_mask)
+    out = write_bundle(pathlib.Path(args.out), name=args.name, description=args.description, encoders=encoders,
+                       preprocess=pre, embed_dim=args.embed_dim, logit_scale=args.logit_scale, text=text,
+                       force=args.force)
+    binary = clip_edge_binary(args.clip_edge)
+    images = test_images(pathlib.Path(tempfile.mkdtemp()) / "verify", n=2)
+    for precision in encoders:
+        _, err = tract_embed(binary, out, precision, images)
+        if err:
+            shutil.rmtree(out)
+            raise ExportError(f"tract cannot run the {precision} image encoder: {err}")
+    log(f"wrote {out}; tract runs every image encoder")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="source", required=True)
+
+    oc = sub.add_parser("open-clip", help="export an open_clip model")
+    oc.add_argument("--model", required=True, help="open_clip model name, e.g. ViT-B-32, MobileCLIP2-S0")
+    oc.add_argument("--pretrained", help="pretrained tag (e.g. openai) or checkpoint path")
+    oc.add_argument("--random-init", action="store_true", help="random weights (architecture tests)")
+    oc.add_argument("--reduce", action="store_true", help="fewer, thinner layers of the same architecture (fixtures)")
+    oc.add_argument("--precisions", default="int8,f16", type=lambda s: [p for p in s.split(",") if p],
+                    help="extra image-encoder forms to try beside f32 (default: int8,f16)")
+    oc.add_argument("--name", help="bundle name (default: derived from the model)")
+    oc.add_argument("--out", type=pathlib.Path, required=True)
+    oc.add_argument("--force", action="store_true", help="replace --out if it exists")
+    oc.add_argument("--clip-edge", help="path of the clip-edge binary used for the tract check")
+
+    hf = sub.add_parser("hf", help="export a Hugging Face CLIP folder")
+    hf.add_argument("--folder", required=True)
+    hf.add_argument("--out", type=pathlib.Path, required=True)
+
+    pk = sub.add_parser("package", help="write a bundle around ONNX towers exported elsewhere")
+    pk.add_argument("--image-onnx", required=True, help="f32 image encoder")
+    pk.add_argument("--extra", action="append", help="PRECISION=FILE, e.g. int8=enc_int8.onnx (repeatable)")
+    pk.add_argument("--text-onnx")
+    pk.add_argument("--tokenizer")
+    pk.add_argument("--context-length", type=int, default=77)
+    pk.add_argument("--pad-id", type=int, default=0)
+    pk.add_argument("--attention-mask", action="store_true")
+    pk.add_argument("--size", type=int, required=True)
+    pk.add_argument("--resize", default="shortest-center-crop")
+    pk.add_argument("--interpolation", default="bicubic")
+    pk.add_argument("--mean", type=float, nargs=3, required=True)
+    pk.add_argument("--std", type=float, nargs=3, required=True)
+    pk.add_argument("--embed-dim", type=int, required=True)
+    pk.add_argument("--logit-scale", type=float, required=True)
+    pk.add_argument("--name", required=True)
+    pk.add_argument("--description", default="")
+    pk.add_argument("--out", required=True)
+    pk.add_argument("--force", action="store_true")
+    pk.add_argument("--clip-edge")
+
+    args = parser.parse_args()
+    try:
+        {"open-clip": export_open_clip, "hf": export_hf, "package": package}[args.source](args)
+    except ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

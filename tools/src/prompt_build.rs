@@ -1,0 +1,148 @@
+//! Building a prompt store from a labels file: tokenize, run the text
+//! encoder, average each entry's normalised prompt embeddings (prompt
+//! ensembling, as in the CLIP paper), and assemble the store.
+
+use std::time::{Duration, Instant};
+
+use clip_edge_runtime::store::{ElementType, StoreBuilder, StoreMeta};
+use clip_edge_runtime::Bundle;
+
+use crate::labels::LabelSet;
+use crate::text::{TextEncoder, TextError};
+
+/// Errors of a build; the output file is never touched when one occurs.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// Loading or running the text side failed.
+    #[error(transparent)]
+    Text(#[from] TextError),
+    /// Prompts longer than the context while truncation is not allowed.
+    #[error("{count} prompt(s) are longer than the {context}-token context, e.g. {example:?}; shorten them or allow truncation")]
+    TooLong {
+        /// How many prompts.
+        count: usize,
+        /// The context length.
+        context: usize,
+        /// The first one.
+        example: String,
+    },
+    /// The store could not be assembled.
+    #[error(transparent)]
+    Store(#[from] clip_edge_runtime::Error),
+}
+
+/// Options of a build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuildOptions {
+    /// Element type of the stored embeddings.
+    pub element: ElementType,
+    /// Fail instead of truncating prompts longer than the context.
+    pub fail_on_truncation: bool,
+    /// Record the build time in the metadata (the file is then not reproducible byte for byte).
+    pub stamp: bool,
+}
+
+/// What a build did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildReport {
+    /// Per entry: label and number of prompts averaged.
+    pub entries: Vec<(String, usize)>,
+    /// Prompts that were cut to the context length.
+    pub truncated: Vec<String>,
+    /// Time spent loading the text encoder.
+    pub load: Duration,
+    /// Time spent embedding prompts.
+    pub embed: Duration,
+}
+
+/// Embeds every prompt of `labels` with the bundle's text encoder and returns
+/// the assembled store. `progress(done, total)` is called after each prompt.
+pub fn build_store(
+    bundle: &Bundle,
+    labels: &LabelSet,
+    opts: BuildOptions,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<(StoreBuilder, BuildReport), BuildError> {
+    let t0 = Instant::now();
+    let mut encoder = TextEncoder::load(bundle)?;
+    let load = t0.elapsed();
+    let context = encoder.tokenizer().context_length();
+
+    let mut too_long = Vec::new();
+    let mut tokenized = Vec::with_capacity(labels.entries.len());
+    for e in &labels.entries {
+        let mut toks = Vec::with_capacity(e.prompts.len());
+        for p in &e.prompts {
+            let t = encoder.tokenizer().encode(p)?;
+            if t.truncated {
+                too_long.push(p.clone());
+            }
+            toks.push(t);
+        }
+        tokenized.push(toks);
+    }
+    if opts.fail_on_truncation && !too_long.is_empty() {
+        return Err(BuildError::TooLong { count: too_long.len(), context, example: too_long[0].clone() });
+    }
+
+    let total = labels.prompt_count();
+    let t1 = Instant::now();
+    let mut done = 0;
+    let meta = StoreMeta {
+        tool: format!("clip-edge {} prompts build", env!("CARGO_PKG_VERSION")),
+        templates: labels.templates.clone(),
+        prompts_per_entry: labels.entries.iter().map(|e| e.prompts.len() as u32).collect(),
+        built_at: opts.stamp.then(now_rfc3339),
+        note: None,
+    };
+    let mut builder =
+        StoreBuilder::new(bundle.embed_dim, bundle.fingerprint, bundle.logit_scale, opts.element).meta(meta);
+    let mut entries = Vec::with_capacity(labels.entries.len());
+    for (e, toks) in labels.entries.iter().zip(&tokenized) {
+        let mut sum = vec![0f32; encoder.dim()];
+        for t in toks {
+            let raw = encoder.run_tokens(t)?;
+            let unit = clip_edge_runtime::Embedding::normalised(raw)?;
+            sum.iter_mut().zip(unit.as_slice()).for_each(|(s, v)| *s += v);
+            done += 1;
+            progress(done, total);
+        }
+        builder.push(&e.name, e.kind, &sum)?;
+        entries.push((e.name.clone(), toks.len()));
+    }
+    Ok((builder, BuildReport { entries, truncated: too_long, load, embed: t1.elapsed() }))
+}
+
+fn now_rfc3339() -> String {
+    let secs =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days as i64);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_786), (2026, 11, 29));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+}

@@ -1,0 +1,184 @@
+//! `clip-edge prompts build` on the fixture bundle (reduced CLIP ViT + text tower).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use clip_edge_runtime::store::EntryKind;
+use clip_edge_runtime::{Bundle, PromptStore};
+use clip_edge_tools::labels::LabelSet;
+use clip_edge_tools::prompt_build::{build_store, BuildOptions};
+use clip_edge_tools::text::TextEncoder;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("root").join("tests/data/vit_tiny")
+}
+
+fn build(args: &[&std::ffi::OsStr]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clip-edge"));
+    cmd.args(["prompts", "build", "--bundle"]).arg(fixture()).args(args);
+    cmd.output().expect("run")
+}
+
+const LABELS: &str = r#"
+templates = ["a photo of a {}.", "a blurry photo of a {}."]
+[[class]]
+name = "dog"
+descriptions = ["a dog face", "a puppy"]
+[[class]]
+name = "cat"
+[[background]]
+name = "nothing"
+descriptions = ["an empty room", "a plain wall"]
+"#;
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write");
+    p
+}
+
+#[test]
+fn each_entry_is_the_normalised_mean_of_its_normalised_prompts() {
+    let bundle = Bundle::load(fixture()).expect("bundle");
+    let labels = LabelSet::parse(Path::new("l.toml"), LABELS, &[]).expect("labels");
+    let opts = BuildOptions {
+        element: clip_edge_runtime::store::ElementType::F32,
+        fail_on_truncation: false,
+        stamp: false,
+    };
+    let mut calls = 0;
+    let (builder, report) = build_store(&bundle, &labels, opts, |_, _| calls += 1).expect("build");
+    assert_eq!(calls, 8);
+    assert_eq!(report.entries, vec![("dog".into(), 4), ("cat".into(), 2), ("nothing".into(), 2)]);
+    let store = PromptStore::from_bytes("mem", &builder.to_bytes().expect("bytes")).expect("store");
+    assert_eq!(store.entries()[2].kind, EntryKind::Background);
+    assert_eq!(store.meta().templates.len(), 2);
+    assert_eq!(store.meta().prompts_per_entry, vec![4, 2, 2]);
+
+    let mut enc = TextEncoder::load(&bundle).expect("encoder");
+    let mut mean = vec![0f32; 64];
+    for p in ["a photo of a dog.", "a blurry photo of a dog.", "a dog face", "a puppy"] {
+        let (e, _) = enc.embed(p).expect("embed");
+        mean.iter_mut().zip(e.as_slice()).for_each(|(m, v)| *m += v);
+    }
+    let n = mean.iter().map(|v| v * v).sum::<f32>().sqrt();
+    let row = store.row_f32(0);
+    let worst = mean.iter().zip(&row).map(|(m, r)| (m / n - r).abs()).fold(0f32, f32::max);
+    assert!(worst < 1e-6, "dog row differs from the ensemble mean by {worst}");
+}
+
+#[test]
+fn the_same_input_gives_the_same_bytes_in_every_element_type() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let labels = write(dir.path(), "labels.toml", LABELS);
+    for element in ["f32", "f16", "int8"] {
+        let a = dir.path().join(format!("a-{element}.store"));
+        let b = dir.path().join(format!("b-{element}.store"));
+        for out in [&a, &b] {
+            let o = build(&[
+                "--labels".as_ref(),
+                labels.as_os_str(),
+                "--element".as_ref(),
+                element.as_ref(),
+                "--out".as_ref(),
+                out.as_os_str(),
+            ]);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
+        let (a, b) = (std::fs::read(&a).expect("a"), std::fs::read(&b).expect("b"));
+        assert_eq!(a, b, "{element}: two builds differ");
+        let s = PromptStore::from_bytes("x", &a).expect("valid");
+        assert_eq!(s.header().element.as_str(), element);
+    }
+}
+
+#[test]
+fn bad_labels_fail_cleanly_and_leave_the_output_untouched() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = write(dir.path(), "prompts.store", "previous contents");
+    let cases = [
+        ("syntax.toml", "[[class]]\nname = \"dog\"\nname = oops\n", "syntax.toml:3:8"),
+        ("empty.toml", "[[class]]\nname = \"  \"\n", "class entry 1 has an empty name"),
+        ("dup.toml", "[[class]]\nname = \"dog\"\n[[class]]\nname = \"dog\"\n", "label 'dog' is given twice"),
+        (
+            "tmpl.toml",
+            "templates = [\"a photo\"]\n[[class]]\nname = \"dog\"\n",
+            "must contain {} exactly once",
+        ),
+    ];
+    for (name, text, want) in cases {
+        let labels = write(dir.path(), name, text);
+        let o = build(&["--labels".as_ref(), labels.as_os_str(), "--out".as_ref(), out.as_os_str()]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{name}: {err}");
+        assert!(err.contains(want), "{name}: want {want:?} in {err}");
+        assert!(!err.contains("panicked"));
+        assert_eq!(std::fs::read_to_string(&out).expect("out"), "previous contents", "{name}");
+    }
+    let missing = dir.path().join("missing.toml");
+    let o = build(&["--labels".as_ref(), missing.as_os_str(), "--out".as_ref(), out.as_os_str()]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("missing.toml"));
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn long_prompts_are_truncated_with_a_warning_or_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let long = "a very long description ".repeat(30);
+    let labels = write(
+        dir.path(),
+        "long.toml",
+        &format!(
+            "templates = [\"a photo of a {{}}.\"]\n[[class]]\nname = \"dog\"\ndescriptions = [\"{long}\"]\n"
+        ),
+    );
+    let out = dir.path().join("p.store");
+    let o = build(&[
+        "--labels".as_ref(),
+        labels.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+        "--json".as_ref(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("prompt cut to the text encoder's context"));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["truncated"].as_array().expect("list").len(), 1);
+
+    std::fs::write(&out, "old").expect("old");
+    let o = build(&[
+        "--labels".as_ref(),
+        labels.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+        "--fail-on-truncation".as_ref(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("longer than the 77-token context"));
+    assert_eq!(std::fs::read_to_string(&out).expect("out"), "old");
+}
+
+#[test]
+fn a_bundle_without_a_text_encoder_is_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let bundle = dir.path().join("b");
+    std::fs::create_dir(&bundle).expect("mkdir");
+    let manifest = std::fs::read_to_string(fixture().join("bundle.toml")).expect("read");
+    let without_text = manifest.split("[text]").next().expect("head");
+    std::fs::write(bundle.join("bundle.toml"), without_text).expect("write");
+    let labels = write(dir.path(), "l.toml", LABELS);
+    let out = dir.path().join("p.store");
+    let o = Command::new(env!("CARGO_BIN_EXE_clip-edge"))
+        .args(["prompts", "build", "--bundle"])
+        .arg(&bundle)
+        .arg("--labels")
+        .arg(&labels)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("bundle has no text encoder"), "{err}");
+    assert!(!out.exists());
+}
