@@ -310,6 +310,8 @@ def verify_and_select(stage: pathlib.Path, candidates: dict[str, pathlib.Path], 
             log(f"{precision}: dropped ({entry['reason']})")
             continue
         entry["tract_vs_f32"] = compare(tract_q, tract_f32)
+        if "onnxruntime_vs_f32" in entry:
+            entry["tract_vs_onnxruntime"] = compare(tract_q, ort_q)
         if labels is not None:
             a = (unit(tract_q) @ labels.T).argmax(-1)
             b = (unit(tract_f32) @ labels.T).argmax(-1)
@@ -419,34 +421,28 @@ def save_tokenizer(tokenizer, dst: pathlib.Path) -> tuple[int, bool]:
     raise ExportError(f"tokenizer {type(tokenizer).__name__} cannot be converted to tokenizer.json")
 
 
+def wrap(fn, owner):
+    """A torch module whose forward is `fn` (one tensor in, embeddings out).
+
+    `owner` (the model `fn` reads) is registered as a submodule so its weights
+    export as initializers, which the quantisers and the f16 converter rewrite.
+    """
+    import torch
+
+    class Tower(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.owner = owner
+
+        def forward(self, x):
+            return fn(x)
+
+    return Tower().eval()
+
+
 class ImageTower:
     def __init__(self, model):
-        import torch
-
-        class M(torch.nn.Module):
-            def __init__(self, m):
-                super().__init__()
-                self.m = m
-
-            def forward(self, image):
-                return self.m.encode_image(image)
-
-        self.module = M(model).eval()
-
-
-class TextTowerModule:
-    def __init__(self, model):
-        import torch
-
-        class M(torch.nn.Module):
-            def __init__(self, m):
-                super().__init__()
-                self.m = m
-
-            def forward(self, tokens):
-                return self.m.encode_text(tokens)
-
-        self.module = M(model).eval()
+        self.module = wrap(model.encode_image, model)
 
 
 def export_onnx(module, example, path: pathlib.Path, input_name: str) -> None:
@@ -464,92 +460,172 @@ def export_onnx(module, example, path: pathlib.Path, input_name: str) -> None:
     onnx.checker.check_model(str(path))
 
 
-def export_open_clip(args) -> None:
+@dataclasses.dataclass
+class Source:
+    """A loaded model, whatever it came from, reduced to what an export needs."""
+    name: str
+    description: str
+    model: object               # the torch module the two functions read
+    image_fn: object            # torch: (N,3,S,S) float -> (N,D)
+    text_fn: object             # torch: (N,ctx) int64 -> (N,D)
+    transform: object           # PIL image -> (3,S,S) tensor, the model's own preprocessing
+    preprocess: Preprocess
+    tokenize: object            # list[str] -> (N,ctx) int64 tensor
+    write_tokenizer: object     # path -> None (tokenizer.json)
+    context_length: int
+    pad_id: int
+    logit_scale: float
+    meta: dict
+
+
+def run_export(src: Source, args) -> None:
     import torch
     from PIL import Image
 
-    if not args.random_init and not args.pretrained:
-        raise ExportError("give --pretrained TAG (or a checkpoint path), or --random-init")
     started = time.time()
-    model, transform, tokenizer = build_open_clip(args.model, None if args.random_init else args.pretrained,
-                                                  args.reduce)
-    pre = preprocess_from_transform(transform)
-    ctx = int(getattr(tokenizer, "context_length", 77) or 77)
-    embed_dim = int(model.text_projection.shape[1]) if getattr(model, "text_projection", None) is not None \
-        else int(model.encode_text(torch.zeros(1, ctx, dtype=torch.long)).shape[-1])
-    logit_scale = float(model.logit_scale.exp().detach())
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = pathlib.Path(tmp_s)
         image_f32 = tmp / "image_encoder_f32.onnx"
         text_onnx = tmp / "text_encoder.onnx"
-        log(f"exporting image tower ({pre.size} px) and text tower ({ctx} tokens)")
-        export_onnx(ImageTower(model).module, torch.zeros(1, 3, pre.size, pre.size), image_f32, "image")
-        export_onnx(TextTowerModule(model).module, torch.zeros(1, ctx, dtype=torch.long), text_onnx, "tokens")
-        pad_id, mask = save_tokenizer(tokenizer, tmp / "tokenizer.json")
+        ctx = src.context_length
+        log(f"exporting image tower ({src.preprocess.size} px) and text tower ({ctx} tokens)")
+        export_onnx(wrap(src.image_fn, src.model), torch.zeros(1, 3, src.preprocess.size, src.preprocess.size), image_f32, "image")
+        export_onnx(wrap(src.text_fn, src.model), torch.zeros(1, ctx, dtype=torch.long), text_onnx, "tokens")
+        src.write_tokenizer(tmp / "tokenizer.json")
         candidates = {"f32": image_f32}
         for precision in args.precisions:
             dst = tmp / f"image_encoder_{precision}.onnx"
             log(f"making {precision}")
-            try:
-                if precision == "int8":
-                    quantise_int8_dynamic(image_f32, dst)
-                elif precision == "f16":
-                    convert_f16_weights(image_f32, dst)
-                else:
-                    raise ExportError(f"unknown precision {precision!r}")
-                candidates[precision] = dst
-            except ExportError:
-                raise
-            except Exception as e:  # noqa: BLE001
-                log(f"{precision}: quantisation failed: {e}")
+            if precision == "int8":
+                quantise_int8_dynamic(image_f32, dst)
+            elif precision == "f16":
+                convert_f16_weights(image_f32, dst)
+            else:
+                raise ExportError(f"unknown precision {precision!r} (int8, f16)")
+            candidates[precision] = dst
         images = test_images(tmp / "verify")
-        tensors = [transform(Image.open(p)).unsqueeze(0).numpy() for p in images]
-        prompts = [f"a photo of a {c}." for c in VERIFY_LABELS]
-        tokens = tokenizer(prompts).numpy()
+        tensors = [src.transform(Image.open(p).convert("RGB")).unsqueeze(0).numpy() for p in images]
+        tokens = src.tokenize([f"a photo of a {c}." for c in VERIFY_LABELS]).numpy().astype(np.int64)
         with torch.no_grad():
-            text_torch = model.encode_text(torch.from_numpy(tokens)).numpy()
-        text_ort = np.concatenate([ort_run(text_onnx, {"tokens": tokens[i:i + 1]}) for i in range(len(prompts))])
+            text_torch = src.text_fn(torch.from_numpy(tokens)).numpy()
+        text_ort = np.concatenate([ort_run(text_onnx, {"tokens": tokens[i:i + 1]}) for i in range(len(tokens))])
+        embed_dim = int(text_torch.shape[-1])
 
         def torch_image(batch):
             with torch.no_grad():
-                return model.encode_image(torch.from_numpy(batch)).numpy()
+                return src.image_fn(torch.from_numpy(batch)).numpy()
 
-        text = TextSpec(onnx=text_onnx, tokenizer=tmp / "tokenizer.json", context_length=ctx, pad_id=pad_id,
-                        attention_mask=mask)
-        name = args.name or f"{args.model}{'-reduced' if args.reduce else ''}" \
-                            f"-{'random' if args.random_init else args.pretrained}"
-        description = (f"open_clip {args.model} "
-                       + ("(reduced depth/width) " if args.reduce else "")
-                       + ("with RANDOM weights (architecture test, not a trained model)" if args.random_init
-                          else f"pretrained={args.pretrained}"))
-        common = dict(name=name, description=description, preprocess=pre, embed_dim=embed_dim,
-                      logit_scale=logit_scale, text=text)
+        text = TextSpec(onnx=text_onnx, tokenizer=tmp / "tokenizer.json", context_length=ctx, pad_id=src.pad_id,
+                        attention_mask=False)
+        common = dict(name=args.name or src.name, description=src.description, preprocess=src.preprocess,
+                      embed_dim=embed_dim, logit_scale=src.logit_scale, text=text)
         stage = write_bundle(tmp / "stage", encoders=candidates, **common)
         keep, report = verify_and_select(stage, candidates, torch_image, tensors,
                                          {"torch": text_torch, "onnxruntime": text_ort},
                                          clip_edge_binary(args.clip_edge), images, "image")
-        report.update(source={"open_clip": args.model, "pretrained": None if args.random_init else args.pretrained,
-                              "reduced": args.reduce},
-                      preprocess=dataclasses.asdict(pre), export_seconds=round(time.time() - started, 1))
+        report.update(source=src.meta, preprocess=dataclasses.asdict(src.preprocess),
+                      export_seconds=round(time.time() - started, 1))
         out = write_bundle(args.out, encoders=keep, report=report, force=args.force, **common)
     log(f"wrote {out} ({', '.join(sorted(keep))})")
     print(json.dumps(report, indent=1))
+
+
+def export_open_clip(args) -> None:
+    import torch
+
+    if not args.random_init and not args.pretrained:
+        raise ExportError("give --pretrained TAG (or a checkpoint path), or --random-init")
+    if args.out.exists() and not args.force:
+        raise ExportError(f"{args.out}: already exists (use --force to replace it)")
+    model, transform, tokenizer = build_open_clip(args.model, None if args.random_init else args.pretrained,
+                                                  args.reduce)
+    pre = preprocess_from_transform(transform)
+    ctx = int(getattr(tokenizer, "context_length", 77) or 77)
+    holder = {}
+
+    def write_tok(path):
+        holder["pad"], _ = save_tokenizer(tokenizer, path)
+
+    write_tok(pathlib.Path(tempfile.mkdtemp()) / "probe.json")
+    weights = "random" if args.random_init else args.pretrained
+    src = Source(
+        name=f"{args.model}{'-reduced' if args.reduce else ''}-{weights}",
+        description=(f"open_clip {args.model} " + ("(reduced depth/width) " if args.reduce else "")
+                     + ("with RANDOM weights (architecture test, not a trained model)" if args.random_init
+                        else f"pretrained={args.pretrained}")),
+        model=model, image_fn=model.encode_image, text_fn=model.encode_text, transform=transform, preprocess=pre,
+        tokenize=lambda texts: tokenizer(texts), write_tokenizer=write_tok, context_length=ctx,
+        pad_id=holder["pad"], logit_scale=float(model.logit_scale.exp().detach()),
+        meta={"open_clip": args.model, "pretrained": None if args.random_init else args.pretrained,
+              "reduced": args.reduce},
+    )
+    torch.manual_seed(0)
+    run_export(src, args)
 
 
 # ---------------------------------------------------------------- Hugging Face
 
 def export_hf(args) -> None:
     folder = pathlib.Path(args.folder)
+    if not folder.is_dir():
+        raise ExportError(f"{folder}: no such folder")
     if not (folder / "config.json").is_file():
         raise ExportError(f"{folder}: no config.json (not a Hugging Face model folder)")
     if not any((folder / f).is_file() for f in ("model.safetensors", "pytorch_model.bin")):
         raise ExportError(f"{folder}: no weights (model.safetensors or pytorch_model.bin)")
+    if args.out.exists() and not args.force:
+        raise ExportError(f"{args.out}: already exists (use --force to replace it)")
     try:
-        import transformers  # noqa: F401
+        from transformers import CLIPModel, CLIPTokenizerFast
     except ImportError as e:
-        raise ExportError("the hf source needs `pip install transformers`") from e
-    raise ExportError("Hugging Face folders are not supported yet: convert with open_clip "
-                      "('hf-hub:' / 'local-dir:' model names) or export the towers and use `package`")
+        raise ExportError("the hf source needs transformers (pip install transformers)") from e
+    from torchvision import transforms as T
+
+    config = json.loads((folder / "config.json").read_text())
+    if config.get("model_type") != "clip":
+        raise ExportError(f"{folder}: model_type {config.get('model_type')!r} is not 'clip'")
+    model = CLIPModel.from_pretrained(str(folder)).eval()
+    pp_path = folder / "preprocessor_config.json"
+    pp = json.loads(pp_path.read_text()) if pp_path.is_file() else {}
+    size = pp.get("size", {"shortest_edge": model.config.vision_config.image_size})
+    size = size.get("shortest_edge", size.get("height")) if isinstance(size, dict) else size
+    crop = pp.get("crop_size", size)
+    crop = crop.get("height", crop.get("shortest_edge")) if isinstance(crop, dict) else crop
+    if int(size) != int(crop):
+        raise ExportError(f"{pp_path}: resize to {size} then crop to {crop} is not supported (bundles resize the "
+                          "shortest side to the crop size)")
+    interp = {0: "nearest", 2: "bilinear", 3: "bicubic"}.get(pp.get("resample", 3))
+    if interp is None:
+        raise ExportError(f"{pp_path}: resample {pp.get('resample')} is not supported")
+    pre = Preprocess(size=int(crop), resize="shortest-center-crop", interpolation=interp,
+                     mean=tuple(pp.get("image_mean", (0.48145466, 0.4578275, 0.40821073))),
+                     std=tuple(pp.get("image_std", (0.26862954, 0.26130258, 0.27577711))))
+    mode = {"nearest": T.InterpolationMode.NEAREST, "bilinear": T.InterpolationMode.BILINEAR,
+            "bicubic": T.InterpolationMode.BICUBIC}[interp]
+    transform = T.Compose([T.Resize(pre.size, interpolation=mode), T.CenterCrop(pre.size), T.ToTensor(),
+                           T.Normalize(pre.mean, pre.std)])
+    try:
+        hf_tok = CLIPTokenizerFast.from_pretrained(str(folder))
+    except Exception as e:  # noqa: BLE001
+        raise ExportError(f"{folder}: no usable tokenizer (tokenizer.json or vocab.json + merges.txt): {e}") from e
+    ctx = int(model.config.text_config.max_position_embeddings)
+
+    def tokenize(texts):
+        import torch
+
+        enc = hf_tok(texts, padding="max_length", max_length=ctx, truncation=True, return_tensors="pt")
+        return enc["input_ids"].to(torch.long)
+
+    src = Source(
+        name=args.name or folder.name, description=f"Hugging Face CLIP folder {folder.name}",
+        model=model, image_fn=lambda x: model.get_image_features(pixel_values=x).pooler_output,
+        text_fn=lambda t: model.get_text_features(input_ids=t).pooler_output,
+        transform=transform, preprocess=pre, tokenize=tokenize,
+        write_tokenizer=lambda path: hf_tok.backend_tokenizer.save(str(path)), context_length=ctx,
+        pad_id=int(hf_tok.pad_token_id or 0), logit_scale=float(model.logit_scale.exp().detach()),
+        meta={"huggingface_folder": str(folder)},
+    )
+    run_export(src, args)
 
 
 # ---------------------------------------------------------------- package
@@ -599,6 +675,10 @@ def main() -> int:
     hf = sub.add_parser("hf", help="export a Hugging Face CLIP folder")
     hf.add_argument("--folder", required=True)
     hf.add_argument("--out", type=pathlib.Path, required=True)
+    hf.add_argument("--name", help="bundle name (default: the folder name)")
+    hf.add_argument("--precisions", default="int8,f16", type=lambda s: [p for p in s.split(",") if p])
+    hf.add_argument("--force", action="store_true")
+    hf.add_argument("--clip-edge")
 
     pk = sub.add_parser("package", help="write a bundle around ONNX towers exported elsewhere")
     pk.add_argument("--image-onnx", required=True, help="f32 image encoder")

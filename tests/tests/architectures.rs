@@ -1,0 +1,72 @@
+//! Reduced versions of each verified architecture (ViT-B/32, MobileCLIP2-S0's
+//! FastViT, ViT-S/16) through tract, against ONNX Runtime and PyTorch
+//! references made by tools/python/make_arch_fixtures.py.
+
+use std::collections::BTreeMap;
+
+use clip_edge_runtime::frame::load_rgb;
+use clip_edge_runtime::{Bundle, ImageEncoder, Precision};
+use clip_edge_tests::{cosine, data_dir, max_abs_diff, normalise};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Reference {
+    open_clip_model: String,
+    precisions: Vec<String>,
+    images: Vec<BTreeMap<String, serde_json::Value>>,
+}
+
+fn vector(v: &serde_json::Value) -> Vec<f32> {
+    serde_json::from_value(v.clone()).expect("vector")
+}
+
+#[test]
+fn every_architecture_matches_onnx_runtime_in_every_precision() {
+    let dir = data_dir().join("arch");
+    let mut archs: Vec<_> =
+        std::fs::read_dir(&dir).expect("tests/data/arch").map(|e| e.expect("entry").path()).collect();
+    archs.sort();
+    assert!(archs.len() >= 3, "expected at least three architecture fixtures");
+    for arch in archs {
+        let reference: Reference =
+            serde_json::from_str(&std::fs::read_to_string(arch.join("reference.json")).expect("read"))
+                .expect("json");
+        let bundle = Bundle::load(&arch).expect("bundle");
+        for precision in &reference.precisions {
+            let p: Precision = precision.parse().expect("precision");
+            let mut enc = ImageEncoder::load(&bundle, Some(p)).expect("encoder");
+            let (mut worst_cos, mut worst_abs, mut worst_vs_f32) = (1f32, 0f32, 1f32);
+            for img in &reference.images {
+                let file = img["file"].as_str().expect("file");
+                let ours = enc.encode(&load_rgb(data_dir().join(file)).expect("image")).expect("encode");
+                let ort = normalise(&vector(&img[&format!("onnxruntime_{precision}")]));
+                worst_cos = worst_cos.min(cosine(ours.as_slice(), &ort));
+                worst_abs = worst_abs.max(max_abs_diff(ours.as_slice(), &ort));
+                worst_vs_f32 = worst_vs_f32.min(cosine(ours.as_slice(), &vector(&img["onnxruntime_f32"])));
+            }
+            println!(
+                "{} {precision}: tract vs ONNX Runtime cos {worst_cos:.6} max|d| {worst_abs:.2e}; vs f32 cos {worst_vs_f32:.6}",
+                reference.open_clip_model
+            );
+            if p == Precision::F32 {
+                assert!(
+                    worst_cos >= 0.9999 && worst_abs <= 1e-3,
+                    "{}: f32 disagrees",
+                    reference.open_clip_model
+                );
+            } else {
+                // Dynamic quantisation rounds activations at run time; engines may round differently.
+                assert!(
+                    worst_cos >= 0.99,
+                    "{} {precision}: vs ONNX Runtime {worst_cos}",
+                    reference.open_clip_model
+                );
+                assert!(
+                    worst_vs_f32 >= 0.98,
+                    "{} {precision}: vs f32 {worst_vs_f32}",
+                    reference.open_clip_model
+                );
+            }
+        }
+    }
+}
