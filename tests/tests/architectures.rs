@@ -70,3 +70,26 @@ fn every_architecture_matches_onnx_runtime_in_every_precision() {
         }
     }
 }
+
+#[test]
+fn one_prompt_store_serves_every_precision_of_a_model() {
+    use clip_edge_runtime::store::{ElementType, EntryKind, StoreBuilder};
+    use clip_edge_runtime::{Classifier, DecisionRule};
+
+    let arch = data_dir().join("arch/vit-b-32");
+    let bundle = Bundle::load(&arch).expect("bundle");
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = dir.path().join("p.store");
+    let mut b = StoreBuilder::new(bundle.embed_dim, bundle.fingerprint, bundle.logit_scale, ElementType::F16);
+    let frame = load_rgb(data_dir().join("images/scene_640x480.png")).expect("image");
+    let mut f32_enc = ImageEncoder::load(&bundle, Some(Precision::F32)).expect("f32");
+    b.push("scene", EntryKind::Class, f32_enc.encode(&frame).expect("encode").as_slice()).expect("push");
+    b.push("other", EntryKind::Class, &vec![0.5; bundle.embed_dim]).expect("push");
+    b.write(&store).expect("write");
+    for p in [Precision::F32, Precision::Int8] {
+        let mut clf = Classifier::load(&bundle, Some(p), Some(&store)).expect("store fits every precision");
+        let emb = clf.encoder.encode(&frame).expect("encode");
+        let c = clf.score(&emb, 2, &DecisionRule::default()).expect("score");
+        assert_eq!(clf.label(c.top[0].index), "scene", "{p}");
+    }
+}

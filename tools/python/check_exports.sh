@@ -46,6 +46,18 @@ PY
   || { cat "$work/hf.log"; fail "hf export"; }
 echo "ok Hugging Face folder: $(grep -c . "$work/hf.json") lines of report"
 
+fx="$root/tests/data/vit_tiny"
+(cd "$root/tools/python" && "$py" -c "import export_bundle as e, pathlib as p; e.quantise_int8_dynamic(p.Path('$fx/image_encoder_f32.onnx'), p.Path('$work/tiny_int8.onnx'))")
+package() {
+  "$py" "$tool" package --image-onnx "$fx/image_encoder_f32.onnx" --extra int8="$1" \
+    --text-onnx "$fx/text_encoder.onnx" --tokenizer "$fx/tokenizer.json" --size 224 \
+    --mean 0.48145466 0.4578275 0.40821073 --std 0.26862954 0.26130258 0.27577711 --embed-dim 64 --logit-scale 14.29 \
+    --name packaged --out "$2"
+}
+package "$work/tiny_int8.onnx" "$work/packaged" 2> "$work/package.log" || { cat "$work/package.log"; fail "package"; }
+"$root/target/debug/clip-edge" -q embed --bundle "$work/packaged" --text "a photo of a cat." > /dev/null || fail "packaged text tower"
+echo "ok package: $(ls "$work/packaged" | tr '\n' ' ')"
+
 expect_refusal() {
   local what=$1; shift
   if "$py" "$tool" "$@" > /dev/null 2> "$work/err"; then fail "$what was accepted"; fi
@@ -56,5 +68,8 @@ expect_refusal() {
 expect_refusal "an unknown model" open-clip --model ViT-Q-99 --random-init --out "$work/refused"
 mkdir -p "$work/noweights" && cp "$work/hf/config.json" "$work/noweights/"
 expect_refusal "a folder without weights" hf --folder "$work/noweights" --out "$work/refused"
+if package "$root/tests/data/arch/vit-b-32/image_encoder_int8.onnx" "$work/refused" 2> "$work/err"; then fail "a foreign int8 form was packaged"; fi
+[ ! -e "$work/refused" ] || fail "refused package left files behind"
+echo "ok refused an int8 form of another model: $(grep '^error: ' "$work/err")"
 expect_refusal "a missing pretrained tag" open-clip --model ViT-B-32 --out "$work/refused"
 echo "all export checks passed"

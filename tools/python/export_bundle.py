@@ -647,13 +647,24 @@ def package(args) -> None:
                        preprocess=pre, embed_dim=args.embed_dim, logit_scale=args.logit_scale, text=text,
                        force=args.force)
     binary = clip_edge_binary(args.clip_edge)
-    images = test_images(pathlib.Path(tempfile.mkdtemp()) / "verify", n=2)
-    for precision in encoders:
-        _, err = tract_embed(binary, out, precision, images)
-        if err:
+    images = test_images(pathlib.Path(tempfile.mkdtemp()) / "verify")
+    reference = None
+    for precision in ["f32"] + sorted(p for p in encoders if p != "f32"):
+        emb, err = tract_embed(binary, out, precision, images)
+        problem = f"tract cannot run the {precision} image encoder: {err}" if err else None
+        if emb is not None and reference is None:
+            reference = emb
+        elif emb is not None:
+            c = compare(emb, reference)["cosine_mean"]
+            if c < QUANT_MIN_COSINE:
+                problem = (f"the {precision} image encoder is not the same model as f32 "
+                           f"(mean cosine {c:.4f} < {QUANT_MIN_COSINE})")
+            else:
+                log(f"{precision}: tract vs f32 mean cosine {c:.5f}")
+        if problem:
             shutil.rmtree(out)
-            raise ExportError(f"tract cannot run the {precision} image encoder: {err}")
-    log(f"wrote {out}; tract runs every image encoder")
+            raise ExportError(problem)
+    log(f"wrote {out}; tract runs every image encoder and each agrees with f32")
 
 
 def main() -> int:
