@@ -1,16 +1,21 @@
-//! `clip-edge-board`: the device binary.
+//! `clip-edge-board`: the device daemon.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use clip_edge_runtime::Precision;
+use clip_edge_board::events::EventSink;
+use clip_edge_board::{Config, Daemon};
 
-/// clip-edge on the device: classify camera frames on a GPIO trigger.
+/// clip-edge on the device: on each trigger (GPIO edge or simulated), capture
+/// a camera frame, classify it against the prompt store on flash, pulse the
+/// output pin when a chosen label wins, and write one JSON line per event.
 ///
-/// This release has the start-up self-check; the trigger/camera daemon
-/// (`run`) follows.
+/// Logs go to stderr (RUST_LOG=debug for more); events to stdout and/or the
+/// configured file. SIGINT/SIGTERM finish the current event and exit.
 #[derive(Debug, Parser)]
 #[command(name = "clip-edge-board", version)]
 struct Cli {
@@ -20,27 +25,30 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Load the bundle and prompt store, run one frame, report timings.
-    Check {
-        /// Model bundle folder.
-        #[arg(long, value_name = "DIR")]
-        bundle: PathBuf,
-        /// Image-encoder precision; the bundle's default if omitted.
-        #[arg(long)]
-        precision: Option<Precision>,
-        /// Prompt store; the bundle's default if omitted.
+    /// Run the daemon.
+    Run {
+        /// Configuration file (see board/examples/).
         #[arg(long, value_name = "FILE")]
-        prompts: Option<PathBuf>,
-        /// Print one JSON object.
-        #[arg(long)]
-        json: bool,
+        config: PathBuf,
+        /// Stop after this many handled triggers (events and errors).
+        #[arg(long, value_name = "N")]
+        max_events: Option<u64>,
+    },
+    /// Start-up self-check only: configuration, bundle, prompt store, one frame
+    /// through the model, camera, output pin and trigger; then exit.
+    Check {
+        /// Configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
     },
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
     match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -48,20 +56,35 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Check { bundle, precision, prompts, json } => {
-            let r = clip_edge_board::self_check(&bundle, precision, prompts.as_deref())
-                .with_context(|| format!("self-check of bundle {} failed", bundle.display()))?;
-            if json {
-                println!("{}", serde_json::to_string(&r)?);
-            } else {
-                println!(
-                    "ok: model '{}' ({}) loaded in {:.1} ms, {} prompts from {}, first frame {:.1} ms",
-                    r.model, r.precision, r.load_ms, r.entries, r.prompts, r.first_frame_ms
-                );
-            }
-            Ok(())
-        }
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let (path, max_events, check_only) = match cli.command {
+        Command::Run { config, max_events } => (config, max_events, false),
+        Command::Check { config } => (config, None, true),
+    };
+    let config = Config::load(&path)?;
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, shutdown.clone()).context("cannot install signal handlers")?;
     }
+    let sink = if check_only {
+        EventSink::open(true, None)
+    } else {
+        EventSink::open(config.events.stdout, config.events.file.as_deref())
+    }
+    .with_context(|| format!("cannot open the events file named in {}", path.display()))?;
+    let mut daemon = Daemon::start(config, sink, shutdown)
+        .with_context(|| format!("start-up self-check failed ({})", path.display()))?;
+    if check_only {
+        println!("self-check passed");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let stats = daemon.run(max_events);
+    log::info!(
+        "{} events, {} errors, {} triggers coalesced, {} output pulses",
+        stats.events,
+        stats.errors,
+        stats.coalesced,
+        stats.pulses
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,353 @@
+//! The loop: wait for a trigger, capture, classify, decide, act, report.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clip_edge_runtime::store::EntryKind;
+use clip_edge_runtime::{Bundle, Classification, Classifier, Decision, ErrorKind};
+
+use crate::camera::{self, Supervised};
+use crate::config::Config;
+use crate::events::{Event, EventSink, RankedLabel, Timing};
+use crate::notify::Notifier;
+use crate::output::{Pulser, SimPin};
+use crate::trigger::{self, monotonic_ns, Trigger, TriggerEvent, Wait};
+
+/// Longest sleep of the loop, so shutdown and pulses stay responsive.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Start-up failures: each names the file or device.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Bundle, model or prompt store.
+    #[error(transparent)]
+    Model(#[from] clip_edge_runtime::Error),
+    /// Trigger source.
+    #[error(transparent)]
+    Trigger(#[from] trigger::TriggerError),
+    /// Camera.
+    #[error(transparent)]
+    Camera(#[from] camera::CameraError),
+    /// Output pin.
+    #[error(transparent)]
+    Output(#[from] crate::output::OutputError),
+    /// Event file.
+    #[error("{0}: cannot open the events file: {1}")]
+    Events(std::path::PathBuf, std::io::Error),
+}
+
+/// Totals of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Triggers handled.
+    pub events: u64,
+    /// Errors reported.
+    pub errors: u64,
+    /// Triggers merged into handled ones.
+    pub coalesced: u64,
+    /// Output pulses.
+    pub pulses: u64,
+}
+
+/// The daemon with its model, devices and outputs.
+pub struct Daemon {
+    config: Config,
+    bundle_name: String,
+    clf: Classifier,
+    trigger: Box<dyn Trigger>,
+    camera: Supervised,
+    pulser: Option<Pulser>,
+    sim_pin: Option<SimPin>,
+    sink: EventSink,
+    notifier: Notifier,
+    shutdown: Arc<AtomicBool>,
+    seq: u64,
+    stats: Stats,
+    last_accepted_ns: Option<u64>,
+    carried: u64,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon").field("config", &self.config.path).field("stats", &self.stats).finish()
+    }
+}
+
+impl Daemon {
+    /// The start-up self-check: loads the bundle and store (which must fit the
+    /// model), runs one frame through the model, opens the camera, the output
+    /// pin and the trigger. Any failure is returned before the trigger is armed.
+    pub fn start(config: Config, sink: EventSink, shutdown: Arc<AtomicBool>) -> Result<Daemon, StartError> {
+        let trigger = trigger::open(&config.trigger.source)?;
+        Self::start_with(config, trigger, sink, shutdown)
+    }
+
+    /// Like [`Daemon::start`] with a trigger made elsewhere (tests, custom sources).
+    pub fn start_with(
+        config: Config,
+        trigger: Box<dyn Trigger>,
+        sink: EventSink,
+        shutdown: Arc<AtomicBool>,
+    ) -> Result<Daemon, StartError> {
+        let bundle = Bundle::load(&config.bundle)?;
+        let mut clf = Classifier::load(&bundle, config.precision, config.prompts.as_deref())?;
+        let size = bundle.preprocess.size;
+        let probe = image::RgbImage::from_pixel(size, size, image::Rgb([128, 128, 128]));
+        clf.encoder.encode(&probe)?;
+        let cam_config = config.camera.clone();
+        let camera = Supervised::new(Box::new(move || camera::open(&cam_config)))?;
+        let (pulser, sim_pin) = match &config.pin {
+            Some(p) => {
+                let (pulser, sim) = Pulser::open(p)?;
+                for label in &p.labels {
+                    if !clf.store.entries().iter().any(|e| &e.label == label && e.kind == EntryKind::Class) {
+                        log::warn!(
+                            "output.pin.labels: '{label}' is not a class of {}",
+                            clf.store.path().display()
+                        );
+                    }
+                }
+                (Some(pulser), sim)
+            }
+            None => (None, None),
+        };
+        let mut d = Daemon {
+            bundle_name: bundle.name.clone(),
+            clf,
+            trigger,
+            camera,
+            pulser,
+            sim_pin,
+            sink,
+            notifier: Notifier::from_env(),
+            shutdown,
+            seq: 0,
+            stats: Stats::default(),
+            last_accepted_ns: None,
+            carried: 0,
+            config,
+        };
+        let load_ms = d.clf.encoder.load_timing().total().as_secs_f64() * 1e3;
+        let ready = Event::Ready {
+            model: d.bundle_name.clone(),
+            precision: d.clf.encoder.precision().to_string(),
+            prompts: d.clf.store.path().display().to_string(),
+            labels: d.clf.store.len(),
+            trigger: d.trigger.describe(),
+            camera: d.camera.describe().to_string(),
+            load_ms: (load_ms * 1e3).round() / 1e3,
+        };
+        log::info!("ready: {} on {}, {}", d.bundle_name, d.trigger.describe(), d.camera.describe());
+        d.sink.emit(ready);
+        d.notifier.send("READY=1");
+        Ok(d)
+    }
+
+    /// The simulated output pin, when the configuration asks for one.
+    pub fn sim_pin(&self) -> Option<&SimPin> {
+        self.sim_pin.as_ref()
+    }
+
+    /// Events written so far (memory sinks only).
+    pub fn events(&self) -> &[Event] {
+        self.sink.kept()
+    }
+
+    /// Runs until the trigger source ends, a signal arrives, or `max_events` triggers were handled.
+    pub fn run(&mut self, max_events: Option<u64>) -> Stats {
+        let reason = loop {
+            if self.shutdown.load(Ordering::Relaxed) {
+                break "signal".to_string();
+            }
+            if max_events.is_some_and(|m| self.stats.events + self.stats.errors >= m) {
+                break format!("--max-events {} reached", max_events.unwrap_or_default());
+            }
+            let now = Instant::now();
+            self.service_pin(now);
+            self.notifier.ping_if_due();
+            let mut timeout = TICK;
+            if let Some(deadline) = self.pulser.as_ref().and_then(Pulser::deadline) {
+                timeout = timeout.min(deadline.saturating_duration_since(now));
+            }
+            if let Some(i) = self.notifier.interval() {
+                timeout = timeout.min(i);
+            }
+            match self.trigger.wait(timeout) {
+                Ok(Wait::Timeout) => {}
+                Ok(Wait::Ended) => break "trigger source ended".to_string(),
+                Ok(Wait::Event(ev)) => self.on_trigger(ev),
+                Err(e) => {
+                    self.error(None, "trigger", e.to_string());
+                    break format!("trigger failed: {e}");
+                }
+            }
+        };
+        self.notifier.send("STOPPING=1");
+        if let Some(p) = &mut self.pulser {
+            if let Err(e) = p.release() {
+                log::error!("{e}");
+            }
+            self.stats.pulses = p.pulses();
+        }
+        log::info!("stopping: {reason}");
+        self.sink.emit(Event::Stopped {
+            events: self.stats.events,
+            errors: self.stats.errors,
+            coalesced: self.stats.coalesced,
+            reason,
+        });
+        self.stats
+    }
+
+    fn service_pin(&mut self, now: Instant) {
+        let result = self.pulser.as_mut().map(|p| p.poll(now));
+        if let Some(Err(e)) = result {
+            self.error(None, "output", e.to_string());
+        }
+    }
+
+    fn on_trigger(&mut self, ev: TriggerEvent) {
+        let pending = match self.trigger.drain() {
+            Ok(n) => n,
+            Err(e) => {
+                self.error(Some(ev.ts_ns), "trigger", e.to_string());
+                0
+            }
+        };
+        let cooldown = self.config.trigger.cooldown.as_nanos() as u64;
+        if let Some(last) = self.last_accepted_ns {
+            if cooldown > 0 && ev.ts_ns.saturating_sub(last) < cooldown {
+                self.carried += 1 + pending;
+                return;
+            }
+        }
+        self.last_accepted_ns = Some(ev.ts_ns);
+        let coalesced = pending + std::mem::take(&mut self.carried);
+        self.stats.coalesced += coalesced;
+        self.handle(ev, coalesced);
+    }
+
+    fn handle(&mut self, ev: TriggerEvent, coalesced: u64) {
+        let burst = self.config.decision.burst;
+        let mut timing = Timing::default();
+        let mut votes: HashMap<usize, u32> = HashMap::new();
+        let mut backgrounds = 0;
+        let mut last: Option<Classification> = None;
+        for i in 0..burst {
+            let frame = match self.camera.capture() {
+                Ok(f) => f,
+                Err(e) => return self.error(Some(ev.ts_ns), "camera", e.to_string()),
+            };
+            if i == 0 {
+                timing.trigger_to_frame = ms_since_ns(ev.ts_ns);
+            }
+            timing.decode += frame.decode.as_secs_f64() * 1e3;
+            let (emb, t) = match self.clf.encoder.encode_timed(&frame.image) {
+                Ok(x) => x,
+                Err(e) => return self.error(Some(ev.ts_ns), kind_of(&e), e.to_string()),
+            };
+            timing.preprocess += t.preprocess.as_secs_f64() * 1e3;
+            timing.infer += t.infer.as_secs_f64() * 1e3;
+            let t0 = Instant::now();
+            let c = match self.clf.score(&emb, self.config.decision.top, &self.config.decision.rule) {
+                Ok(c) => c,
+                Err(e) => return self.error(Some(ev.ts_ns), kind_of(&e), e.to_string()),
+            };
+            match c.decision {
+                Decision::Match(i) => *votes.entry(i).or_default() += 1,
+                Decision::Background(_) => backgrounds += 1,
+                Decision::Unknown => {}
+            }
+            timing.decide += t0.elapsed().as_secs_f64() * 1e3;
+            last = Some(c);
+        }
+        let t0 = Instant::now();
+        let Some(last) = last else { return };
+        let best = votes.iter().max_by_key(|(i, n)| (**n, std::cmp::Reverse(**i))).map(|(i, n)| (*i, *n));
+        let (decision, label, n_votes) = match best {
+            Some((i, n)) if n >= self.config.decision.agree => {
+                ("match", Some(self.clf.label(i).to_string()), n)
+            }
+            _ if backgrounds * 2 > burst => ("background", None, backgrounds),
+            _ => ("unknown", None, 0),
+        };
+        let mut fired = false;
+        if let (Some(l), Some(p)) = (&label, self.pulser.as_mut()) {
+            if p.fires_for(l) {
+                match p.start(Instant::now()) {
+                    Ok(()) => fired = true,
+                    Err(e) => self.error(Some(ev.ts_ns), "output", e.to_string()),
+                }
+            }
+        }
+        timing.decide += t0.elapsed().as_secs_f64() * 1e3;
+        timing.total = ms_since_ns(ev.ts_ns);
+        let top = last
+            .top
+            .iter()
+            .map(|r| RankedLabel {
+                label: self.clf.label(r.index).to_string(),
+                kind: match self.clf.store.entries()[r.index].kind {
+                    EntryKind::Class => "class",
+                    EntryKind::Background => "background",
+                },
+                score: r.score,
+                similarity: r.similarity,
+            })
+            .collect();
+        self.seq += 1;
+        self.stats.events += 1;
+        log::info!(
+            "event {}: {decision}{} ({:.0} ms, {coalesced} coalesced)",
+            self.seq,
+            label.as_deref().map(|l| format!(" {l}")).unwrap_or_default(),
+            timing.total
+        );
+        self.sink.emit(Event::Event {
+            seq: self.seq,
+            trigger_ts_ns: ev.ts_ns,
+            decision,
+            label,
+            score: last.top[0].score,
+            similarity: last.top[0].similarity,
+            top,
+            timing_ms: round_timing(timing),
+            coalesced,
+            frames: burst,
+            votes: n_votes,
+            output: fired,
+        });
+    }
+
+    fn error(&mut self, trigger_ts_ns: Option<u64>, kind: &'static str, message: String) {
+        self.seq += 1;
+        self.stats.errors += 1;
+        log::error!("{kind}: {message}");
+        self.sink.emit(Event::Error { seq: self.seq, trigger_ts_ns, kind, message });
+    }
+}
+
+fn kind_of(e: &clip_edge_runtime::Error) -> &'static str {
+    match e.kind() {
+        ErrorKind::Store => "store",
+        _ => "model",
+    }
+}
+
+fn ms_since_ns(ts_ns: u64) -> f64 {
+    monotonic_ns().saturating_sub(ts_ns) as f64 / 1e6
+}
+
+fn round_timing(t: Timing) -> Timing {
+    let r = |v: f64| (v * 1e3).round() / 1e3;
+    Timing {
+        trigger_to_frame: r(t.trigger_to_frame),
+        decode: r(t.decode),
+        preprocess: r(t.preprocess),
+        infer: r(t.infer),
+        decide: r(t.decide),
+        total: r(t.total),
+    }
+}

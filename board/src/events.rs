@@ -1,0 +1,161 @@
+//! JSON-lines events (schema in `docs/events.md`), written to stdout and/or a file.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde::Serialize;
+
+/// One ranked label of an event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RankedLabel {
+    /// The label.
+    pub label: String,
+    /// `class` or `background`.
+    pub kind: &'static str,
+    /// Softmax probability.
+    pub score: f32,
+    /// Cosine similarity.
+    pub similarity: f32,
+}
+
+/// Stage timings of one event, in milliseconds (summed over a burst).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Timing {
+    /// From the trigger's timestamp to the first frame in hand.
+    pub trigger_to_frame: f64,
+    /// Frame decoding.
+    pub decode: f64,
+    /// Resize, crop, normalise.
+    pub preprocess: f64,
+    /// Image encoder.
+    pub infer: f64,
+    /// Scoring and the decision.
+    pub decide: f64,
+    /// From the trigger's timestamp to the decision.
+    pub total: f64,
+}
+
+/// Everything the daemon reports.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Event {
+    /// The daemon passed its self-check and armed the trigger.
+    Ready {
+        /// Bundle name.
+        model: String,
+        /// Encoder precision.
+        precision: String,
+        /// Prompt store file.
+        prompts: String,
+        /// Number of labels.
+        labels: usize,
+        /// Trigger description.
+        trigger: String,
+        /// Camera description.
+        camera: String,
+        /// Model load time.
+        load_ms: f64,
+    },
+    /// A trigger was handled.
+    Event {
+        /// Sequence number (shared with errors).
+        seq: u64,
+        /// CLOCK_MONOTONIC ns of the trigger (the kernel's for GPIO).
+        trigger_ts_ns: u64,
+        /// `match`, `unknown` or `background`.
+        decision: &'static str,
+        /// The matched label; null unless `decision` is `match`.
+        label: Option<String>,
+        /// Top score (softmax probability).
+        score: f32,
+        /// Top cosine similarity.
+        similarity: f32,
+        /// Best labels of the last frame, best first.
+        top: Vec<RankedLabel>,
+        /// Stage timings.
+        timing_ms: Timing,
+        /// Triggers merged into this event (arrived while busy, or within the cooldown).
+        coalesced: u64,
+        /// Frames classified for this event.
+        frames: u32,
+        /// Frames that voted for the reported label.
+        votes: u32,
+        /// Whether the output pin was pulsed.
+        output: bool,
+    },
+    /// Something failed; the daemon carries on where it can.
+    Error {
+        /// Sequence number.
+        seq: u64,
+        /// The trigger it concerned, if any.
+        trigger_ts_ns: Option<u64>,
+        /// `camera`, `trigger`, `model`, `store` or `output`.
+        kind: &'static str,
+        /// One line naming the device or file.
+        message: String,
+    },
+    /// The daemon stopped.
+    Stopped {
+        /// Events handled.
+        events: u64,
+        /// Errors reported.
+        errors: u64,
+        /// Triggers coalesced in total.
+        coalesced: u64,
+        /// Why it stopped.
+        reason: String,
+    },
+}
+
+/// Writes events as JSON lines, flushing each one.
+pub struct EventSink {
+    stdout: bool,
+    file: Option<std::fs::File>,
+    memory: Option<Vec<Event>>,
+}
+
+impl std::fmt::Debug for EventSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventSink").field("stdout", &self.stdout).finish_non_exhaustive()
+    }
+}
+
+impl EventSink {
+    /// A sink to stdout and/or `file` (appended, created if missing).
+    pub fn open(stdout: bool, file: Option<&Path>) -> std::io::Result<EventSink> {
+        let file = file.map(|p| std::fs::OpenOptions::new().create(true).append(true).open(p)).transpose()?;
+        Ok(EventSink { stdout, file, memory: None })
+    }
+
+    /// A sink that keeps events in memory (tests).
+    pub fn memory() -> EventSink {
+        EventSink { stdout: false, file: None, memory: Some(Vec::new()) }
+    }
+
+    /// Events kept by a memory sink.
+    pub fn kept(&self) -> &[Event] {
+        self.memory.as_deref().unwrap_or_default()
+    }
+
+    /// Writes one event. A write failure is logged, never fatal.
+    pub fn emit(&mut self, event: Event) {
+        let line = match serde_json::to_string(&event) {
+            Ok(l) => l,
+            Err(e) => return log::error!("cannot serialise event: {e}"),
+        };
+        if self.stdout {
+            let mut out = std::io::stdout().lock();
+            if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+                log::error!("cannot write events to stdout");
+            }
+        }
+        if let Some(f) = &mut self.file {
+            if let Err(e) = writeln!(f, "{line}") {
+                log::error!("cannot append event to file: {e}");
+            }
+        }
+        if let Some(m) = &mut self.memory {
+            m.push(event);
+        }
+    }
+}

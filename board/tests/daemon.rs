@@ -1,0 +1,184 @@
+//! The loop end to end with the simulated trigger, replay camera and the default model.
+
+mod common;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clip_edge_board::events::{Event, EventSink};
+use clip_edge_board::trigger::SimTrigger;
+use clip_edge_board::Daemon;
+use clip_edge_runtime::frame::load_rgb;
+use clip_edge_runtime::{Bundle, Classifier, Decision, DecisionRule};
+
+fn events(d: &Daemon) -> Vec<Event> {
+    d.events().to_vec()
+}
+
+#[test]
+fn each_trigger_classifies_the_next_frame_like_the_runtime_does() {
+    let frames = common::frames();
+    let config = common::config(frames.path(), "");
+    let (trigger, handle) = SimTrigger::new("test".into());
+    let mut d =
+        Daemon::start_with(config, Box::new(trigger), EventSink::memory(), Arc::default()).expect("start");
+
+    // What the runtime says for each frame, in the replay camera's (name) order.
+    let bundle = Bundle::load(common::root().join("models/default")).expect("bundle");
+    let mut clf = Classifier::load(&bundle, None, None).expect("classifier");
+    let mut names: Vec<_> =
+        std::fs::read_dir(frames.path()).expect("dir").map(|e| e.expect("e").path()).collect();
+    names.sort();
+    let expected: Vec<Option<String>> = names
+        .iter()
+        .map(|p| {
+            let emb = clf.encoder.encode(&load_rgb(p).expect("image")).expect("encode");
+            match clf.score(&emb, 3, &DecisionRule::default()).expect("score").decision {
+                Decision::Match(i) => Some(clf.label(i).to_string()),
+                _ => None,
+            }
+        })
+        .collect();
+
+    let thread = std::thread::spawn(move || {
+        for _ in 0..names.len() {
+            handle.fire();
+            std::thread::sleep(Duration::from_millis(80));
+        }
+    });
+    let stats = d.run(Some(expected.len() as u64));
+    thread.join().expect("fired");
+    assert_eq!(stats.events, expected.len() as u64);
+    let evs = events(&d);
+    assert!(matches!(evs[0], Event::Ready { labels: 8, .. }), "{:?}", evs[0]);
+    let got: Vec<Option<String>> = evs
+        .iter()
+        .filter_map(|e| match e {
+            Event::Event { label, .. } => Some(label.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, expected);
+    let mut last_ts = 0;
+    for e in &evs {
+        if let Event::Event { seq, trigger_ts_ns, timing_ms, coalesced, top, frames, .. } = e {
+            assert!(*trigger_ts_ns > last_ts, "timestamps increase");
+            last_ts = *trigger_ts_ns;
+            assert!(*seq >= 1 && *coalesced == 0 && *frames == 1 && top.len() == 3);
+            assert!(timing_ms.infer > 0.0 && timing_ms.total >= timing_ms.infer);
+        }
+    }
+    assert!(matches!(evs.last(), Some(Event::Stopped { events: 4, .. })));
+    // Every match pulsed the simulated pin: high then low, once per event (any label fires).
+    let pin = d.sim_pin().expect("sim pin").transitions();
+    assert_eq!(pin.first(), Some(&false));
+    assert_eq!(pin.iter().filter(|h| **h).count() as u64, stats.pulses);
+    assert_eq!(pin.last(), Some(&false), "pin released at shutdown");
+}
+
+#[test]
+fn camera_loss_is_an_error_event_and_the_daemon_recovers() {
+    let frames = common::frames();
+    let config = common::config(frames.path(), "");
+    let (trigger, handle) = SimTrigger::new("test".into());
+    let mut d =
+        Daemon::start_with(config, Box::new(trigger), EventSink::memory(), Arc::default()).expect("start");
+    let folder = frames.path().to_path_buf();
+    let stash = tempfile::tempdir().expect("stash");
+    let moved = stash.path().join("frames");
+    let thread = std::thread::spawn(move || {
+        handle.fire();
+        std::thread::sleep(Duration::from_millis(150));
+        std::fs::rename(&folder, &moved).expect("unplug");
+        handle.fire();
+        std::thread::sleep(Duration::from_millis(150));
+        std::fs::rename(&moved, &folder).expect("replug");
+        std::thread::sleep(Duration::from_millis(400));
+        handle.fire();
+        std::thread::sleep(Duration::from_millis(150));
+    });
+    let stats = d.run(Some(3));
+    thread.join().expect("thread");
+    let kinds: Vec<&str> = events(&d)
+        .iter()
+        .filter_map(|e| match e {
+            Event::Event { .. } => Some("event"),
+            Event::Error { kind, .. } => Some(kind),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kinds, vec!["event", "camera", "event"], "{:?}", events(&d));
+    assert_eq!((stats.events, stats.errors), (2, 1));
+}
+
+#[test]
+fn a_burst_needs_k_of_n_agreeing_frames() {
+    let frames = common::frames();
+    let (trigger, handle) = SimTrigger::new("test".into());
+    let config = common::config(frames.path(), "[decision]\nburst = 4\nagree = 4\n");
+    let mut d =
+        Daemon::start_with(config, Box::new(trigger), EventSink::memory(), Arc::default()).expect("start");
+    handle.fire();
+    d.run(Some(1));
+    let Some(Event::Event { frames, votes, decision, .. }) =
+        events(&d).into_iter().find(|e| matches!(e, Event::Event { .. }))
+    else {
+        panic!("no event")
+    };
+    assert_eq!(frames, 4);
+    // Four different frames rarely all agree on the placeholder model; whatever
+    // happened, a match must have all four votes.
+    assert!(decision != "match" || votes == 4, "{decision} with {votes} votes");
+}
+
+#[test]
+fn triggers_within_the_cooldown_are_merged_into_the_next_event() {
+    let frames = common::frames();
+    let (trigger, handle) = SimTrigger::new("test".into());
+    let config = common::config(frames.path(), "").clone();
+    let mut config = config;
+    config.trigger.cooldown = Duration::from_millis(300);
+    let mut d =
+        Daemon::start_with(config, Box::new(trigger), EventSink::memory(), Arc::default()).expect("start");
+    let thread = std::thread::spawn(move || {
+        handle.fire();
+        std::thread::sleep(Duration::from_millis(60));
+        handle.fire();
+        std::thread::sleep(Duration::from_millis(60));
+        handle.fire();
+        std::thread::sleep(Duration::from_millis(400));
+        handle.fire();
+    });
+    let stats = d.run(Some(2));
+    thread.join().expect("thread");
+    assert_eq!(stats.events, 2);
+    let coalesced: Vec<u64> = events(&d)
+        .iter()
+        .filter_map(|e| if let Event::Event { coalesced, .. } = e { Some(*coalesced) } else { None })
+        .collect();
+    assert_eq!(coalesced, vec![0, 2]);
+}
+
+#[test]
+fn start_up_fails_cleanly_on_a_store_for_another_model() {
+    let frames = common::frames();
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = dir.path().join("other.store");
+    let mut b = clip_edge_runtime::store::StoreBuilder::new(
+        64,
+        [1; 32],
+        10.0,
+        clip_edge_runtime::store::ElementType::F32,
+    );
+    b.push("x", clip_edge_runtime::store::EntryKind::Class, &[1.0; 64]).expect("push");
+    b.write(&store).expect("write");
+    let mut config = common::config(frames.path(), "");
+    config.prompts = Some(store);
+    let (trigger, _h) = SimTrigger::new("test".into());
+    let err =
+        Daemon::start_with(config, Box::new(trigger), EventSink::memory(), Arc::new(AtomicBool::new(false)))
+            .expect_err("refused")
+            .to_string();
+    assert!(err.contains("other.store") && err.contains("built for model"), "{err}");
+}

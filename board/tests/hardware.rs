@@ -1,0 +1,61 @@
+//! The real GPIO and V4L2 backends against real kernel devices. Skipped (with a
+//! message) unless environment variables name the devices:
+//!
+//! - `CLIP_EDGE_TEST_GPIO_CHIP` and `CLIP_EDGE_TEST_GPIO_LINE`: an input line to
+//!   request for edge events (the test only checks the request and a timeout),
+//!   and `CLIP_EDGE_TEST_GPIO_OUT_LINE`: an output line to pulse.
+//! - `CLIP_EDGE_TEST_V4L2_DEVICE` (and optionally `CLIP_EDGE_TEST_V4L2_FORMAT`,
+//!   mjpeg or yuyv): a camera to capture three frames from.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clip_edge_board::camera::{FrameSource, V4l2};
+use clip_edge_board::config::{Bias, Edge, PixelFormat};
+use clip_edge_board::output::{open_cdev, Pulser};
+use clip_edge_board::trigger::{GpioTrigger, Trigger, Wait};
+
+fn var(name: &str) -> Option<String> {
+    let v = std::env::var(name).ok().filter(|v| !v.is_empty());
+    if v.is_none() {
+        eprintln!("skipped: {name} is not set");
+    }
+    v
+}
+
+#[test]
+fn real_gpio_line_can_be_requested_for_edges_and_pulsed() {
+    let (Some(chip), Some(line)) = (var("CLIP_EDGE_TEST_GPIO_CHIP"), var("CLIP_EDGE_TEST_GPIO_LINE")) else {
+        return;
+    };
+    let chip = PathBuf::from(chip);
+    let line: u32 = line.parse().expect("CLIP_EDGE_TEST_GPIO_LINE is a number");
+    let mut t = GpioTrigger::open(&chip, line, Edge::Both, Bias::AsIs, Duration::from_millis(5), false)
+        .expect("request");
+    let r = t.wait(Duration::from_millis(50)).expect("wait");
+    assert!(matches!(r, Wait::Timeout | Wait::Event(_)));
+    if let Some(out) = var("CLIP_EDGE_TEST_GPIO_OUT_LINE") {
+        let pin = open_cdev(&chip, out.parse().expect("number"), false).expect("output line");
+        let mut p =
+            Pulser::new(Box::new(pin), chip.clone(), Duration::from_millis(20), vec![]).expect("pulser");
+        let t0 = Instant::now();
+        p.start(t0).expect("high");
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(!p.poll(Instant::now()).expect("low"));
+    }
+}
+
+#[test]
+fn real_camera_gives_fresh_frames() {
+    let Some(device) = var("CLIP_EDGE_TEST_V4L2_DEVICE") else { return };
+    let format = match std::env::var("CLIP_EDGE_TEST_V4L2_FORMAT").as_deref() {
+        Ok("mjpeg") => PixelFormat::Mjpeg,
+        _ => PixelFormat::Yuyv,
+    };
+    let mut cam =
+        V4l2::open(&PathBuf::from(device), format, 640, 480, 1, Duration::from_secs(3)).expect("open");
+    for _ in 0..3 {
+        let f = cam.capture().expect("frame");
+        assert!(f.image.width() >= 16 && f.image.height() >= 16);
+    }
+}
