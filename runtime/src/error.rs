@@ -132,7 +132,7 @@ impl Error {
 }
 
 /// Flattens an error chain (as tract's `anyhow` errors carry) into one line.
-pub(crate) fn one_line(err: &dyn std::fmt::Display) -> String {
+pub fn one_line(err: &dyn std::fmt::Display) -> String {
     let text = format!("{err:#}");
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }

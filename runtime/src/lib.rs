@@ -21,7 +21,7 @@ use std::path::Path;
 
 pub use bundle::{Bundle, Precision};
 pub use encoder::{Embedding, EncodeTiming, ImageEncoder, LoadTiming};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{one_line, Error, ErrorKind, Result};
 pub use score::{Classification, Decision, DecisionRule, Scorer};
 pub use store::PromptStore;
 

@@ -81,9 +81,8 @@ pub fn scratch_bundle() -> tempfile::TempDir {
 /// Rewrites the sha256 of `image_encoder_f32.onnx` in a scratch bundle's manifest
 /// to match the file on disk, so a test can feed damaged bytes past the checksum.
 pub fn reseal_manifest(dir: &std::path::Path) {
-    use sha2::{Digest, Sha256};
     let bytes = std::fs::read(dir.join("image_encoder_f32.onnx")).expect("onnx");
-    let digest: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    let digest = clip_edge_runtime::bundle::sha256_hex(&bytes);
     let manifest = std::fs::read_to_string(dir.join("bundle.toml")).expect("manifest");
     let resealed: String = manifest
         .lines()

@@ -55,7 +55,7 @@ pub enum TextError {
 }
 
 fn one_line(e: impl std::fmt::Display) -> String {
-    format!("{e:#}").split_whitespace().collect::<Vec<_>>().join(" ")
+    clip_edge_runtime::one_line(&e)
 }
 
 /// Token ids of one text, padded to the context length.

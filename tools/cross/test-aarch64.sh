@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Cross-builds clip-edge for aarch64 with Debian's rustc and runs the runtime,
+# board and numerical test suites under qemu-user, as a Raspberry Pi 4
+# (QEMU_CPU=cortex-a72, default) or Pi 5 (QEMU_CPU=cortex-a76) would run them.
+# Tests that spawn other aarch64 programs (CLI tests) need binfmt_misc and are
+# not run here; everything they call is covered by the library tests.
+# Usage: tools/cross/test-aarch64.sh [--release-binary]
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+target=aarch64-unknown-linux-gnu
+if [ "$(id -u)" = 0 ]; then tools/cross/setup-debian.sh; fi
+export RUSTC=/usr/bin/rustc
+export CARGO_TARGET_DIR="$root/target/cross"
+export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
+export TOKENIZERS_PARALLELISM=false
+export QEMU_CPU=${QEMU_CPU:-cortex-a72}
+export CARGO_TERM_COLOR=never
+"$RUSTC" --version
+
+t0=$(date +%s)
+cargo build --locked --target $target -p clip-edge-board --bin clip-edge-board
+cargo test --locked --target $target --no-run -p clip-edge-runtime -p clip-edge-board -p clip-edge-tests 2>&1 | tail -3
+echo "cross build: $(( $(date +%s) - t0 )) s"
+
+t1=$(date +%s)
+echo "running under qemu-aarch64 with QEMU_CPU=$QEMU_CPU"
+cargo test --locked --target $target -p clip-edge-runtime --lib
+cargo test --locked --target $target -p clip-edge-board --lib --test daemon --test storm
+cargo test --locked --target $target -p clip-edge-tests --test parity --test architectures --test bad_input --test text -- --nocapture
+echo "qemu test time: $(( $(date +%s) - t1 )) s"
+
+if [ "${1:-}" = --release-binary ]; then
+  cargo build --locked --release --target $target -p clip-edge-board --bin clip-edge-board
+  bin="$CARGO_TARGET_DIR/$target/release/clip-edge-board"
+  echo "release binary: $(stat -c %s "$bin") bytes (stripped)"
+  aarch64-linux-gnu-readelf -d "$bin" | grep NEEDED
+fi
