@@ -4,6 +4,12 @@
 # (QEMU_CPU=cortex-a72, default) or Pi 5 (QEMU_CPU=cortex-a76) would run them.
 # Tests that spawn other aarch64 programs (CLI tests) need binfmt_misc and are
 # not run here; everything they call is covered by the library tests.
+#
+# The test binaries are linked statically (crt-static): dynamically linked
+# aarch64 programs, C ones too, hang in their first pthread_create under
+# qemu-user on these hosts (seen with qemu 7.2 and 10.0 and Debian's
+# cross glibc 2.36), while static ones run threads normally. The release
+# device binary stays dynamic (glibc), as a board runs it.
 # Usage: tools/cross/test-aarch64.sh [--release-binary]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -11,12 +17,14 @@ cd "$root"
 target=aarch64-unknown-linux-gnu
 if [ "$(id -u)" = 0 ]; then tools/cross/setup-debian.sh; fi
 export RUSTC=/usr/bin/rustc
-export CARGO_TARGET_DIR="$root/target/cross"
+export CARGO_TARGET_DIR="$root/target/cross-static"
 export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
 export TOKENIZERS_PARALLELISM=false
 export QEMU_CPU=${QEMU_CPU:-cortex-a72}
 export CARGO_TERM_COLOR=never
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static"
 "$RUSTC" --version
+qemu-aarch64-static --version | head -1
 
 t0=$(date +%s)
 cargo build --locked --target $target -p clip-edge-board --bin clip-edge-board
@@ -31,6 +39,8 @@ cargo test --locked --target $target -p clip-edge-tests --test parity --test arc
 echo "qemu test time: $(( $(date +%s) - t1 )) s"
 
 if [ "${1:-}" = --release-binary ]; then
+  unset CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS
+  export CARGO_TARGET_DIR="$root/target/cross-release"
   cargo build --locked --release --target $target -p clip-edge-board --bin clip-edge-board
   bin="$CARGO_TARGET_DIR/$target/release/clip-edge-board"
   echo "release binary: $(stat -c %s "$bin") bytes (stripped)"
