@@ -131,6 +131,8 @@ pub struct V4l2 {
     skip_frames: u32,
     timeout: Duration,
     seq: u64,
+    /// The kept frame's bytes, reused across captures.
+    data: Vec<u8>,
 }
 
 impl std::fmt::Debug for V4l2 {
@@ -195,6 +197,7 @@ impl V4l2 {
             skip_frames,
             timeout,
             seq: 0,
+            data: Vec::new(),
         })
     }
 
@@ -215,16 +218,23 @@ impl V4l2 {
         Ok(n > 0)
     }
 
-    fn dequeue_copy(&mut self) -> Result<Vec<u8>, CameraError> {
-        let device = self.device.clone();
+    /// Dequeues one buffer; copies it into `self.data` when `keep`, else just re-queues it.
+    fn dequeue(&mut self, keep: bool) -> Result<(), CameraError> {
+        let data = &mut self.data;
         self.stream
             .dequeue(|buf| {
                 if buf.is_error() {
                     return Err(std::io::Error::other("driver flagged the buffer as corrupt"));
                 }
-                Ok(buf.to_vec())
+                if keep {
+                    data.clear();
+                    data.extend_from_slice(&buf);
+                }
+                Ok(())
             })
-            .map_err(|e| CameraError::new(CameraErrorKind::Unavailable, &device, format!("dequeue: {e}")))
+            .map_err(|e| {
+                CameraError::new(CameraErrorKind::Unavailable, &self.device, format!("dequeue: {e}"))
+            })
     }
 }
 
@@ -233,10 +243,9 @@ impl FrameSource for V4l2 {
         // Buffers filled while the daemon was idle show the scene before the
         // trigger: drop them, then the configured number of fresh ones.
         while self.wait_readable(Duration::ZERO)? {
-            self.dequeue_copy()?;
+            self.dequeue(false)?;
         }
-        let mut data = Vec::new();
-        for _ in 0..=self.skip_frames {
+        for i in 0..=self.skip_frames {
             if !self.wait_readable(self.timeout)? {
                 return Err(CameraError::new(
                     CameraErrorKind::Timeout,
@@ -244,17 +253,18 @@ impl FrameSource for V4l2 {
                     format!("no frame within {} ms", self.timeout.as_millis()),
                 ));
             }
-            data = self.dequeue_copy()?;
+            self.dequeue(i == self.skip_frames)?;
         }
+        let data = &self.data;
         self.seq += 1;
         let t0 = Instant::now();
         let image = match self.format {
-            PixelFormat::Mjpeg => image::load_from_memory_with_format(&data, image::ImageFormat::Jpeg)
+            PixelFormat::Mjpeg => image::load_from_memory_with_format(data, image::ImageFormat::Jpeg)
                 .map(|i| i.into_rgb8())
                 .map_err(|e| {
                     CameraError::new(CameraErrorKind::Decode, &self.device, format!("MJPEG frame: {e}"))
                 })?,
-            PixelFormat::Yuyv => yuyv_to_rgb(&data, self.width, self.height, self.stride)
+            PixelFormat::Yuyv => yuyv_to_rgb(data, self.width, self.height, self.stride)
                 .ok_or_else(|| CameraError::new(CameraErrorKind::Decode, &self.device, "short YUYV frame"))?,
         };
         Ok(Frame { image, decode: t0.elapsed(), source: format!("{}#{}", self.device.display(), self.seq) })
