@@ -48,7 +48,16 @@ impl Classifier {
                 ))
             })?,
         };
-        let store = PromptStore::open(&store_path)?;
+        Self::with_store(bundle, precision, PromptStore::open(&store_path)?)
+    }
+
+    /// Loads the encoder of `bundle` and pairs it with a store already opened
+    /// (or built in memory), rejecting a store built for another model.
+    pub fn with_store(
+        bundle: &Bundle,
+        precision: Option<Precision>,
+        store: PromptStore,
+    ) -> Result<Classifier> {
         store.check_model(&bundle.fingerprint, bundle.embed_dim)?;
         let encoder = ImageEncoder::load(bundle, precision)?;
         Ok(Classifier { encoder, store, scorer: Scorer::new() })

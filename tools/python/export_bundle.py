@@ -86,12 +86,16 @@ def log(msg: str) -> None:
 
 def write_bundle(out: pathlib.Path, *, name: str, description: str, encoders: dict[str, pathlib.Path],
                  preprocess: Preprocess, embed_dim: int, logit_scale: float, text: TextSpec | None,
-                 report: dict | None = None, force: bool = False) -> pathlib.Path:
+                 report: dict | None = None, force: bool = False, keep: tuple[str, ...] = (),
+                 prompts: str | None = None) -> pathlib.Path:
     """Write a bundle folder around existing ONNX files, atomically.
 
     `encoders` maps precision ("f32", "f16", "int8") to an image-encoder file;
     "f32" is required (it defines the model fingerprint). The folder is
-    assembled beside `out` and renamed into place at the end.
+    assembled beside `out` and renamed into place at the end. Names in
+    `keep` (files or folders of an existing `out`, such as a labels file or a
+    model card) are carried over into the new folder. `prompts` names the
+    bundle's default prompt store (built afterwards by `clip-edge prompts build`).
     """
     if "f32" not in encoders:
         raise ExportError("the f32 image encoder is required (it defines the model fingerprint)")
@@ -113,6 +117,7 @@ def write_bundle(out: pathlib.Path, *, name: str, description: str, encoders: di
             f"name = {json.dumps(name)}",
             f"description = {json.dumps(description)}",
             f'fingerprint = "{sha256(encoders["f32"])}"',
+            *([f"prompts = {json.dumps(prompts)}"] if prompts else []),
             "",
             "[image]",
             f"size = {preprocess.size}",
@@ -138,6 +143,12 @@ def write_bundle(out: pathlib.Path, *, name: str, description: str, encoders: di
         (stage / "bundle.toml").write_text("\n".join(lines) + "\n")
         if report is not None:
             (stage / "export_report.json").write_text(json.dumps(report, indent=1) + "\n")
+        for name in keep:
+            old = out / name
+            if old.is_dir():
+                shutil.copytree(old, stage / name)
+            elif old.is_file():
+                shutil.copyfile(old, stage / name)
         if out.exists():
             shutil.rmtree(out)
         stage.rename(out)
@@ -149,11 +160,11 @@ def write_bundle(out: pathlib.Path, *, name: str, description: str, encoders: di
 
 # ---------------------------------------------------------------- quantisation
 
-def quantise_int8_dynamic(src: pathlib.Path, dst: pathlib.Path) -> None:
+def quantise_int8_dynamic(src: pathlib.Path, dst: pathlib.Path, per_channel: bool = False) -> None:
     """ONNX Runtime dynamic quantisation: int8 weights, activations quantised at run time (MatMulInteger)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=False)
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel)
 
 
 def convert_f16_weights(src: pathlib.Path, dst: pathlib.Path, min_elements: int = 1024) -> None:

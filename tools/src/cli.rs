@@ -40,6 +40,8 @@ pub enum Command {
     /// Inspect or create prompt stores.
     #[command(subcommand)]
     Prompts(PromptsCommand),
+    /// Accuracy over a folder of labelled images (one subfolder per class), through tract.
+    Eval(EvalArgs),
 }
 
 /// Model selection shared by commands that run the image encoder.
@@ -117,6 +119,36 @@ pub struct BenchArgs {
     /// The image decoded and classified on every frame.
     #[arg(value_name = "IMAGE")]
     pub image: PathBuf,
+}
+
+/// Arguments of `eval`.
+#[derive(Debug, Args)]
+#[command(after_help = "Each subfolder of --data holds the images of one class and is named exactly as \
+the class. The candidate classes come from --labels (embedded now with the bundle's text encoder), \
+from --prompts (a built store), or else from the subfolder names under --templates. Unreadable \
+images are reported by name, counted and skipped.")]
+pub struct EvalArgs {
+    /// Model bundle and precision.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Folder with one subfolder of images per class.
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// Labels file giving the candidate classes (may hold more classes than --data).
+    #[arg(long, value_name = "FILE", conflicts_with = "prompts")]
+    pub labels: Option<PathBuf>,
+    /// Prompt store giving the candidate classes.
+    #[arg(long, value_name = "FILE")]
+    pub prompts: Option<PathBuf>,
+    /// Template set for subfolder names and for a labels file that names none.
+    #[arg(long, default_value = "default", value_name = "SET")]
+    pub templates: String,
+    /// How many of the most frequent confusions to report.
+    #[arg(long, default_value_t = 10)]
+    pub confusions: usize,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `prompts` subcommands.
@@ -210,6 +242,7 @@ pub fn main() -> ExitCode {
         Command::Prompts(PromptsCommand::Build(a)) => cmd::prompts::build(&a, cli.quiet),
         Command::Prompts(PromptsCommand::Inspect(a)) => cmd::prompts::inspect(&a),
         Command::Prompts(PromptsCommand::Random(a)) => cmd::prompts::random(&a),
+        Command::Eval(a) => cmd::eval::run(&a, cli.quiet),
     };
     match result {
         Ok(code) => code,

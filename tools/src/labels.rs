@@ -174,6 +174,20 @@ impl LabelSet {
         Ok(LabelSet { templates, entries })
     }
 
+    /// Classes named only by `names`, each prompted with every template
+    /// (what `clip-edge eval` uses when a data folder's subfolders are the classes).
+    pub fn from_names(names: &[String], templates: &[&str]) -> LabelSet {
+        let entries = names
+            .iter()
+            .map(|name| LabelEntry {
+                name: name.clone(),
+                kind: EntryKind::Class,
+                prompts: templates.iter().map(|t| t.replacen("{}", name, 1)).collect(),
+            })
+            .collect();
+        LabelSet { templates: templates.iter().map(|t| t.to_string()).collect(), entries }
+    }
+
     /// Total number of prompts.
     pub fn prompt_count(&self) -> usize {
         self.entries.iter().map(|e| e.prompts.len()).sum()

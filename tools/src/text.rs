@@ -8,6 +8,7 @@ use clip_edge_runtime::bundle::{read_verified, Bundle, MANIFEST_FILE};
 use clip_edge_runtime::Embedding;
 use tokenizers::Tokenizer;
 use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
 
 /// Errors of the text side.
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +84,14 @@ impl TextTokenizer {
         if !path.is_file() {
             return Err(TextError::Tokenizer { path: path.into(), message: "file does not exist".into() });
         }
-        let tokenizer = Tokenizer::from_file(path)
+        let mut tokenizer = Tokenizer::from_file(path)
+            .map_err(|e| TextError::Tokenizer { path: path.into(), message: one_line(e) })?;
+        // Padding and truncation are ours (the bundle's context length and pad
+        // id); a tokenizer.json that pads to its own length (BERT-style files
+        // pad to 128) would otherwise make every prompt look truncated.
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(None)
             .map_err(|e| TextError::Tokenizer { path: path.into(), message: one_line(e) })?;
         Ok(TextTokenizer { tokenizer, context_length, pad_id })
     }
@@ -153,6 +161,16 @@ impl TextEncoder {
             .model_for_read(&mut bytes.as_slice())
             .map_err(|e| err(&format!("not a readable ONNX model: {e:#}")))?;
         let outlets = model.input_outlets().map_err(|e| err(&e))?.to_vec();
+        // As for image encoders: a dynamic batch symbol stays in intermediate
+        // shapes, so type with it and set it to 1 afterwards.
+        let batch = match model.input_fact(0).ok().and_then(|f| f.shape.concretize()) {
+            Some(dims) if dims.len() == 2 => match &dims[0] {
+                TDim::Sym(s) => Some(s.clone()),
+                _ => None,
+            },
+            _ => None,
+        };
+        let first = batch.clone().map(TDim::Sym).unwrap_or_else(|| 1.into());
         let mut roles = Vec::new();
         for (i, outlet) in outlets.iter().enumerate() {
             let name = model.node(outlet.node).name.to_lowercase();
@@ -164,7 +182,8 @@ impl TextEncoder {
                 InputRole::Ids
             };
             roles.push(role);
-            model.set_input_fact(i, i64::fact([1, ctx]).into()).map_err(|e| err(&e))?;
+            let shape: [TDim; 2] = [first.clone(), ctx.into()];
+            model.set_input_fact(i, i64::fact(&shape).into()).map_err(|e| err(&e))?;
         }
         if roles.iter().filter(|r| **r == InputRole::Ids).count() != 1 {
             return Err(err(&format!("expected one token-id input, found inputs {roles:?}")));
@@ -180,9 +199,14 @@ impl TextEncoder {
                 ),
             });
         }
-        let model = model
-            .into_optimized()
+        let mut typed = model
+            .into_typed()
             .map_err(|e| err(&format!("graph does not accept 1x{ctx} int64 tokens: {e:#}")))?;
+        if let Some(sym) = batch {
+            let subs = std::collections::HashMap::from([(sym, TDim::from(1))]);
+            typed = typed.set_symbols(&subs).map_err(|e| err(&e))?;
+        }
+        let model = typed.into_optimized().map_err(|e| err(&format!("cannot optimise the graph: {e:#}")))?;
         let shape = model.output_fact(0).map_err(|e| err(&e))?.shape.as_concrete().map(|s| s.to_vec());
         let dim = match shape.as_deref() {
             Some([1, d]) | Some([d]) => *d,

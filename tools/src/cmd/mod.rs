@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod classify;
 pub mod embed;
+pub mod eval;
 pub mod prompts;
 
 use anyhow::Context;

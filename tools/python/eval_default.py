@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Evaluate a bundle trained by train_default.py with `clip-edge eval` (Rust,
+through tract: the path the device uses), on freshly generated test sets:
+
+  seen-camera     seen concepts, training styles, camera-like augmentation (new seeds)
+  seen-plain      seen concepts on plain white/black/grey backgrounds, mild augmentation
+  heldout         held-out concepts (never trained), camera-like; scored among the
+                  held-out concepts only and among all concepts
+  openmoji-*      the OpenMoji style, never trained on: seen and held-out concepts
+
+Each set is drawn --draws times with different seeds; figures are the mean over
+draws with the standard error of that mean (binomial standard error when one draw).
+
+  .venv/bin/python tools/python/eval_default.py --bundle models/default --out models/default/eval_report.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+import emoji_data  # noqa: E402
+from emoji_data import DataMissing  # noqa: E402
+
+EVAL_TEMPLATES = list(dict.fromkeys(emoji_data.NAME_TEMPLATES))
+
+
+def log(msg: str) -> None:
+    print(f"[eval] {msg}", file=sys.stderr, flush=True)
+
+
+def labels_toml(concepts: list[dict], keywords: bool) -> str:
+    """Classes named by their names under the templates; with `keywords`, the
+    concept's keyword captions are added as descriptions (still text only)."""
+    lines = [f"templates = {json.dumps(EVAL_TEMPLATES)}", ""]
+    for c in concepts:
+        lines += ["[[class]]", f"name = {json.dumps(c['name'])}"]
+        if keywords and c["keywords"]:
+            kw = c["keywords"]
+            descriptions = [f"{c['name']}: {', '.join(kw[:6])}", ", ".join(kw[:4])]
+            lines.append(f"descriptions = {json.dumps(descriptions)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def make_set(folder: pathlib.Path, concepts: list[dict], icons, have, seed: int, kind: str | None,
+             strength: float) -> int:
+    import torch
+
+    aug = emoji_data.Augmenter(seed=seed)
+    idx = [i for i in range(len(concepts)) if have[i]]
+    frames = aug(emoji_data.to_tensor(icons[idx]), kind=kind, strength=strength)
+    if folder.exists():
+        shutil.rmtree(folder)
+    for j, i in enumerate(idx):
+        emoji_data.save_frames(frames[j:j + 1], folder / concepts[i]["name"], [f"{seed}"])
+    del torch
+    return len(idx)
+
+
+def stats(values: list[float], n: int) -> dict:
+    m = sum(values) / len(values)
+    if len(values) > 1:
+        sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+        se = sd / math.sqrt(len(values))
+    else:
+        se = math.sqrt(max(m * (1 - m), 0) / max(n, 1))
+    return {"mean": round(m, 4), "se": round(se, 4), "draws": [round(v, 4) for v in values]}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bundle", default=str(emoji_data.ROOT / "models" / "default"))
+    p.add_argument("--work", default=str(emoji_data.ROOT / ".cache" / "eval"))
+    p.add_argument("--draws", type=int, default=3)
+    p.add_argument("--seed", type=int, default=1000, help="first augmentation seed (training used 0)")
+    p.add_argument("--precisions", default="f32,int8")
+    p.add_argument("--clip-edge", default=str(emoji_data.ROOT / "target" / "debug" / "clip-edge"),
+                   help="clip-edge binary (dependencies are optimised in the dev profile too)")
+    p.add_argument("--out", help="write the report JSON here")
+    args = p.parse_args()
+    try:
+        concepts = emoji_data.load_concepts()
+    except DataMissing as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    binary = pathlib.Path(args.clip_edge)
+    if not binary.is_file():
+        print(f"error: {binary}: missing; build it with cargo build -p clip-edge-tools", file=sys.stderr)
+        return 2
+    bundle = pathlib.Path(args.bundle)
+    held_file = bundle / "heldout_concepts.txt"
+    held = set(held_file.read_text().split("\n")) - {""} if held_file.is_file() else emoji_data.heldout_split(concepts)
+    if held != emoji_data.heldout_split(concepts):
+        log("warning: the bundle's held-out list differs from emoji_data.heldout_split")
+    seen_c = [c for c in concepts if c["name"] not in held]
+    held_c = [c for c in concepts if c["name"] in held]
+    work = pathlib.Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+
+    stores = {}
+    for key, cs, kw in (("all", concepts, False), ("heldout", held_c, False), ("heldout-keywords", held_c, True)):
+        names = [c["name"] for c in cs]
+        lab = work / f"labels_{key}.toml"
+        lab.write_text(labels_toml(cs, kw))
+        store = work / f"prompts_{key}.store"
+        log(f"building the {key} prompt store ({len(names)} classes x {len(EVAL_TEMPLATES)} templates)")
+        subprocess.run([str(binary), "-q", "prompts", "build", "--bundle", str(bundle), "--labels", str(lab),
+                        "--out", str(store)], check=True, stdout=subprocess.DEVNULL)
+        stores[key] = store
+
+    styles = {}
+    for s in emoji_data.STYLES:
+        styles[s] = {"seen": emoji_data.load_icons(seen_c, s), "held": emoji_data.load_icons(held_c, s)}
+    om_seen = emoji_data.render_openmoji(seen_c)
+    om_held = emoji_data.render_openmoji(held_c)
+
+    sets = []  # (name, concepts, icons, have, kind, strength, candidate stores)
+    for d in range(args.draws):
+        s = emoji_data.STYLES[d % 2]
+        sets.append(("seen-camera", d, seen_c, *styles[s]["seen"], None, 1.0, ["all"]))
+        sets.append(("seen-plain", d, seen_c, *styles[s]["seen"], "plain", 0.5, ["all"]))
+        sets.append(("heldout", d, held_c, *styles[s]["held"], None, 1.0, ["heldout", "all", "heldout-keywords"]))
+        sets.append(("openmoji-seen", d, seen_c, *om_seen, None, 1.0, ["all"]))
+        sets.append(("openmoji-heldout", d, held_c, *om_held, None, 1.0, ["heldout", "all"]))
+    results: dict = {}
+    for name, d, cs, icons, have, kind, strength, among in sets:
+        seed = args.seed + 100 * d + len(results)
+        folder = work / name / f"draw{d}"
+        n = make_set(folder, cs, icons, have, seed, kind, strength)
+        for precision in args.precisions.split(","):
+            for key in among:
+                out = subprocess.run([str(binary), "-q", "eval", "--bundle", str(bundle), "--precision", precision,
+                                      "--data", str(folder), "--prompts", str(stores[key]), "--json"],
+                                     check=True, capture_output=True, text=True)
+                r = json.loads(out.stdout)
+                tag = f"{name}|among-{key}|{precision}"
+                e = results.setdefault(tag, {"set": name, "among": key, "precision": precision, "n": r["n"],
+                                             "candidates": r["candidates"], "top1": [], "top5": [],
+                                             "unreadable": 0, "seeds": []})
+                e["top1"].append(r["top1"])
+                e["top5"].append(r["top5"])
+                e["unreadable"] += r["unreadable"]
+                e["seeds"].append(seed)
+                log(f"{tag} draw {d}: n {r['n']} top-1 {r['top1']:.3f} top-5 {r['top5']:.3f}")
+        del n
+    report = {"bundle": str(bundle), "draws": args.draws, "templates": EVAL_TEMPLATES,
+              "seconds": round(time.time() - started, 1), "results": []}
+    for tag, e in results.items():
+        report["results"].append({**{k: v for k, v in e.items() if k not in ("top1", "top5")},
+                                  "top1": stats(e["top1"], e["n"]), "top5": stats(e["top5"], e["n"])})
+    text = json.dumps(report, indent=1)
+    if args.out:
+        pathlib.Path(args.out).write_text(text + "\n")
+    print("| set | candidates | precision | n per draw | top-1 | top-5 |")
+    print("|---|---|---|---|---|---|")
+    for r in report["results"]:
+        print(f"| {r['set']} | {r['among']} ({r['candidates']}) | {r['precision']} | {r['n']} | "
+              f"{100 * r['top1']['mean']:.1f} ± {100 * r['top1']['se']:.1f} | "
+              f"{100 * r['top5']['mean']:.1f} ± {100 * r['top5']['se']:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

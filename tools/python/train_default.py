@@ -1,0 +1,373 @@
+#!/usr/bin/env python3
+"""Train clip-edge's default model: a small image CNN trained from scratch
+against the frozen MiniLM-L6 sentence encoder, on camera-like frames made
+from openly licensed emoji (Noto and Twemoji), with CLIP's symmetric
+contrastive loss and a learned temperature.
+
+  tools/python/fetch_data.sh                     # npm data into .cache/emoji
+  .venv/bin/python tools/python/train_default.py --out .cache/runs/default
+  .venv/bin/python tools/python/train_default.py --package .cache/runs/default --bundle models/default --force
+
+Training is seeded; its log (loss, temperature, a held-out check every few
+hundred steps) goes to OUT/train_log.jsonl. A held-out 10% of concepts
+(emoji_data.heldout_split) is never seen in any style; OpenMoji images are
+never used here (they are the unseen-style test set).
+
+--package exports the trained towers to ONNX (image f32 plus an int8 and an
+f16-storage form; the MiniLM text tower as int8), checks them in ONNX
+Runtime and tract, and writes the bundle with export_bundle's writer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import pathlib
+import random
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+import emoji_data  # noqa: E402
+from emoji_data import DataMissing  # noqa: E402
+
+
+def log(msg: str) -> None:
+    print(f"[train] {msg}", file=sys.stderr, flush=True)
+
+
+def text_bank(concepts: list[dict], cache: pathlib.Path):
+    """Caption embeddings for every concept (cached by caption list)."""
+    import hashlib
+
+    import torch
+
+    import default_model as dm
+
+    texts, owner = [], []
+    for i, c in enumerate(concepts):
+        for t in emoji_data.caption_texts(c):
+            texts.append(t)
+            owner.append(i)
+    key = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
+    path = cache / f"text_bank_{key}.npy"
+    if path.is_file():
+        emb = torch.from_numpy(np.load(path))
+    else:
+        from tqdm import tqdm
+
+        tower, tok, _ = dm.load_text_tower()
+        bar = tqdm(total=len(texts), desc="embedding captions (MiniLM)", unit="text")
+        last = [0]
+
+        def progress(done):
+            bar.update(done - last[0])
+            last[0] = done
+
+        emb = dm.embed_texts(tower, tok, texts, progress=progress)
+        bar.close()
+        cache.mkdir(parents=True, exist_ok=True)
+        np.save(path, emb.numpy())
+    return emb, torch.tensor(owner)
+
+
+def class_text(concepts: list[dict]):
+    """Per-concept class embedding as the prompt builder makes it: the mean of
+    the normalised name under its templates, normalised."""
+    import torch
+    import torch.nn.functional as F
+
+    import default_model as dm
+
+    tower, tok, _ = dm.load_text_tower()
+    rows = []
+    for c in concepts:
+        e = dm.embed_texts(tower, tok, [t.format(c["name"]) for t in emoji_data.NAME_TEMPLATES])
+        rows.append(F.normalize(e.mean(0), dim=0))
+    return torch.stack(rows)
+
+
+def train(args) -> None:
+    import torch
+    import torch.nn.functional as F
+    from tqdm import tqdm
+
+    import default_model as dm
+
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    torch.set_num_threads(args.threads)
+    concepts = emoji_data.load_concepts()
+    held = emoji_data.heldout_split(concepts)
+    train_c = [c for c in concepts if c["name"] not in held]
+    held_c = [c for c in concepts if c["name"] in held]
+    bg = {"name": emoji_data.BACKGROUND_NAME, "category": "background", "subcategory": "background",
+          "captions": list(emoji_data.BACKGROUND_CAPTIONS), "keywords": [], "styles": [], "image": None}
+    log(f"{len(concepts)} concepts: {len(train_c)} trained, {len(held_c)} held out; plus '{bg['name']}'")
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    icons = {}
+    have = {}
+    for s in emoji_data.STYLES:
+        a, h = emoji_data.load_icons(train_c, s)
+        icons[s], have[s] = emoji_data.to_tensor(a), torch.from_numpy(h)
+    bank_concepts = train_c + [bg]
+    bank, owner = text_bank(bank_concepts, out.parent / "cache")
+    n_cls = len(bank_concepts)
+    bg_idx = n_cls - 1
+    by_concept = [torch.nonzero(owner == i).flatten() for i in range(n_cls)]
+    # Per-concept mean caption embedding: the targets of the all-concepts term.
+    proto = F.normalize(torch.stack([bank[ix].mean(0) for ix in by_concept]), dim=-1)
+
+    held_icons = emoji_data.to_tensor(emoji_data.load_icons(held_c, "google")[0])
+    held_text = class_text(held_c) if args.check_every else None
+    check_aug = emoji_data.Augmenter(seed=12345)
+    check_frames = check_aug(held_icons) if args.check_every else None
+
+    net = dm.ImageTower().to(memory_format=torch.channels_last)
+    params = sum(p.numel() for p in net.parameters())
+    macs = dm.count_macs(net)
+    log(f"image tower: {params / 1e6:.2f} M parameters, {macs / 1e6:.0f} M MACs ({2 * macs / 1e9:.2f} GFLOPs) "
+        f"per {dm.IMAGE_SIZE}x{dm.IMAGE_SIZE} frame")
+    logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+    opt = torch.optim.AdamW([{"params": net.parameters(), "weight_decay": args.weight_decay},
+                             {"params": [logit_scale], "weight_decay": 0.0}], lr=args.lr)
+    warm = max(1, args.steps // 20)
+
+    def lr_at(step):
+        if step < warm:
+            return args.lr * (step + 1) / warm
+        t = (step - warm) / max(1, args.steps - warm)
+        return args.lr * 0.5 * (1 + math.cos(math.pi * t))
+
+    aug = emoji_data.Augmenter(seed=args.seed)
+    mean = torch.tensor(dm.MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(dm.STD).view(1, 3, 1, 1)
+    g = torch.Generator().manual_seed(args.seed)
+    log_f = open(out / "train_log.jsonl", "w")
+    started = time.time()
+    bar = tqdm(range(args.steps), desc="training", unit="step")
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step)
+        n_bg = max(1, args.batch // 64)
+        cls = torch.randperm(n_cls - 1, generator=g)[:args.batch - n_bg]
+        cls = torch.cat([cls, torch.full((n_bg,), bg_idx)])
+        style = torch.randint(0, len(emoji_data.STYLES), (len(cls),), generator=g)
+        batch = torch.zeros(len(cls), 4, dm.IMAGE_SIZE, dm.IMAGE_SIZE)
+        for j, (c, s) in enumerate(zip(cls.tolist(), style.tolist())):
+            if c == bg_idx:
+                continue
+            name = emoji_data.STYLES[s]
+            if not have[name][c]:
+                name = emoji_data.STYLES[1 - s]
+            batch[j] = icons[name][c]
+        frames = aug(batch)
+        x = ((frames - mean) / std).contiguous(memory_format=torch.channels_last)
+        pick = torch.stack([by_concept[c][torch.randint(0, len(by_concept[c]), (1,), generator=g)]
+                            for c in cls.tolist()]).flatten()
+        t = bank[pick]
+        img = F.normalize(net(x), dim=-1)
+        scale = logit_scale.exp().clamp(max=100)
+        logits = scale * img @ t.T
+        same = (cls[:, None] == cls[None, :]).float()
+        target = same / same.sum(1, keepdim=True)
+        soft = torch.softmax(t @ t.T / args.soft_temp, dim=1)
+        target = (1 - args.soft) * target + args.soft * soft
+        loss_i = -(target * F.log_softmax(logits, 1)).sum(1).mean()
+        loss_t = -(target.T * F.log_softmax(logits.T, 1)).sum(1).mean()
+        loss_all = F.cross_entropy(scale * img @ proto.T, cls)
+        loss = 0.5 * (loss_i + loss_t) + args.all_weight * loss_all
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        rec = {"step": step, "loss": round(loss.item(), 4), "contrastive": round(0.5 * (loss_i + loss_t).item(), 4),
+               "all_concepts": round(loss_all.item(), 4), "logit_scale": round(scale.item(), 3),
+               "lr": lr_at(step), "seconds": round(time.time() - started, 1)}
+        if args.check_every and (step + 1) % args.check_every == 0 or step + 1 == args.steps:
+            net.eval()
+            with torch.no_grad():
+                emb = F.normalize(net(((check_frames - mean) / std).contiguous(memory_format=torch.channels_last)), dim=-1)
+                sims = emb @ held_text.T
+                top = sims.topk(5, dim=1).indices
+                truth = torch.arange(len(held_c))[:, None]
+                rec["heldout_top1"] = round((top[:, :1] == truth).any(1).float().mean().item(), 4)
+                rec["heldout_top5"] = round((top == truth).any(1).float().mean().item(), 4)
+            net.train()
+            log(f"step {step + 1}: loss {rec['loss']:.3f}, held-out check top-1 {rec['heldout_top1']:.3f} "
+                f"top-5 {rec['heldout_top5']:.3f} (among held-out, one augmentation draw)")
+        log_f.write(json.dumps(rec) + "\n")
+        log_f.flush()
+        bar.set_postfix(loss=f"{rec['loss']:.3f}", scale=f"{rec['logit_scale']:.1f}")
+    log_f.close()
+    net.eval()
+    torch.save({"model": net.state_dict(), "logit_scale": float(logit_scale.detach().exp().clamp(max=100)),
+                "args": vars(args), "params": params, "macs": macs, "heldout": sorted(held),
+                "train_seconds": round(time.time() - started, 1)}, out / "image_tower.pt")
+    (out / "heldout_concepts.txt").write_text("\n".join(sorted(held)) + "\n")
+    log(f"trained in {(time.time() - started) / 60:.1f} min; wrote {out / 'image_tower.pt'}")
+
+
+DEMO_CONCEPTS = {"person": "adult", "dog": "dog", "cat": "cat", "car": "automobile", "bicycle": "bicycle",
+                 "bird": "bird", "package": "package", "delivery truck": "delivery truck"}
+SAMPLE_SEED = 7
+
+
+def make_samples(folder: pathlib.Path) -> list[pathlib.Path]:
+    """Demo frames: each demo label in both open styles and two empty scenes,
+    camera-like augmentation with a fixed seed; named LABEL-STYLE.png."""
+    import torch
+
+    concepts = {c["name"]: c for c in emoji_data.load_concepts()}
+    chosen = [concepts[n] for n in DEMO_CONCEPTS.values()]
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for k, style in enumerate(emoji_data.STYLES):
+        icons, have = emoji_data.load_icons(chosen, style)
+        aug = emoji_data.Augmenter(seed=SAMPLE_SEED + k, jpeg_fraction=0.0)
+        frames = aug(emoji_data.to_tensor(icons))
+        for label, f, ok in zip(DEMO_CONCEPTS, frames, have):
+            if ok:
+                name = f"{label.replace(' ', '_')}-{style}"
+                emoji_data.save_frames(f[None], folder, [name])
+                written.append(folder / f"{name}.png")
+        empty = aug(torch.zeros(1, 4, emoji_data.SIZE, emoji_data.SIZE))
+        emoji_data.save_frames(empty, folder, [f"empty_scene-{k + 1}"])
+        written.append(folder / f"empty_scene-{k + 1}.png")
+    return written
+
+
+def package(args) -> None:
+    """Export the trained run to ONNX and write the bundle."""
+    import shutil
+
+    import torch
+
+    import default_model as dm
+    import export_bundle as eb
+
+    run = pathlib.Path(args.package)
+    ckpt_path = run / "image_tower.pt"
+    if not ckpt_path.is_file():
+        raise DataMissing(f"{ckpt_path}: no trained model; run train_default.py --out {run} first")
+    ckpt = torch.load(ckpt_path, weights_only=False)
+    net = dm.ImageTower()
+    net.load_state_dict(ckpt["model"])
+    net.eval()
+    text, tok, mini = dm.load_text_tower()
+    bundle = pathlib.Path(args.bundle)
+    with tempfile.TemporaryDirectory() as tmp_s:
+        tmp = pathlib.Path(tmp_s)
+        img_f32 = tmp / "image_f32.onnx"
+        eb.export_onnx(net, torch.zeros(1, 3, dm.IMAGE_SIZE, dm.IMAGE_SIZE), img_f32, "image")
+        text_f32 = tmp / "text_f32.onnx"
+        eb.export_onnx(text, torch.ones(1, dm.CONTEXT_LENGTH, dtype=torch.long), text_f32, "tokens")
+        extra = {}
+        for precision in args.precisions:
+            dst = tmp / f"image_{precision}.onnx"
+            if precision == "int8":
+                eb.quantise_int8_dynamic(img_f32, dst)
+            elif precision == "f16":
+                eb.convert_f16_weights(img_f32, dst)
+            extra[precision] = dst
+        text_file = text_f32
+        if args.text_precision == "int8":
+            text_file = tmp / "text_int8.onnx"
+            eb.quantise_int8_dynamic(text_f32, text_file, per_channel=True)
+        elif args.text_precision == "f16":
+            text_file = tmp / "text_f16.onnx"
+            eb.convert_f16_weights(text_f32, text_file)
+        probe = ["a dog", "a photo of a cat.", "grinning face with big eyes", "an empty room", "package"]
+        enc = tok(probe, padding="max_length", truncation=True, max_length=dm.CONTEXT_LENGTH, return_tensors="np")
+        ref = np.concatenate([eb.ort_run(text_f32, {"tokens": enc["input_ids"][i:i + 1].astype(np.int64)})
+                              for i in range(len(probe))])
+        got = np.concatenate([eb.ort_run(text_file, {"tokens": enc["input_ids"][i:i + 1].astype(np.int64)})
+                              for i in range(len(probe))])
+        cos = float((eb.unit(ref) * eb.unit(got)).sum(-1).min())
+        log(f"text encoder {args.text_precision} vs f32 (ONNX Runtime): min cosine {cos:.5f}")
+        tokenizer = tmp / "tokenizer.json"
+        shutil.copyfile(mini / "tokenizer.json", tokenizer)
+        pre = eb.Preprocess(size=dm.IMAGE_SIZE, resize="shortest-center-crop", interpolation="bicubic",
+                            mean=dm.MEAN, std=dm.STD)
+        description = (f"clip-edge default: {ckpt['params'] / 1e6:.2f} M-parameter CNN image tower "
+                       f"({2 * ckpt['macs'] / 1e9:.2f} GFLOPs at {dm.IMAGE_SIZE} px) trained from scratch on "
+                       "emoji (Noto, Twemoji) against frozen MiniLM-L6 text embeddings; see MODEL_CARD.md")
+        text_spec = eb.TextSpec(onnx=text_file, tokenizer=tokenizer, context_length=dm.CONTEXT_LENGTH, pad_id=0,
+                                attention_mask=False)
+        common = dict(name="clip-edge-default-emoji-cnn", description=description, preprocess=pre,
+                      embed_dim=dm.EMBED_DIM, logit_scale=ckpt["logit_scale"], text=text_spec, force=True,
+                      keep=("labels.toml", "MODEL_CARD.md", "README.md"), prompts="prompts.store")
+        if bundle.exists() and not args.force:
+            raise DataMissing(f"{bundle}: already exists (use --force to replace it)")
+        encoders = {"f32": img_f32, **extra}
+        eb.write_bundle(bundle, encoders=encoders, **common)
+        samples_tmp = tmp / "samples"
+        samples = make_samples(samples_tmp)
+        binary = eb.clip_edge_binary(args.clip_edge)
+        reference, _ = eb.tract_embed(binary, bundle, "f32", samples)
+        if reference is None:
+            raise DataMissing(f"tract cannot run the f32 image encoder of {bundle}")
+        for precision in list(extra):
+            emb, err = eb.tract_embed(binary, bundle, precision, samples)
+            cos = None if emb is None else float((eb.unit(emb) * eb.unit(reference)).sum(-1).mean())
+            if err or cos < eb.QUANT_MIN_COSINE:
+                log(f"dropping the {precision} image encoder: {err or f'mean cosine to f32 {cos:.4f}'}")
+                del encoders[precision]
+            else:
+                log(f"{precision} image encoder: tract runs it, mean cosine to f32 {cos:.5f}")
+        if len(encoders) != 1 + len(extra):
+            eb.write_bundle(bundle, encoders=encoders, **common)
+        shutil.copyfile(run / "heldout_concepts.txt", bundle / "heldout_concepts.txt")
+        shutil.copytree(samples_tmp, bundle / "samples")
+        samples = sorted((bundle / "samples").glob("*.png"))
+    labels = bundle / "labels.toml"
+    if labels.is_file():
+        subprocess.run([str(binary), "prompts", "build", "--bundle", str(bundle), "--labels", str(labels),
+                        "--out", str(bundle / "prompts.store")], check=True)
+    else:
+        log(f"{labels}: missing, so no prompt store was built")
+    log(f"wrote {bundle} ({', '.join(sorted(encoders))}) and {len(samples)} sample frames")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", help="training run folder (checkpoint, log, held-out list)")
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--soft", type=float, default=0.2, help="weight of the text-similarity soft target")
+    p.add_argument("--soft-temp", type=float, default=0.05)
+    p.add_argument("--all-weight", type=float, default=0.5, help="weight of the all-concepts term")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--check-every", type=int, default=200, help="held-out check interval (0: never)")
+    p.add_argument("--package", help="a finished run folder to export and package")
+    p.add_argument("--bundle", default=str(emoji_data.ROOT / "models" / "default"))
+    p.add_argument("--precisions", default="int8,f16", type=lambda s: [x for x in s.split(",") if x])
+    p.add_argument("--text-precision", default="int8", choices=["f32", "f16", "int8"])
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--clip-edge", help="clip-edge binary for the prompt store and tract checks (default: built with cargo)")
+    args = p.parse_args()
+    try:
+        if args.package:
+            package(args)
+        elif args.out:
+            train(args)
+        else:
+            p.error("give --out RUN (train) or --package RUN (export)")
+    except DataMissing as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
