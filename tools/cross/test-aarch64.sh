@@ -35,7 +35,13 @@ t1=$(date +%s)
 echo "running under qemu-aarch64 with QEMU_CPU=$QEMU_CPU"
 cargo test --locked --target $target -p clip-edge-runtime --lib
 cargo test --locked --target $target -p clip-edge-board --lib --test daemon --test storm
-cargo test --locked --target $target -p clip-edge-tests --test parity --test architectures --test bad_input --test text -- --nocapture
+cargo test --locked --target $target -p clip-edge-tests --test parity --test architectures --test bad_input --test text \
+  --test kernels -- --nocapture
+if [ "$QEMU_CPU" = cortex-a72 ]; then
+  echo "again as a Raspberry Pi 5 (QEMU_CPU=cortex-a76): kernel selection and numerical parity"
+  QEMU_CPU=cortex-a76 cargo test --locked --target $target -p clip-edge-tests --test kernels --test parity \
+    --test architectures -- --nocapture
+fi
 echo "qemu test time: $(( $(date +%s) - t1 )) s"
 
 if [ "${1:-}" = --release-binary ]; then

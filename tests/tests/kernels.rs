@@ -1,0 +1,35 @@
+//! Which matrix-multiplication kernels tract selects on this CPU, printed for
+//! the record (run with `--nocapture`; under qemu, `QEMU_CPU` decides what the
+//! CPU reports) and checked to be the architecture's own, not the portable
+//! fallback, wherever the architecture has kernels.
+
+use tract_core::prelude::DatumType;
+use tract_linalg::isa;
+use tract_linalg::mmm::{MmmDispatch, Query};
+
+/// (m, k, n) of products the default model runs: a 3x3 convolution at 16x16,
+/// one at 4x4, and the 320 -> 512 projection of its head.
+const SHAPES: &[(usize, usize, usize)] = &[(96, 864, 256), (320, 2880, 16), (512, 320, 1)];
+
+#[test]
+fn tract_picks_native_kernels_and_reports_them() {
+    let native = isa::native();
+    let dispatch = MmmDispatch::native();
+    println!("cpu: {native:?} (tract calls it '{}')", native.nickname());
+    let tiers: Vec<&str> = dispatch.tiers().iter().map(|t| t.name).collect();
+    println!("dispatch tiers: {}", tiers.join(" > "));
+    for acc in [DatumType::F32, DatumType::F16, DatumType::I32] {
+        for &(m, k, n) in SHAPES {
+            let picked = dispatch.pick(&Query::plain(acc, Some(m), Some(k), Some(n)));
+            let name = picked.as_ref().map(|(mmm, _, _)| mmm.name().to_string());
+            println!("{acc:?} accumulator, m={m} k={k} n={n}: {}", name.as_deref().unwrap_or("(none)"));
+            if acc == DatumType::F32 {
+                let name = name.expect("an f32 kernel always exists");
+                let arch_specific = !name.starts_with("generic");
+                if cfg!(any(target_arch = "aarch64", target_arch = "x86_64")) {
+                    assert!(arch_specific, "tract fell back to the portable kernel {name} on {native:?}");
+                }
+            }
+        }
+    }
+}
