@@ -151,7 +151,7 @@ impl Daemon {
     }
 
     /// Events written so far (memory sinks only).
-    pub fn events(&self) -> &[Event] {
+    pub fn events(&self) -> Vec<Event> {
         self.sink.kept()
     }
 

@@ -107,11 +107,15 @@ pub enum Event {
     },
 }
 
+/// Events kept in memory by a sink, shared with whoever watches them (tests,
+/// or a program that embeds the daemon and reads its events from another thread).
+pub type SharedEvents = std::sync::Arc<std::sync::Mutex<Vec<Event>>>;
+
 /// Writes events as JSON lines, flushing each one.
 pub struct EventSink {
     stdout: bool,
     file: Option<std::fs::File>,
-    memory: Option<Vec<Event>>,
+    memory: Option<SharedEvents>,
 }
 
 impl std::fmt::Debug for EventSink {
@@ -129,12 +133,18 @@ impl EventSink {
 
     /// A sink that keeps events in memory (tests).
     pub fn memory() -> EventSink {
-        EventSink { stdout: false, file: None, memory: Some(Vec::new()) }
+        Self::memory_shared().0
     }
 
-    /// Events kept by a memory sink.
-    pub fn kept(&self) -> &[Event] {
-        self.memory.as_deref().unwrap_or_default()
+    /// A memory sink and a handle on its events that another thread can watch.
+    pub fn memory_shared() -> (EventSink, SharedEvents) {
+        let shared = SharedEvents::default();
+        (EventSink { stdout: false, file: None, memory: Some(shared.clone()) }, shared)
+    }
+
+    /// A copy of the events kept by a memory sink (none for other sinks).
+    pub fn kept(&self) -> Vec<Event> {
+        self.memory.as_ref().map(|m| m.lock().unwrap_or_else(|e| e.into_inner()).clone()).unwrap_or_default()
     }
 
     /// Writes one event. A write failure is logged, never fatal.
@@ -154,8 +164,8 @@ impl EventSink {
                 log::error!("cannot append event to file: {e}");
             }
         }
-        if let Some(m) = &mut self.memory {
-            m.push(event);
+        if let Some(m) = &self.memory {
+            m.lock().unwrap_or_else(|e| e.into_inner()).push(event);
         }
     }
 }

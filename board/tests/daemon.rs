@@ -6,14 +6,34 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clip_edge_board::events::{Event, EventSink};
+use clip_edge_board::events::{Event, EventSink, SharedEvents};
 use clip_edge_board::trigger::SimTrigger;
 use clip_edge_board::Daemon;
 use clip_edge_runtime::frame::load_rgb;
 use clip_edge_runtime::{Bundle, Classifier, Decision, DecisionRule};
 
 fn events(d: &Daemon) -> Vec<Event> {
-    d.events().to_vec()
+    d.events()
+}
+
+/// Waits until the daemon has written `n` event or error records: the tests
+/// pace their triggers by the daemon's progress, not by the clock, so they
+/// hold however slow inference is (a 0.4 GFLOPs model takes ~1 s under qemu).
+fn wait_for(events: &SharedEvents, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let done = events
+            .lock()
+            .expect("events")
+            .iter()
+            .filter(|e| matches!(e, Event::Event { .. } | Event::Error { .. }))
+            .count();
+        if done >= n {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the daemon wrote {done} of {n} records in 120 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 #[test]
@@ -21,8 +41,8 @@ fn each_trigger_classifies_the_next_frame_like_the_runtime_does() {
     let frames = common::frames();
     let config = common::config(frames.path(), "");
     let (trigger, handle) = SimTrigger::new("test".into());
-    let mut d =
-        Daemon::start_with(config, Box::new(trigger), EventSink::memory(), Arc::default()).expect("start");
+    let (sink, seen) = EventSink::memory_shared();
+    let mut d = Daemon::start_with(config, Box::new(trigger), sink, Arc::default()).expect("start");
 
     // What the runtime says for each frame, in the replay camera's (name) order.
     let bundle = Bundle::load(common::root().join("models/default")).expect("bundle");
@@ -42,9 +62,9 @@ fn each_trigger_classifies_the_next_frame_like_the_runtime_does() {
         .collect();
 
     let thread = std::thread::spawn(move || {
-        for _ in 0..names.len() {
+        for i in 0..names.len() {
             handle.fire();
-            std::thread::sleep(Duration::from_millis(80));
+            wait_for(&seen, i + 1);
         }
     });
     let stats = d.run(Some(expected.len() as u64));
@@ -83,21 +103,22 @@ fn camera_loss_is_an_error_event_and_the_daemon_recovers() {
     let frames = common::frames();
     let config = common::config(frames.path(), "");
     let (trigger, handle) = SimTrigger::new("test".into());
-    let mut d =
-        Daemon::start_with(config, Box::new(trigger), EventSink::memory(), Arc::default()).expect("start");
+    let (sink, seen) = EventSink::memory_shared();
+    let mut d = Daemon::start_with(config, Box::new(trigger), sink, Arc::default()).expect("start");
     let folder = frames.path().to_path_buf();
     let stash = tempfile::tempdir().expect("stash");
     let moved = stash.path().join("frames");
     let thread = std::thread::spawn(move || {
         handle.fire();
-        std::thread::sleep(Duration::from_millis(150));
+        wait_for(&seen, 1);
         std::fs::rename(&folder, &moved).expect("unplug");
         handle.fire();
-        std::thread::sleep(Duration::from_millis(150));
+        wait_for(&seen, 2);
         std::fs::rename(&moved, &folder).expect("replug");
+        // Longer than the camera's first back-off (0.2 s).
         std::thread::sleep(Duration::from_millis(400));
         handle.fire();
-        std::thread::sleep(Duration::from_millis(150));
+        wait_for(&seen, 3);
     });
     let stats = d.run(Some(3));
     thread.join().expect("thread");
@@ -140,14 +161,17 @@ fn triggers_within_the_cooldown_are_merged_into_the_next_event() {
     let config = common::config(frames.path(), "").clone();
     let mut config = config;
     config.trigger.cooldown = Duration::from_millis(300);
-    let mut d =
-        Daemon::start_with(config, Box::new(trigger), EventSink::memory(), Arc::default()).expect("start");
+    let (sink, seen) = EventSink::memory_shared();
+    let mut d = Daemon::start_with(config, Box::new(trigger), sink, Arc::default()).expect("start");
     let thread = std::thread::spawn(move || {
+        // Two triggers 60 and 120 ms after the first (by their own timestamps)
+        // fall in its cooldown, however long the first event takes.
         handle.fire();
         std::thread::sleep(Duration::from_millis(60));
         handle.fire();
         std::thread::sleep(Duration::from_millis(60));
         handle.fire();
+        wait_for(&seen, 1);
         std::thread::sleep(Duration::from_millis(400));
         handle.fire();
     });

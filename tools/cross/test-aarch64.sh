@@ -27,7 +27,7 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-
 qemu-aarch64-static --version | head -1
 
 t0=$(date +%s)
-cargo build --locked --target $target -p clip-edge-board --bin clip-edge-board
+# Builds the test binaries and, for the board's process tests, the device binary.
 cargo test --locked --target $target --no-run -p clip-edge-runtime -p clip-edge-board -p clip-edge-tests 2>&1 | tail -3
 echo "cross build: $(( $(date +%s) - t0 )) s"
 
