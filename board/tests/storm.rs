@@ -68,5 +68,15 @@ fn a_storm_of_triggers_is_coalesced_with_flat_memory() {
     assert!(storm_time < Duration::from_secs(2), "the storm took {storm_time:?}");
     assert!(after.saturating_sub(before) < 16 * 1024, "RSS grew by {} KiB", after - before);
     assert!(handled < EDGES / 10, "{handled} events: triggers were queued, not coalesced");
-    assert!(last_total_ms < 1000.0, "the daemon took {last_total_ms} ms to answer after the storm");
+    // Answered within a few frame times of the model itself (a frame takes ~5 ms
+    // natively, ~1 s under qemu), i.e. not behind a backlog of queued triggers.
+    let slowest_infer_ms = d
+        .events()
+        .iter()
+        .filter_map(|e| if let Event::Event { timing_ms, .. } = e { Some(timing_ms.infer) } else { None })
+        .fold(0.0f64, f64::max);
+    assert!(
+        last_total_ms < 4.0 * slowest_infer_ms + 200.0,
+        "the daemon took {last_total_ms} ms to answer after the storm (slowest inference {slowest_infer_ms} ms)"
+    );
 }
