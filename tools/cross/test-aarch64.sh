@@ -26,21 +26,23 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-
 "$RUSTC" --version
 qemu-aarch64-static --version | head -1
 
+# One selection of packages and suites for the build and every run: a cargo
+# invocation with another package set unifies features differently and would
+# rebuild tract (minutes under this setup).
+select=(-p clip-edge-runtime -p clip-edge-board -p clip-edge-tests
+  --lib --test daemon --test storm --test parity --test architectures --test bad_input --test text --test kernels)
+
 t0=$(date +%s)
 # Builds the test binaries and, for the board's process tests, the device binary.
-cargo test --locked --target $target --no-run -p clip-edge-runtime -p clip-edge-board -p clip-edge-tests 2>&1 | tail -3
+cargo test --locked --target $target --no-run "${select[@]}" 2>&1 | tail -3
 echo "cross build: $(( $(date +%s) - t0 )) s"
 
 t1=$(date +%s)
 echo "running under qemu-aarch64 with QEMU_CPU=$QEMU_CPU"
-cargo test --locked --target $target -p clip-edge-runtime --lib
-cargo test --locked --target $target -p clip-edge-board --lib --test daemon --test storm
-cargo test --locked --target $target -p clip-edge-tests --test parity --test architectures --test bad_input --test text \
-  --test kernels -- --nocapture
+cargo test --locked --target $target "${select[@]}" -- --nocapture
 if [ "$QEMU_CPU" = cortex-a72 ]; then
-  echo "again as a Raspberry Pi 5 (QEMU_CPU=cortex-a76): kernel selection and numerical parity"
-  QEMU_CPU=cortex-a76 cargo test --locked --target $target -p clip-edge-tests --test kernels --test parity \
-    --test architectures -- --nocapture
+  echo "the same suites again as a Raspberry Pi 5 (QEMU_CPU=cortex-a76)"
+  QEMU_CPU=cortex-a76 cargo test --locked --target $target "${select[@]}" -- --nocapture
 fi
 echo "qemu test time: $(( $(date +%s) - t1 )) s"
 
