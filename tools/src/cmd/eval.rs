@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clip_edge_runtime::frame::load_rgb;
-use clip_edge_runtime::{Classifier, DecisionRule, PromptStore};
+use clip_edge_runtime::{Bundle, Classifier, DecisionRule, PromptStore};
 use serde_json::json;
 
 use super::load_bundle;
@@ -129,10 +129,10 @@ fn ratio(a: usize, b: usize) -> f64 {
 
 fn candidate_store(
     a: &EvalArgs,
+    bundle: &Bundle,
     classes: &[ClassFolder],
     quiet: bool,
 ) -> anyhow::Result<(PromptStore, String)> {
-    let bundle = load_bundle(&a.model.bundle)?;
     if let Some(p) = &a.prompts {
         let store =
             PromptStore::open(p).with_context(|| format!("cannot use prompt store {}", p.display()))?;
@@ -156,7 +156,7 @@ fn candidate_store(
         fail_on_truncation: false,
         stamp: false,
     };
-    let (builder, _) = build_store(&bundle, &labels, opts, |done, total| {
+    let (builder, _) = build_store(bundle, &labels, opts, |done, total| {
         if !quiet && total >= 50 && (done % step == 0 || done == total) {
             eprintln!("embedding prompts: {done}/{total}, {:.1} s", t0.elapsed().as_secs_f64());
         }
@@ -169,7 +169,8 @@ fn candidate_store(
 /// Runs `eval`.
 pub fn run(a: &EvalArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let classes = scan(&a.data)?;
-    let (store, source) = candidate_store(a, &classes, quiet)?;
+    let bundle = load_bundle(&a.model.bundle)?;
+    let (store, source) = candidate_store(a, &bundle, &classes, quiet)?;
     let index: HashMap<&str, usize> =
         store.entries().iter().enumerate().map(|(i, e)| (e.label.as_str(), i)).collect();
     let mut truth = Vec::with_capacity(classes.len());
@@ -184,7 +185,6 @@ pub fn run(a: &EvalArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             ),
         }
     }
-    let bundle = load_bundle(&a.model.bundle)?;
     let mut clf = Classifier::with_store(&bundle, a.model.precision, store)
         .with_context(|| format!("cannot load model of bundle {}", bundle.dir.display()))?;
     let total: usize = classes.iter().map(|c| c.images.len()).sum();
