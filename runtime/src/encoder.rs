@@ -94,6 +94,21 @@ impl std::fmt::Debug for ImageEncoder {
     }
 }
 
+/// The symbol of input 0's leading (batch) dimension when the graph was
+/// exported with a dynamic batch and input 0 has `rank` dimensions. Such a graph
+/// keeps the symbol in intermediate shapes (value_info): type it with the
+/// symbol, then fix the symbol to 1 with `set_symbols`, because a literal 1
+/// does not unify with it.
+pub fn batch_symbol(model: &InferenceModel, rank: usize) -> Option<Symbol> {
+    match model.input_fact(0).ok().and_then(|f| f.shape.concretize()) {
+        Some(dims) if dims.len() == rank => match &dims[0] {
+            TDim::Sym(s) => Some(s.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 impl ImageEncoder {
     /// Loads the bundle's encoder for `precision` (default when `None`), checking its sha256.
     pub fn load(bundle: &Bundle, precision: Option<Precision>) -> Result<ImageEncoder> {
@@ -120,16 +135,7 @@ impl ImageEncoder {
                 "an image encoder takes exactly one input and gives one output; this graph has {inputs} input(s) and {outputs} output(s)"
             )));
         }
-        // A graph exported with a dynamic batch keeps its batch symbol in
-        // intermediate shapes (value_info); typing with that symbol and then
-        // setting it to 1 avoids unifying the symbol with a literal 1.
-        let batch = match model.input_fact(0).ok().and_then(|f| f.shape.concretize()) {
-            Some(dims) if dims.len() == 4 => match &dims[0] {
-                TDim::Sym(s) => Some(s.clone()),
-                _ => None,
-            },
-            _ => None,
-        };
+        let batch = batch_symbol(&model, 4);
         let first = batch.clone().map(TDim::Sym).unwrap_or_else(|| 1.into());
         let shape: [TDim; 4] = [first, 3.into(), size.into(), size.into()];
         model.set_input_fact(0, f32::fact(&shape).into()).map_err(|e| model_err(&e))?;

@@ -8,7 +8,6 @@ use clip_edge_runtime::bundle::{read_verified, Bundle, MANIFEST_FILE};
 use clip_edge_runtime::Embedding;
 use tokenizers::Tokenizer;
 use tract_onnx::prelude::*;
-use tract_onnx::tract_hir::infer::Factoid;
 
 /// Errors of the text side.
 #[derive(Debug, thiserror::Error)]
@@ -161,15 +160,7 @@ impl TextEncoder {
             .model_for_read(&mut bytes.as_slice())
             .map_err(|e| err(&format!("not a readable ONNX model: {e:#}")))?;
         let outlets = model.input_outlets().map_err(|e| err(&e))?.to_vec();
-        // As for image encoders: a dynamic batch symbol stays in intermediate
-        // shapes, so type with it and set it to 1 afterwards.
-        let batch = match model.input_fact(0).ok().and_then(|f| f.shape.concretize()) {
-            Some(dims) if dims.len() == 2 => match &dims[0] {
-                TDim::Sym(s) => Some(s.clone()),
-                _ => None,
-            },
-            _ => None,
-        };
+        let batch = clip_edge_runtime::encoder::batch_symbol(&model, 2);
         let first = batch.clone().map(TDim::Sym).unwrap_or_else(|| 1.into());
         let mut roles = Vec::new();
         for (i, outlet) in outlets.iter().enumerate() {
