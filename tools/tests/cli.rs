@@ -304,6 +304,25 @@ fn prompts_random_writes_a_store_that_classify_accepts() {
     assert!(clip_edge_runtime::PromptStore::open(&out).is_ok(), "old store must survive a failed build");
 }
 
+/// `clip-edge eval` of `data` against the default bundle and its prompt store.
+fn eval_against_default_store(data: &Path, json: bool) -> Output {
+    let (bundle, store) = (bundle(), bundle().join("prompts.store"));
+    let mut a = args![
+        "eval",
+        "--bundle",
+        bundle.as_os_str(),
+        "--data",
+        data.as_os_str(),
+        "--prompts",
+        store.as_os_str()
+    ]
+    .to_vec();
+    if json {
+        a.push(std::ffi::OsStr::new("--json"));
+    }
+    run(&a)
+}
+
 #[test]
 fn eval_scores_class_folders_and_counts_unreadable_images() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -316,17 +335,7 @@ fn eval_scores_class_folders_and_counts_unreadable_images() {
         }
     }
     std::fs::write(dir.path().join("cat/broken.png"), "not a png").expect("write");
-    let store = bundle().join("prompts.store");
-    let o = run(args![
-        "eval",
-        "--bundle",
-        bundle().as_os_str(),
-        "--data",
-        dir.path().as_os_str(),
-        "--prompts",
-        store.as_os_str(),
-        "--json"
-    ]);
+    let o = eval_against_default_store(dir.path(), true);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(0), "stderr: {err}");
     assert!(err.contains("broken.png"), "unreadable image not named: {err}");
@@ -345,16 +354,7 @@ fn eval_refuses_a_folder_that_names_no_candidate_class() {
     let dir = tempfile::tempdir().expect("tmp");
     std::fs::create_dir(dir.path().join("zebra crossing")).expect("mkdir");
     std::fs::copy(image("grey_50x77.png"), dir.path().join("zebra crossing/a.png")).expect("copy");
-    let store = bundle().join("prompts.store");
-    let o = run(args![
-        "eval",
-        "--bundle",
-        bundle().as_os_str(),
-        "--data",
-        dir.path().as_os_str(),
-        "--prompts",
-        store.as_os_str()
-    ]);
+    let o = eval_against_default_store(dir.path(), false);
     assert_clean_failure(&o, "zebra crossing", "is not one of the");
     let empty = tempfile::tempdir().expect("tmp");
     let o = run(args!["eval", "--bundle", bundle().as_os_str(), "--data", empty.path().as_os_str()]);
