@@ -157,6 +157,22 @@ pub struct DecisionConfig {
     pub top: usize,
 }
 
+/// Few-shot enrolment from the device's own camera.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnrollConfig {
+    /// The class the button enrols frames for.
+    pub class: String,
+    /// Most frames captured per press.
+    pub frames: u32,
+    /// Time between frames while the button is held.
+    pub interval: Duration,
+    /// The enrolment button, if any (press and hold to capture).
+    pub button: Option<TriggerSource>,
+}
+
+/// Most frames one enrolment may capture.
+pub const MAX_ENROLL_FRAMES: u32 = 64;
+
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -178,6 +194,8 @@ pub struct Config {
     pub events: EventsConfig,
     /// Decision settings.
     pub decision: DecisionConfig,
+    /// Few-shot enrolment, if configured.
+    pub enroll: Option<EnrollConfig>,
 }
 
 #[derive(Deserialize)]
@@ -191,6 +209,16 @@ struct Raw {
     events: RawEvents,
     #[serde(default)]
     decision: RawDecision,
+    enroll: Option<RawEnroll>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnroll {
+    class: String,
+    frames: Option<u32>,
+    interval_ms: Option<u64>,
+    button: Option<RawTrigger>,
 }
 
 #[derive(Deserialize)]
@@ -269,6 +297,8 @@ impl Default for RawEvents {
 struct RawDecision {
     min_score: Option<f32>,
     min_similarity: Option<f32>,
+    shot_weight: Option<f32>,
+    shot_sharpness: Option<f32>,
     burst: Option<u32>,
     agree: Option<u32>,
     top: Option<usize>,
@@ -313,54 +343,7 @@ impl Config {
             .map(|p| p.parse::<Precision>().map_err(|m| key("model.precision", m)))
             .transpose()?;
 
-        let t = &raw.trigger;
-        let source = match t.source.as_str() {
-            "gpio" => TriggerSource::Gpio {
-                chip: resolve(t.chip.as_deref().ok_or_else(|| need("trigger.chip", "source = \"gpio\""))?),
-                line: t.line.ok_or_else(|| need("trigger.line", "source = \"gpio\""))?,
-                edge: match t.edge.as_deref().unwrap_or("rising") {
-                    "rising" => Edge::Rising,
-                    "falling" => Edge::Falling,
-                    "both" => Edge::Both,
-                    o => return Err(key("trigger.edge", format!("'{o}' is not rising, falling or both"))),
-                },
-                bias: match t.bias.as_deref().unwrap_or("as-is") {
-                    "as-is" => Bias::AsIs,
-                    "disabled" => Bias::Disabled,
-                    "pull-up" => Bias::PullUp,
-                    "pull-down" => Bias::PullDown,
-                    o => {
-                        return Err(key(
-                            "trigger.bias",
-                            format!("'{o}' is not as-is, disabled, pull-up or pull-down"),
-                        ))
-                    }
-                },
-                debounce: Duration::from_millis(t.debounce_ms.unwrap_or(0)),
-                active_low: t.active_low.unwrap_or(false),
-            },
-            "interval" => {
-                let ms = t.period_ms.ok_or_else(|| need("trigger.period_ms", "source = \"interval\""))?;
-                if ms == 0 {
-                    return Err(key("trigger.period_ms", "must be at least 1".into()));
-                }
-                TriggerSource::Interval { period: Duration::from_millis(ms), count: t.count.unwrap_or(0) }
-            }
-            "stdin" => TriggerSource::Stdin,
-            "fifo" => TriggerSource::Fifo {
-                path: resolve(t.path.as_deref().ok_or_else(|| need("trigger.path", "source = \"fifo\""))?),
-            },
-            o => {
-                return Err(key("trigger.source", format!("'{o}' is not gpio, interval, stdin or fifo")));
-            }
-        };
-        let unused: &[(&str, bool)] = match source {
-            TriggerSource::Gpio { .. } => &[("period_ms", t.period_ms.is_some()), ("path", t.path.is_some())],
-            _ => &[("chip", t.chip.is_some()), ("line", t.line.is_some()), ("edge", t.edge.is_some())],
-        };
-        if let Some((k, _)) = unused.iter().find(|(_, set)| *set) {
-            return Err(key(&format!("trigger.{k}"), format!("does not apply to source = \"{}\"", t.source)));
-        }
+        let source = parse_source(&raw.trigger, "trigger", &err, &resolve)?;
 
         let c = &raw.camera;
         let camera = match c.source.as_str() {
@@ -424,6 +407,8 @@ impl Config {
         let rule = DecisionRule {
             min_score: d.min_score.unwrap_or(0.0),
             min_similarity: d.min_similarity.unwrap_or(-1.0),
+            shot_weight: d.shot_weight.unwrap_or(clip_edge_runtime::score::DEFAULT_SHOT_WEIGHT),
+            shot_sharpness: d.shot_sharpness.unwrap_or(clip_edge_runtime::score::DEFAULT_SHOT_SHARPNESS),
         };
         rule.validate().map_err(|e| key("decision", e.to_string()))?;
         let burst = d.burst.unwrap_or(1);
@@ -439,6 +424,43 @@ impl Config {
             return Err(key("decision.top", format!("{top} is out of range 1..=16")));
         }
 
+        let enroll = match &raw.enroll {
+            None => None,
+            Some(e) => {
+                if e.class.trim().is_empty() {
+                    return Err(key("enroll.class", "must not be empty".into()));
+                }
+                let frames = e.frames.unwrap_or(8);
+                if !(1..=MAX_ENROLL_FRAMES).contains(&frames) {
+                    return Err(key(
+                        "enroll.frames",
+                        format!("{frames} is out of range 1..={MAX_ENROLL_FRAMES}"),
+                    ));
+                }
+                let interval = e.interval_ms.unwrap_or(200);
+                if interval > 10_000 {
+                    return Err(key("enroll.interval_ms", format!("{interval} is out of range 0..=10000")));
+                }
+                let button = e
+                    .button
+                    .as_ref()
+                    .map(|b| parse_source(b, "enroll.button", &err, &resolve))
+                    .transpose()?;
+                if button.is_some() && e.button.as_ref().is_some_and(|b| b.cooldown_ms != 0) {
+                    return Err(key(
+                        "enroll.button.cooldown_ms",
+                        "does not apply to the enrolment button".into(),
+                    ));
+                }
+                Some(EnrollConfig {
+                    class: e.class.clone(),
+                    frames,
+                    interval: Duration::from_millis(interval),
+                    button,
+                })
+            }
+        };
+
         Ok(Config {
             path: path.into(),
             bundle: resolve(&raw.model.bundle),
@@ -449,8 +471,80 @@ impl Config {
             pin,
             events: EventsConfig { stdout: raw.events.stdout, file: raw.events.file.as_deref().map(resolve) },
             decision: DecisionConfig { rule, burst, agree, top },
+            enroll,
         })
     }
+}
+
+fn parse_source(
+    t: &RawTrigger,
+    prefix: &str,
+    err: &dyn Fn(String) -> ConfigError,
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> Result<TriggerSource, ConfigError> {
+    let key = |k: &str, m: String| err(format!("key '{k}': {m}"));
+    let need = |k: &str, what: &str| err(format!("key '{k}' is required for {what}"));
+    let source = match t.source.as_str() {
+        "gpio" => TriggerSource::Gpio {
+            chip: resolve(
+                t.chip.as_deref().ok_or_else(|| need(&format!("{prefix}.chip"), "source = \"gpio\""))?,
+            ),
+            line: t.line.ok_or_else(|| need(&format!("{prefix}.line"), "source = \"gpio\""))?,
+            edge: match t.edge.as_deref().unwrap_or("rising") {
+                "rising" => Edge::Rising,
+                "falling" => Edge::Falling,
+                "both" => Edge::Both,
+                o => {
+                    return Err(key(
+                        &format!("{prefix}.edge"),
+                        format!("'{o}' is not rising, falling or both"),
+                    ))
+                }
+            },
+            bias: match t.bias.as_deref().unwrap_or("as-is") {
+                "as-is" => Bias::AsIs,
+                "disabled" => Bias::Disabled,
+                "pull-up" => Bias::PullUp,
+                "pull-down" => Bias::PullDown,
+                o => {
+                    return Err(key(
+                        &format!("{prefix}.bias"),
+                        format!("'{o}' is not as-is, disabled, pull-up or pull-down"),
+                    ))
+                }
+            },
+            debounce: Duration::from_millis(t.debounce_ms.unwrap_or(0)),
+            active_low: t.active_low.unwrap_or(false),
+        },
+        "interval" => {
+            let ms =
+                t.period_ms.ok_or_else(|| need(&format!("{prefix}.period_ms"), "source = \"interval\""))?;
+            if ms == 0 {
+                return Err(key(&format!("{prefix}.period_ms"), "must be at least 1".into()));
+            }
+            TriggerSource::Interval { period: Duration::from_millis(ms), count: t.count.unwrap_or(0) }
+        }
+        "stdin" => TriggerSource::Stdin,
+        "fifo" => TriggerSource::Fifo {
+            path: resolve(
+                t.path.as_deref().ok_or_else(|| need(&format!("{prefix}.path"), "source = \"fifo\""))?,
+            ),
+        },
+        o => {
+            return Err(key(
+                &format!("{prefix}.source"),
+                format!("'{o}' is not gpio, interval, stdin or fifo"),
+            ));
+        }
+    };
+    let unused: &[(&str, bool)] = match source {
+        TriggerSource::Gpio { .. } => &[("period_ms", t.period_ms.is_some()), ("path", t.path.is_some())],
+        _ => &[("chip", t.chip.is_some()), ("line", t.line.is_some()), ("edge", t.edge.is_some())],
+    };
+    if let Some((k, _)) = unused.iter().find(|(_, set)| *set) {
+        return Err(key(&format!("{prefix}.{k}"), format!("does not apply to source = \"{}\"", t.source)));
+    }
+    Ok(source)
 }
 
 #[cfg(test)]
@@ -512,6 +606,14 @@ agree = 2
             ("min_score = 0.2", "min_score = 2.0", "'decision'"),
             ("bundle = \"../../models/default\"", "bundle = \"x\"\nprecision = \"f64\"", "'model.precision'"),
             ("count = 3", "count = 3\nspeed = 2", "unknown field `speed`"),
+            ("agree = 2", "agree = 2\nshot_weight = -1.0", "shot_weight"),
+            ("[decision]", "[enroll]\nclass = \"van\"\nframes = 0\n[decision]", "'enroll.frames'"),
+            ("[decision]", "[enroll]\nclass = \" \"\n[decision]", "'enroll.class'"),
+            (
+                "[decision]",
+                "[enroll]\nclass = \"van\"\n[enroll.button]\nsource = \"gpio\"\nline = 3\n[decision]",
+                "'enroll.button.chip' is required",
+            ),
         ];
         for (from, to, want) in cases {
             let text = SIM.replacen(from, to, 1);
@@ -546,6 +648,35 @@ agree = 2
             c.camera,
             CameraConfig::V4l2 { format: PixelFormat::Yuyv, width: 640, height: 480, .. }
         ));
+    }
+
+    #[test]
+    fn enrol_button_uses_the_trigger_keys() {
+        let text = SIM.replace(
+            "[decision]",
+            "[enroll]\nclass = \"our van\"\nframes = 4\ninterval_ms = 50\n[enroll.button]\nsource = \"gpio\"\nchip = \"/dev/gpiochip0\"\nline = 3\nedge = \"both\"\n[decision]",
+        );
+        let c = parse(&text).expect("valid");
+        let e = c.enroll.expect("enroll");
+        assert_eq!((e.class.as_str(), e.frames, e.interval), ("our van", 4, Duration::from_millis(50)));
+        assert!(matches!(e.button, Some(TriggerSource::Gpio { line: 3, edge: Edge::Both, .. })));
+        assert!(parse(SIM).expect("valid").enroll.is_none());
+        assert_eq!(
+            parse(SIM).expect("valid").decision.rule.shot_weight,
+            clip_edge_runtime::score::DEFAULT_SHOT_WEIGHT
+        );
+    }
+
+    #[test]
+    fn the_shipped_examples_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        for name in ["sim.toml", "raspberry-pi.toml"] {
+            let c = Config::load(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(c.bundle.ends_with("models/default"), "{name}");
+        }
+        let pi = Config::load(&dir.join("raspberry-pi.toml")).expect("pi");
+        let button = pi.enroll.and_then(|e| e.button).expect("enrolment button");
+        assert!(matches!(button, TriggerSource::Gpio { line: 23, active_low: true, edge: Edge::Rising, .. }));
     }
 
     #[test]

@@ -17,6 +17,12 @@ use crate::trigger::{self, monotonic_ns, Trigger, TriggerEvent, Wait};
 
 /// Longest sleep of the loop, so shutdown and pulses stay responsive.
 const TICK: Duration = Duration::from_millis(100);
+/// Longest wait between looks at the enrolment button.
+const BUTTON_POLL: Duration = Duration::from_millis(20);
+/// Blinks of the output pin that confirm a stored enrolment.
+const ENROLL_BLINKS: u32 = 3;
+/// On and off time of each confirming blink.
+const ENROLL_BLINK: Duration = Duration::from_millis(100);
 
 /// Start-up failures: each names the file or device.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +60,7 @@ pub struct Stats {
 /// The daemon with its model, devices and outputs.
 pub struct Daemon {
     config: Config,
-    bundle_name: String,
+    bundle: Bundle,
     clf: Classifier,
     trigger: Box<dyn Trigger>,
     camera: Supervised,
@@ -67,6 +73,23 @@ pub struct Daemon {
     stats: Stats,
     last_accepted_ns: Option<u64>,
     carried: u64,
+    button: Option<Box<dyn Trigger>>,
+    store_stamp: Option<FileStamp>,
+}
+
+/// What identifies one version of the store file: atomic writes replace the
+/// inode, so a changed store always differs here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    ino: u64,
+    len: u64,
+    mtime: Option<std::time::SystemTime>,
+}
+
+fn stamp(path: &std::path::Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(FileStamp { ino: m.ino(), len: m.len(), mtime: m.modified().ok() })
 }
 
 impl std::fmt::Debug for Daemon {
@@ -81,7 +104,22 @@ impl Daemon {
     /// pin and the trigger. Any failure is returned before the trigger is armed.
     pub fn start(config: Config, sink: EventSink, shutdown: Arc<AtomicBool>) -> Result<Daemon, StartError> {
         let trigger = trigger::open(&config.trigger.source)?;
-        Self::start_with(config, trigger, sink, shutdown)
+        let button = config.enroll.as_ref().and_then(|e| e.button.as_ref()).map(trigger::open).transpose()?;
+        let mut d = Self::start_with(config, trigger, sink, shutdown)?;
+        if let Some(b) = button {
+            d.set_enroll_button(b);
+        }
+        Ok(d)
+    }
+
+    /// Arms an enrolment button: a press captures frames for `enroll.class`
+    /// while it is held (see [`crate::enroll`]). Needs an `[enroll]` section.
+    pub fn set_enroll_button(&mut self, button: Box<dyn Trigger>) {
+        match &self.config.enroll {
+            Some(e) => log::info!("enrolment button armed: {} enrols '{}'", button.describe(), e.class),
+            None => log::warn!("enrolment button ignored: the configuration has no [enroll] section"),
+        }
+        self.button = Some(button);
     }
 
     /// Like [`Daemon::start`] with a trigger made elsewhere (tests, custom sources).
@@ -114,7 +152,7 @@ impl Daemon {
             None => (None, None),
         };
         let mut d = Daemon {
-            bundle_name: bundle.name.clone(),
+            bundle,
             clf,
             trigger,
             camera,
@@ -127,11 +165,14 @@ impl Daemon {
             stats: Stats::default(),
             last_accepted_ns: None,
             carried: 0,
+            button: None,
+            store_stamp: None,
             config,
         };
+        d.store_stamp = stamp(d.clf.store.path());
         let load_ms = d.clf.encoder.load_timing().total().as_secs_f64() * 1e3;
         let ready = Event::Ready {
-            model: d.bundle_name.clone(),
+            model: d.bundle.name.clone(),
             precision: d.clf.encoder.precision().to_string(),
             prompts: d.clf.store.path().display().to_string(),
             labels: d.clf.store.len(),
@@ -139,7 +180,7 @@ impl Daemon {
             camera: d.camera.describe().to_string(),
             load_ms: (load_ms * 1e3).round() / 1e3,
         };
-        log::info!("ready: {} on {}, {}", d.bundle_name, d.trigger.describe(), d.camera.describe());
+        log::info!("ready: {} on {}, {}", d.bundle.name, d.trigger.describe(), d.camera.describe());
         d.sink.emit(ready);
         d.notifier.send("READY=1");
         Ok(d)
@@ -173,6 +214,10 @@ impl Daemon {
             }
             if let Some(i) = self.notifier.interval() {
                 timeout = timeout.min(i);
+            }
+            if self.button.is_some() {
+                timeout = timeout.min(BUTTON_POLL);
+                self.poll_button();
             }
             match self.trigger.wait(timeout) {
                 Ok(Wait::Timeout) => {}
@@ -229,7 +274,120 @@ impl Daemon {
         self.handle(ev, coalesced);
     }
 
+    /// Swaps in the prompt store if its file changed since it was loaded (an
+    /// enrolment, or a new store copied over). A store that fails to load or
+    /// belongs to another model is reported and the loaded one is kept.
+    fn refresh_store(&mut self) {
+        let path = self.clf.store.path().to_path_buf();
+        let now = stamp(&path);
+        if now == self.store_stamp {
+            return;
+        }
+        self.store_stamp = now;
+        let loaded = clip_edge_runtime::PromptStore::open(&path)
+            .and_then(|s| s.check_model(&self.bundle.fingerprint, self.bundle.embed_dim).map(|_| s));
+        match loaded {
+            Ok(s) => {
+                log::info!(
+                    "prompt store reloaded: {} ({} labels, {} shots)",
+                    path.display(),
+                    s.len(),
+                    s.shots().len()
+                );
+                self.sink.emit(Event::Store {
+                    prompts: path.display().to_string(),
+                    labels: s.len(),
+                    shots: s.shots().len(),
+                    reason: "changed on disk",
+                });
+                self.clf.store = s;
+            }
+            Err(e) => self.error(None, "store", format!("{e}; keeping the store loaded before")),
+        }
+    }
+
+    fn poll_button(&mut self) {
+        let Some(button) = self.button.as_mut() else { return };
+        let pressed = match button.wait(Duration::ZERO) {
+            Ok(Wait::Event(ev)) => Some(ev),
+            Ok(Wait::Timeout) => None,
+            Ok(Wait::Ended) => {
+                log::info!("enrolment button source ended");
+                self.button = None;
+                None
+            }
+            Err(e) => {
+                self.button = None;
+                self.error(None, "trigger", format!("enrolment button disabled: {e}"));
+                None
+            }
+        };
+        if let Some(ev) = pressed {
+            if let Some(b) = self.button.as_mut() {
+                let _ = b.drain();
+            }
+            self.enroll(ev);
+        }
+    }
+
+    fn enroll(&mut self, ev: TriggerEvent) {
+        let Some(cfg) = self.config.enroll.clone() else { return };
+        let Some(mut button) = self.button.take() else { return };
+        let (camera, encoder) = (&mut self.camera, &mut self.clf.encoder);
+        let captured = crate::enroll::capture(
+            &cfg.class,
+            &mut || camera.capture(),
+            encoder,
+            cfg.frames,
+            cfg.interval,
+            &mut || button.is_active().ok().flatten() != Some(false),
+        );
+        self.button = Some(button);
+        let path = self.clf.store.path().to_path_buf();
+        let result = captured.and_then(|shots| {
+            crate::enroll::save(&path, &self.bundle, &cfg.class, &shots).map(|done| (done, shots.len()))
+        });
+        match result {
+            Ok((done, frames)) => {
+                self.seq += 1;
+                log::info!(
+                    "enrolled {} frame(s) of '{}': the class holds {} shots, the store {}",
+                    done.added,
+                    done.class,
+                    done.class_shots,
+                    done.store_shots
+                );
+                self.sink.emit(Event::Enrolled {
+                    seq: self.seq,
+                    trigger_ts_ns: ev.ts_ns,
+                    class: done.class.clone(),
+                    frames: frames as u32,
+                    replaced: done.replaced as u32,
+                    new_class: done.new_class,
+                    class_shots: done.class_shots as u32,
+                    store_shots: done.store_shots as u32,
+                    store_bytes: done.file_len,
+                });
+                if let Some(p) = &mut self.pulser {
+                    if let Err(e) = p.blink(ENROLL_BLINKS, ENROLL_BLINK) {
+                        self.error(Some(ev.ts_ns), "output", e.to_string());
+                    }
+                }
+                self.refresh_store();
+            }
+            Err(e) => {
+                let kind = match &e {
+                    crate::enroll::EnrollError::Camera { .. } => "camera",
+                    crate::enroll::EnrollError::Model { .. } => "model",
+                    crate::enroll::EnrollError::Store { .. } => "store",
+                };
+                self.error(Some(ev.ts_ns), kind, e.to_string());
+            }
+        }
+    }
+
     fn handle(&mut self, ev: TriggerEvent, coalesced: u64) {
+        self.refresh_store();
         let burst = self.config.decision.burst;
         let mut timing = Timing::default();
         let mut votes: HashMap<usize, u32> = HashMap::new();

@@ -94,6 +94,38 @@ pub enum Event {
         /// One line naming the device or file.
         message: String,
     },
+    /// Frames captured with the enrolment button were stored as shots.
+    Enrolled {
+        /// Sequence number (shared with events and errors).
+        seq: u64,
+        /// CLOCK_MONOTONIC ns of the button press.
+        trigger_ts_ns: u64,
+        /// The class enrolled.
+        class: String,
+        /// Frames captured and stored.
+        frames: u32,
+        /// Older shots of the class replaced (per-class cap).
+        replaced: u32,
+        /// Whether the class was created (image-only) by this enrolment.
+        new_class: bool,
+        /// Shots the class holds now.
+        class_shots: u32,
+        /// Shots the store holds now.
+        store_shots: u32,
+        /// Size of the store file now.
+        store_bytes: u64,
+    },
+    /// The prompt store file changed and was reloaded without a restart.
+    Store {
+        /// The store file.
+        prompts: String,
+        /// Labels now.
+        labels: usize,
+        /// Shots now.
+        shots: usize,
+        /// Why it was reloaded.
+        reason: &'static str,
+    },
     /// The daemon stopped.
     Stopped {
         /// Events handled.

@@ -9,11 +9,13 @@
 //! - [`camera`]: V4L2 and replay frame sources, supervised with back-off.
 //! - [`output`]: the pulsed output pin over embedded-hal's `OutputPin`.
 //! - [`events`]: the JSON-lines event schema (`docs/events.md`).
+//! - [`enroll`]: few-shot enrolment of frames into the prompt store.
 //! - [`daemon`]: the loop.
 
 pub mod camera;
 pub mod config;
 pub mod daemon;
+pub mod enroll;
 pub mod events;
 pub mod notify;
 pub mod output;

@@ -34,6 +34,28 @@ enum Command {
         #[arg(long, value_name = "N")]
         max_events: Option<u64>,
     },
+    /// Few-shot enrolment: capture frames from the configured camera (or replay
+    /// folder), embed them, and add them as shots of a class to the prompt store
+    /// (locked, one atomic write; nothing is stored if any frame fails). A running
+    /// daemon picks up the changed store at its next trigger.
+    Enroll {
+        /// Configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The class the frames show (created image-only if the store lacks it);
+        /// default: enroll.class of the configuration.
+        #[arg(long, value_name = "NAME")]
+        class: Option<String>,
+        /// Frames to capture (1..=64); default: enroll.frames, else 8.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+        frames: Option<u32>,
+        /// Time between frames; default: enroll.interval_ms, else 200.
+        #[arg(long, value_name = "MS")]
+        interval_ms: Option<u64>,
+        /// Print what was stored as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Start-up self-check only: configuration, bundle, prompt store, one frame
     /// through the model, camera, output pin and trigger; then exit.
     Check {
@@ -60,6 +82,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let (path, max_events, check_only) = match cli.command {
         Command::Run { config, max_events } => (config, max_events, false),
         Command::Check { config } => (config, None, true),
+        Command::Enroll { config, class, frames, interval_ms, json } => {
+            return enroll(&config, class, frames, interval_ms, json)
+        }
     };
     let config = Config::load(&path)?;
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -86,5 +111,41 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         stats.coalesced,
         stats.pulses
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn enroll(
+    path: &std::path::Path,
+    class: Option<String>,
+    frames: Option<u32>,
+    interval_ms: Option<u64>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let config = Config::load(path)?;
+    let section = config.enroll.as_ref();
+    let class = class
+        .or_else(|| section.map(|e| e.class.clone()))
+        .with_context(|| format!("no --class given and {} has no [enroll] class", path.display()))?;
+    let frames = frames.or(section.map(|e| e.frames)).unwrap_or(8);
+    let interval = interval_ms
+        .map(std::time::Duration::from_millis)
+        .or(section.map(|e| e.interval))
+        .unwrap_or(std::time::Duration::from_millis(200));
+    let done = clip_edge_board::enroll::run_once(&config, &class, frames, interval)
+        .with_context(|| format!("enrolment with {} failed", path.display()))?;
+    if json {
+        println!("{}", serde_json::to_string(&done)?);
+    } else {
+        println!(
+            "stored {} shot(s) of '{}'{}{}: the class holds {}, the store {} shots, {} bytes",
+            done.added,
+            done.class,
+            if done.new_class { " (new image-only class)" } else { "" },
+            if done.replaced > 0 { format!(", {} oldest replaced", done.replaced) } else { String::new() },
+            done.class_shots,
+            done.store_shots,
+            done.file_len
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -177,6 +177,20 @@ impl Pulser {
         self.pulses
     }
 
+    /// Blinks the pin `times` times, `period` on and `period` off, blocking
+    /// (an acknowledgement, such as a completed enrolment). A running pulse is
+    /// ended first; blinks are not counted as pulses.
+    pub fn blink(&mut self, times: u32, period: Duration) -> Result<(), OutputError> {
+        self.release()?;
+        for _ in 0..times {
+            self.set(true)?;
+            std::thread::sleep(period);
+            self.set(false)?;
+            std::thread::sleep(period);
+        }
+        Ok(())
+    }
+
     /// Drives the pin inactive now (shutdown).
     pub fn release(&mut self) -> Result<(), OutputError> {
         if self.until.take().is_some() {
@@ -229,6 +243,25 @@ mod tests {
         p.start(Instant::now()).expect("start");
         p.release().expect("release");
         p.release().expect("no second low");
+        done.done();
+    }
+
+    #[test]
+    fn blink_ends_a_pulse_then_toggles() {
+        let mock = Mock::new(&[
+            Transaction::set(State::Low),
+            Transaction::set(State::High),
+            Transaction::set(State::Low),
+            Transaction::set(State::High),
+            Transaction::set(State::Low),
+            Transaction::set(State::High),
+            Transaction::set(State::Low),
+        ]);
+        let mut done = mock.clone();
+        let mut p = Pulser::new(Box::new(mock), "mock".into(), Duration::from_secs(5), vec![]).expect("pin");
+        p.start(Instant::now()).expect("start");
+        p.blink(2, Duration::from_millis(1)).expect("blink");
+        assert_eq!((p.pulses(), p.deadline()), (1, None));
         done.done();
     }
 

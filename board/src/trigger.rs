@@ -59,6 +59,11 @@ pub trait Trigger: Send {
     fn drain(&mut self) -> Result<u64, TriggerError>;
     /// One line for logs.
     fn describe(&self) -> String;
+    /// Whether the input is active now (a held button), for sources that have
+    /// a level; `None` for sources that only produce events.
+    fn is_active(&mut self) -> Result<Option<bool>, TriggerError> {
+        Ok(None)
+    }
 }
 
 /// CLOCK_MONOTONIC now, in nanoseconds (the clock GPIO edge events use).
@@ -135,6 +140,7 @@ pub struct SimHandle {
     tx: SyncSender<u64>,
     dropped: Arc<AtomicU64>,
     closed: Arc<AtomicU64>,
+    level: Arc<AtomicU64>,
 }
 
 impl SimHandle {
@@ -158,13 +164,24 @@ impl SimHandle {
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Relaxed) == 1
     }
+
+    /// Gives the simulated input a level (a held or released button) that
+    /// [`Trigger::is_active`] reports; until called, the source has no level.
+    pub fn set_active(&self, active: bool) {
+        self.level.store(if active { LEVEL_HIGH } else { LEVEL_LOW }, Ordering::Relaxed);
+    }
 }
+
+const LEVEL_NONE: u64 = 0;
+const LEVEL_LOW: u64 = 1;
+const LEVEL_HIGH: u64 = 2;
 
 /// A simulated trigger fed through a bounded queue.
 #[derive(Debug)]
 pub struct SimTrigger {
     rx: Receiver<u64>,
     dropped: Arc<AtomicU64>,
+    level: Arc<AtomicU64>,
     name: String,
 }
 
@@ -174,8 +191,14 @@ impl SimTrigger {
     pub fn new(name: String) -> (SimTrigger, SimHandle) {
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
-        let handle = SimHandle { tx, dropped: dropped.clone(), closed: Arc::new(AtomicU64::new(0)) };
-        (SimTrigger { rx, dropped, name }, handle)
+        let level = Arc::new(AtomicU64::new(LEVEL_NONE));
+        let handle = SimHandle {
+            tx,
+            dropped: dropped.clone(),
+            closed: Arc::new(AtomicU64::new(0)),
+            level: level.clone(),
+        };
+        (SimTrigger { rx, dropped, level, name }, handle)
     }
 }
 
@@ -200,6 +223,14 @@ impl Trigger for SimTrigger {
 
     fn describe(&self) -> String {
         format!("simulated trigger: {}", self.name)
+    }
+
+    fn is_active(&mut self) -> Result<Option<bool>, TriggerError> {
+        Ok(match self.level.load(Ordering::Relaxed) {
+            LEVEL_HIGH => Some(true),
+            LEVEL_LOW => Some(false),
+            _ => None,
+        })
     }
 }
 
@@ -297,6 +328,11 @@ impl Trigger for GpioTrigger {
     fn describe(&self) -> String {
         format!("GPIO {} line {}", self.chip.display(), self.line)
     }
+
+    fn is_active(&mut self) -> Result<Option<bool>, TriggerError> {
+        let v = self.req.value(self.line).map_err(|e| self.err(e))?;
+        Ok(Some(v == gpiocdev::line::Value::Active))
+    }
 }
 
 #[cfg(test)]
@@ -316,6 +352,16 @@ mod tests {
         assert_eq!(t.drain().expect("drain"), 0);
         drop(h);
         assert_eq!(t.wait(Duration::from_millis(1)).expect("wait"), Wait::Ended);
+    }
+
+    #[test]
+    fn sim_level_is_none_until_set() {
+        let (mut t, h) = SimTrigger::new("button".into());
+        assert_eq!(t.is_active().expect("level"), None);
+        h.set_active(true);
+        assert_eq!(t.is_active().expect("level"), Some(true));
+        h.set_active(false);
+        assert_eq!(t.is_active().expect("level"), Some(false));
     }
 
     #[test]

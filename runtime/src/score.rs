@@ -1,5 +1,10 @@
-//! Scoring: cosine similarity against the store, logit scale, softmax,
-//! top-k without heap allocation, and the open-set decision.
+//! Scoring: cosine similarity against the store, logit scale, the few-shot
+//! cache, softmax, top-k without heap allocation, and the open-set decision.
+//!
+//! Few-shot (in the spirit of Tip-Adapter): each stored shot `k` of class `c`
+//! adds `shot_weight * exp(-shot_sharpness * (1 - cos(frame, k)))` to the
+//! logit `logit_scale * cos(frame, text_c)` of its class. With no shots the
+//! logits, and so the result, are exactly the zero-shot ones.
 
 use serde::Serialize;
 
@@ -16,11 +21,25 @@ pub struct DecisionRule {
     pub min_score: f32,
     /// Minimum cosine similarity of the winner for a match; below it the frame is `unknown`.
     pub min_similarity: f32,
+    /// Weight of the few-shot cache against the text logits (0 turns shots off).
+    pub shot_weight: f32,
+    /// Sharpness of the shot affinity: higher values let only very close shots count.
+    pub shot_sharpness: f32,
 }
+
+/// Default [`DecisionRule::shot_weight`], chosen on seen concepts of the default model (`docs/fewshot.md`).
+pub const DEFAULT_SHOT_WEIGHT: f32 = 4.0;
+/// Default [`DecisionRule::shot_sharpness`], chosen with [`DEFAULT_SHOT_WEIGHT`].
+pub const DEFAULT_SHOT_SHARPNESS: f32 = 10.0;
 
 impl Default for DecisionRule {
     fn default() -> Self {
-        DecisionRule { min_score: 0.0, min_similarity: -1.0 }
+        DecisionRule {
+            min_score: 0.0,
+            min_similarity: -1.0,
+            shot_weight: DEFAULT_SHOT_WEIGHT,
+            shot_sharpness: DEFAULT_SHOT_SHARPNESS,
+        }
     }
 }
 
@@ -32,6 +51,12 @@ impl DecisionRule {
         }
         if !(-1.0..=1.0).contains(&self.min_similarity) {
             return Err(Error::Usage(format!("min_similarity {} is outside -1..=1", self.min_similarity)));
+        }
+        if !(0.0..=1000.0).contains(&self.shot_weight) {
+            return Err(Error::Usage(format!("shot_weight {} is outside 0..=1000", self.shot_weight)));
+        }
+        if !(0.0..=1000.0).contains(&self.shot_sharpness) {
+            return Err(Error::Usage(format!("shot_sharpness {} is outside 0..=1000", self.shot_sharpness)));
         }
         Ok(())
     }
@@ -67,8 +92,11 @@ pub struct Ranked {
     pub index: usize,
     /// Softmax probability over all entries.
     pub score: f32,
-    /// Cosine similarity.
+    /// Cosine similarity to the entry's text embedding (for an image-only
+    /// class, to the mean of its shots).
     pub similarity: f32,
+    /// What the entry's shots added to its logit (0 without shots).
+    pub shots: f32,
 }
 
 /// The result of scoring one embedding.
@@ -84,6 +112,8 @@ pub struct Classification {
 #[derive(Debug, Clone, Default)]
 pub struct Scorer {
     sims: Vec<f32>,
+    shot_sims: Vec<f32>,
+    logits: Vec<f32>,
 }
 
 impl Scorer {
@@ -112,21 +142,35 @@ impl Scorer {
         self.sims.resize(store.len(), 0.0);
         store.dot_all(embedding, &mut self.sims);
         let scale = store.header().logit_scale;
-        let max = self.sims.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-        let denom: f32 = self.sims.iter().map(|&s| ((s - max) * scale).exp()).sum();
+        self.logits.clear();
+        self.logits.extend(self.sims.iter().map(|s| s * scale));
+        if rule.shot_weight > 0.0 && !store.shots().is_empty() {
+            self.shot_sims.resize(store.shots().len(), 0.0);
+            store.dot_shots(embedding, &mut self.shot_sims);
+            for (shot, &sim) in store.shots().iter().zip(&self.shot_sims) {
+                self.logits[shot.entry as usize] +=
+                    rule.shot_weight * (-rule.shot_sharpness * (1.0 - sim)).exp();
+            }
+        }
+        let max = self.logits.iter().fold(f32::NEG_INFINITY, |m, &l| m.max(l));
+        let denom: f32 = self.logits.iter().map(|&l| (l - max).exp()).sum();
 
         let mut top: heapless::Vec<Ranked, MAX_TOP> = heapless::Vec::new();
-        for (index, &similarity) in self.sims.iter().enumerate() {
-            let pos = top.iter().position(|r| similarity > r.similarity).unwrap_or(top.len());
+        let mut top_logits: heapless::Vec<f32, MAX_TOP> = heapless::Vec::new();
+        for (index, (&similarity, &logit)) in self.sims.iter().zip(&self.logits).enumerate() {
+            let pos = top_logits.iter().position(|&l| logit > l).unwrap_or(top.len());
             if pos >= k {
                 continue;
             }
             if top.len() == k {
                 top.pop();
+                top_logits.pop();
             }
-            let score = ((similarity - max) * scale).exp() / denom;
-            top.insert(pos, Ranked { index, score, similarity })
-                .map_err(|_| Error::Usage("top-k overflow".into()))?;
+            let score = (logit - max).exp() / denom;
+            let shots = logit - similarity * scale;
+            let overflow = || Error::Usage("top-k overflow".into());
+            top.insert(pos, Ranked { index, score, similarity, shots }).map_err(|_| overflow())?;
+            top_logits.insert(pos, logit).map_err(|_| overflow())?;
         }
         let best = top[0];
         let decision = if store.entries()[best.index].kind == EntryKind::Background {
@@ -174,10 +218,10 @@ mod tests {
     fn thresholds_give_unknown_and_background_wins_as_background() {
         let s = store();
         let mut sc = Scorer::new();
-        let strict = DecisionRule { min_score: 0.99, min_similarity: -1.0 };
+        let strict = DecisionRule { min_score: 0.99, ..DecisionRule::default() };
         let c = sc.classify(&[0.8, 0.6, 0.0], &s, 2, &strict).expect("ok");
         assert_eq!(c.decision, Decision::Unknown);
-        let sim = DecisionRule { min_score: 0.0, min_similarity: 0.97 };
+        let sim = DecisionRule { min_similarity: 0.97, ..DecisionRule::default() };
         assert_eq!(sc.classify(&[0.8, 0.6, 0.0], &s, 2, &sim).expect("ok").decision, Decision::Unknown);
         let c = sc.classify(&[0.0, 0.0, 1.0], &s, 1, &strict).expect("ok");
         assert_eq!(c.decision, Decision::Background(2));
@@ -191,6 +235,57 @@ mod tests {
         let c = sc.classify(&[1.0, 0.0, 0.0], &s, 100, &DecisionRule::default()).expect("ok");
         assert_eq!(c.top.len(), 4);
         assert!(sc.classify(&[1.0, 0.0], &s, 1, &DecisionRule::default()).is_err());
-        assert!(DecisionRule { min_score: 1.5, min_similarity: 0.0 }.validate().is_err());
+        assert!(DecisionRule { min_score: 1.5, ..DecisionRule::default() }.validate().is_err());
+        assert!(DecisionRule { shot_weight: -1.0, ..DecisionRule::default() }.validate().is_err());
+        assert!(DecisionRule::default().validate().is_ok());
+    }
+
+    fn with_shots(shots: &[(&str, [f32; 3])]) -> PromptStore {
+        let mut b = store().to_builder();
+        for (i, (label, e)) in shots.iter().enumerate() {
+            b.add_shot(label, e, i as u64).expect("shot");
+        }
+        PromptStore::from_bytes("s", &b.to_bytes().expect("bytes")).expect("store")
+    }
+
+    #[test]
+    fn no_shots_or_zero_weight_is_exactly_zero_shot() {
+        let rule = DecisionRule::default();
+        let q = [0.6, 0.8, 0.0];
+        let zero = Scorer::new().classify(&q, &store(), 4, &rule).expect("zero-shot");
+        let v2 = PromptStore::from_bytes("s", &store().to_builder().to_bytes().expect("b")).expect("s");
+        assert_eq!(Scorer::new().classify(&q, &v2, 4, &rule).expect("v2"), zero);
+        let shots = with_shots(&[("a", [0.0, 0.6, 0.8]), ("b", [0.6, 0.8, 0.0])]);
+        let off = DecisionRule { shot_weight: 0.0, ..rule };
+        assert_eq!(Scorer::new().classify(&q, &shots, 4, &off).expect("off"), zero);
+        assert!(zero.top.iter().all(|r| r.shots == 0.0));
+    }
+
+    #[test]
+    fn shots_add_their_affinity_to_their_class() {
+        let q = [0.0, 0.6, 0.8];
+        let rule = DecisionRule { shot_weight: 8.0, shot_sharpness: 2.0, ..DecisionRule::default() };
+        let zero = Scorer::new().classify(&q, &store(), 4, &rule).expect("zero");
+        assert_eq!(zero.decision, Decision::Background(2));
+        let s = with_shots(&[("a", [0.0, 0.6, 0.8]), ("a", [0.0, 0.0, 1.0])]);
+        let c = Scorer::new().classify(&q, &s, 4, &rule).expect("shots");
+        assert_eq!(c.decision, Decision::Match(0));
+        let a = c.top.iter().find(|r| r.index == 0).expect("a ranked");
+        let expect = 8.0 * (1.0f32 + (-2.0f32 * (1.0 - 0.8)).exp());
+        assert!((a.shots - expect).abs() < 1e-4, "{} vs {expect}", a.shots);
+        assert_eq!(a.similarity, 0.0);
+        assert!(c.top.iter().filter(|r| r.index != 0).all(|r| r.shots == 0.0));
+    }
+
+    #[test]
+    fn image_only_class_scores_against_its_shot_mean() {
+        let s = with_shots(&[("van", [0.0, 0.0, 1.0]), ("van", [0.0, 1.0, 1.0])]);
+        assert_eq!(s.len(), 5);
+        assert!(!s.entries()[4].text);
+        let rule = DecisionRule { shot_weight: 0.0, ..DecisionRule::default() };
+        let q = [0.0, 0.38268343, 0.9238795];
+        let c = Scorer::new().classify(&q, &s, 2, &rule).expect("ok");
+        assert_eq!(c.decision, Decision::Match(4));
+        assert!((c.top[0].similarity - 1.0).abs() < 1e-5, "{:?}", c.top[0]);
     }
 }

@@ -42,6 +42,71 @@ pub enum Command {
     Prompts(PromptsCommand),
     /// Accuracy over a folder of labelled images (one subfolder per class), through tract.
     Eval(EvalArgs),
+    /// Few-shot enrolment on the host: add, list or remove image shots in a prompt store.
+    #[command(subcommand)]
+    Fewshot(FewshotCommand),
+}
+
+/// How stored image shots are mixed into the scores (see docs/fewshot.md).
+#[derive(Debug, Clone, Copy, Args)]
+pub struct ShotArgs {
+    /// Weight of the few-shot cache against the text logits (0 ignores stored shots).
+    #[arg(long, default_value_t = clip_edge_runtime::score::DEFAULT_SHOT_WEIGHT, value_name = "W")]
+    pub shot_weight: f32,
+    /// Sharpness of the shot affinity exp(-S * (1 - cos)).
+    #[arg(long, default_value_t = clip_edge_runtime::score::DEFAULT_SHOT_SHARPNESS, value_name = "S")]
+    pub shot_sharpness: f32,
+}
+
+/// `fewshot` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum FewshotCommand {
+    /// Embed images and store them as shots of a class (created image-only if new).
+    Add(FewshotAddArgs),
+    /// List the classes of a store with their shot counts and capture times.
+    List(FewshotListArgs),
+    /// Remove every shot of a class (and the class, when it has no text).
+    Remove(FewshotRemoveArgs),
+}
+
+/// Arguments of `fewshot add`.
+#[derive(Debug, Args)]
+pub struct FewshotAddArgs {
+    /// Model bundle and precision.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Prompt store to add to; the bundle's default store if omitted. Rewritten atomically under a lock.
+    #[arg(long, value_name = "FILE")]
+    pub prompts: Option<PathBuf>,
+    /// The class the images show.
+    #[arg(long, value_name = "NAME")]
+    pub class: String,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Image files, one shot each.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+}
+
+/// Arguments of `fewshot list`.
+#[derive(Debug, Args)]
+pub struct FewshotListArgs {
+    /// The prompt store file.
+    pub file: PathBuf,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `fewshot remove`.
+#[derive(Debug, Args)]
+pub struct FewshotRemoveArgs {
+    /// The prompt store file.
+    pub file: PathBuf,
+    /// The class whose shots are removed.
+    #[arg(long, value_name = "NAME")]
+    pub class: String,
 }
 
 /// Model selection shared by commands that run the image encoder.
@@ -73,6 +138,9 @@ pub struct ClassifyArgs {
     /// Minimum cosine similarity for a match; below it the result is "unknown".
     #[arg(long, default_value_t = -1.0, value_name = "COS", allow_hyphen_values = true)]
     pub min_similarity: f32,
+    /// Few-shot mixing.
+    #[command(flatten)]
+    pub shots: ShotArgs,
     /// One JSON object per image on stdout.
     #[arg(long)]
     pub json: bool,
@@ -146,6 +214,27 @@ pub struct EvalArgs {
     /// How many of the most frequent confusions to report.
     #[arg(long, default_value_t = 10)]
     pub confusions: usize,
+    /// Few-shot protocol: shots per class to compare, e.g. 0,1,2,4,8. Per draw, each
+    /// class folder is shuffled; its first max(LIST) images are the shot pool and the
+    /// rest the test images, the same for every count.
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub shots: Vec<usize>,
+    /// Random draws of the few-shot protocol.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub draws: u32,
+    /// Seed of the first draw.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Few-shot protocol: enrol only this fraction of the classes, those that zero-shot
+    /// ranks first least often on their own shot pool (1: every class).
+    #[arg(long, default_value_t = 1.0, value_name = "F", value_parser = fraction)]
+    pub enrol_fraction: f64,
+    /// How many per-class winners and losers to report (few-shot protocol).
+    #[arg(long, default_value_t = 10)]
+    pub movers: usize,
+    /// Few-shot mixing.
+    #[command(flatten)]
+    pub mix: ShotArgs,
     /// One JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -231,6 +320,37 @@ pub struct RandomArgs {
     pub out: PathBuf,
 }
 
+fn fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+        _ => Err(format!("'{s}' is not a fraction in (0, 1]")),
+    }
+}
+
+impl EvalArgs {
+    /// The share of classes reported as "worst": the enrolled fraction when
+    /// only part is enrolled, else the worst fifth.
+    pub fn worst_fraction(&self) -> f64 {
+        if self.enrol_fraction < 1.0 {
+            self.enrol_fraction
+        } else {
+            0.2
+        }
+    }
+}
+
+impl ShotArgs {
+    /// The decision rule with these few-shot settings and the given thresholds.
+    pub fn rule(&self, min_score: f32, min_similarity: f32) -> clip_edge_runtime::DecisionRule {
+        clip_edge_runtime::DecisionRule {
+            min_score,
+            min_similarity,
+            shot_weight: self.shot_weight,
+            shot_sharpness: self.shot_sharpness,
+        }
+    }
+}
+
 /// Runs the command line and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -243,6 +363,9 @@ pub fn main() -> ExitCode {
         Command::Prompts(PromptsCommand::Inspect(a)) => cmd::prompts::inspect(&a),
         Command::Prompts(PromptsCommand::Random(a)) => cmd::prompts::random(&a),
         Command::Eval(a) => cmd::eval::run(&a, cli.quiet),
+        Command::Fewshot(FewshotCommand::Add(a)) => cmd::fewshot::add(&a),
+        Command::Fewshot(FewshotCommand::List(a)) => cmd::fewshot::list(&a),
+        Command::Fewshot(FewshotCommand::Remove(a)) => cmd::fewshot::remove(&a),
     };
     match result {
         Ok(code) => code,

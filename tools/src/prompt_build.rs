@@ -92,7 +92,7 @@ pub fn build_store(
         tool: format!("clip-edge {} prompts build", env!("CARGO_PKG_VERSION")),
         templates: labels.templates.clone(),
         prompts_per_entry: labels.entries.iter().map(|e| e.prompts.len() as u32).collect(),
-        built_at: opts.stamp.then(now_rfc3339),
+        built_at: opts.stamp.then(|| clip_edge_runtime::store::rfc3339(clip_edge_runtime::store::unix_ms())),
         note: None,
     };
     let mut builder =
@@ -111,38 +111,4 @@ pub fn build_store(
         entries.push((e.name.clone(), toks.len()));
     }
     Ok((builder, BuildReport { entries, truncated: too_long, load, embed: t1.elapsed() }))
-}
-
-fn now_rfc3339() -> String {
-    let secs =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days as i64);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
-/// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_786), (2026, 11, 29));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-    }
 }

@@ -174,11 +174,11 @@ fn damaged_or_foreign_prompt_stores_are_refused() {
     let mut flipped = good.clone();
     flipped[good.len() / 2] ^= 0x01;
     let mut version = good.clone();
-    version[8] = 2;
+    version[8] = 3;
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("truncated.store", good[..good.len() - 9].to_vec(), "truncated or corrupt"),
         ("flipped.store", flipped, "checksum mismatch"),
-        ("version.store", version, "format version 2 is not supported"),
+        ("version.store", version, "format version 3 is not supported"),
         ("other-model.store", store_bytes([9; 32], 64), "built for model 0909"),
         ("other-dim.store", store_bytes(fingerprint, 32), "dimension 32 does not match"),
         ("empty.store", Vec::new(), "shorter than the 128-byte header"),
@@ -382,4 +382,99 @@ fn the_default_model_recognises_its_sample_frames() {
     // 16 of 18 at release; the held-out "delivery truck" ranks second in both of its frames.
     assert!(v["top1"].as_f64().expect("top1") >= 0.8, "{v}");
     assert!(v["top5"].as_f64().expect("top5") >= 0.99, "{v}");
+}
+
+#[test]
+fn fewshot_add_list_remove_change_only_what_they_say() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = dir.path().join("p.store");
+    std::fs::copy(bundle().join("prompts.store"), &store).expect("copy");
+    let b = bundle();
+    let add = |class: &str, images: &[PathBuf]| {
+        let mut a = args![
+            "fewshot",
+            "add",
+            "--bundle",
+            b.as_os_str(),
+            "--prompts",
+            store.as_os_str(),
+            "--class",
+            class
+        ]
+        .to_vec();
+        a.extend(images.iter().map(|p| p.as_os_str()));
+        run(&a)
+    };
+    let o = add("our van", &[image("scene_640x480.png"), image("checker_224x224.png")]);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("2 shot(s) of 'our van' (new image-only class)"), "{out}");
+
+    let list = || {
+        let o = run(args!["fewshot", "list", store.as_os_str(), "--json"]);
+        assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).expect("json")
+    };
+    let v = list();
+    assert_eq!(v["shots"], 2);
+    let van = v["entries"].as_array().expect("entries").iter().find(|e| e["label"] == "our van").cloned();
+    let van = van.expect("our van listed");
+    assert_eq!((van["shots"].as_u64(), van["text"].as_bool()), (Some(2), Some(false)));
+
+    let before = std::fs::read(&store).expect("read");
+    let broken = dir.path().join("broken.png");
+    std::fs::write(&broken, "not a png").expect("write");
+    let o = add("our van", &[image("grey_50x77.png"), broken.clone()]);
+    assert_clean_failure(&o, "broken.png", "nothing was stored");
+    let o = add("empty scene", &[image("grey_50x77.png")]);
+    assert_clean_failure(&o, "p.store", "'empty scene' is a background entry");
+    assert_eq!(std::fs::read(&store).expect("read"), before, "failed enrolments changed the store");
+
+    let o = run(args!["fewshot", "remove", store.as_os_str(), "--class", "our van"]);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout)
+        .contains("removed 2 shot(s) of 'our van' and the image-only class"));
+    let v = list();
+    assert_eq!(v["shots"], 0);
+    assert!(v["entries"].as_array().expect("entries").iter().all(|e| e["label"] != "our van"));
+    let o = run(args!["fewshot", "remove", store.as_os_str(), "--class", "unicorn"]);
+    assert_clean_failure(&o, "p.store", "no class 'unicorn'");
+}
+
+#[test]
+fn eval_shots_compares_shot_counts_on_disjoint_images() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let files = ["scene_640x480.png", "checker_224x224.png", "grey_50x77.png", "noise_100x333.png"];
+    for (class, pick) in [("dog", [0, 1, 2]), ("cat", [1, 2, 3])] {
+        std::fs::create_dir(dir.path().join(class)).expect("mkdir");
+        for i in pick {
+            std::fs::copy(image(files[i]), dir.path().join(class).join(files[i])).expect("copy");
+        }
+    }
+    let (b, store) = (bundle(), bundle().join("prompts.store"));
+    let base = args![
+        "eval",
+        "--bundle",
+        b.as_os_str(),
+        "--data",
+        dir.path().as_os_str(),
+        "--prompts",
+        store.as_os_str()
+    ];
+    let mut a = base.to_vec();
+    a.extend(args!["--shots", "0,1,2", "--draws", "3", "--json"]);
+    let o = run(&a);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let results = v["results"].as_array().expect("results");
+    assert_eq!(results.iter().map(|r| r["shots_stored"].as_u64().expect("n")).collect::<Vec<_>>(), [0, 2, 4]);
+    assert_eq!(v["test_images_per_draw"], 2, "3 images per class, 2 in the shot pool");
+    for r in results {
+        assert_eq!(r["top1_draws"].as_array().expect("draws").len(), 3);
+        assert!((0.0..=1.0).contains(&r["top1"].as_f64().expect("top1")));
+    }
+    assert!(v["winners"].is_array() && v["losers"].is_array());
+    let mut a = base.to_vec();
+    a.extend(args!["--shots", "0,3"]);
+    assert_clean_failure(&run(&a), "cat", "3 shots need at least 4");
 }

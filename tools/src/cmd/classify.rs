@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clip_edge_runtime::frame::load_rgb;
 use clip_edge_runtime::store::EntryKind;
-use clip_edge_runtime::{Classification, Classifier, Decision, DecisionRule};
+use clip_edge_runtime::{Classification, Classifier, Decision};
 use serde_json::json;
 
 use super::{load_bundle, round_ms};
@@ -15,7 +15,7 @@ use crate::cli::ClassifyArgs;
 /// Runs `classify`. Images that cannot be read are reported and skipped; the
 /// exit code is non-zero if any image failed.
 pub fn run(a: &ClassifyArgs) -> anyhow::Result<ExitCode> {
-    let rule = DecisionRule { min_score: a.min_score, min_similarity: a.min_similarity };
+    let rule = a.shots.rule(a.min_score, a.min_similarity);
     rule.validate().context("invalid threshold")?;
     let bundle = load_bundle(&a.model.bundle)?;
     let mut clf = Classifier::load(&bundle, a.model.precision, a.prompts.as_deref())

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clip_edge_runtime::frame::load_rgb;
-use clip_edge_runtime::{Bundle, Classifier, DecisionRule, PromptStore};
+use clip_edge_runtime::{Bundle, Classifier, PromptStore};
 use serde_json::json;
 
 use super::load_bundle;
@@ -191,7 +191,10 @@ pub fn run(a: &EvalArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     if total == 0 {
         bail!("{}: the class folders hold no images", a.data.display());
     }
-    let rule = DecisionRule::default();
+    if !a.shots.is_empty() {
+        return super::shots_eval::run(a, &mut clf, &classes, &truth, &source, quiet);
+    }
+    let rule = a.mix.rule(0.0, -1.0);
     let mut tally = Tally::new(classes.len());
     let mut unreadable = Vec::new();
     let step = (total / 10).max(1);

@@ -4,7 +4,9 @@ pub mod bench;
 pub mod classify;
 pub mod embed;
 pub mod eval;
+pub mod fewshot;
 pub mod prompts;
+pub mod shots_eval;
 
 use anyhow::Context;
 use clip_edge_runtime::Bundle;
