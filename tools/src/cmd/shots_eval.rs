@@ -206,7 +206,7 @@ pub fn run(
     let test_per_draw = embeddings.iter().map(|v| v.len() - max_k).sum::<usize>();
     if a.json {
         let out = json!({
-            "bundle": clf.encoder.path().display().to_string(),
+            "encoder": clf.encoder.path().display().to_string(),
             "precision": clf.encoder.precision().as_str(),
             "data": a.data.display().to_string(),
             "candidates": base.len(),
