@@ -2,7 +2,8 @@
 //! message) unless environment variables name the devices:
 //!
 //! - `CLIP_EDGE_TEST_GPIO_CHIP` and `CLIP_EDGE_TEST_GPIO_LINE`: an input line to
-//!   request for edge events (the test only checks the request and a timeout),
+//!   request for edge events (the test checks the request, a timeout and that
+//!   the line's level reads, as the enrolment button's hold does),
 //!   and `CLIP_EDGE_TEST_GPIO_OUT_LINE`: an output line to pulse.
 //! - `CLIP_EDGE_TEST_V4L2_DEVICE` (and optionally `CLIP_EDGE_TEST_V4L2_FORMAT`,
 //!   mjpeg or yuyv): a camera to capture three frames from.
@@ -34,6 +35,8 @@ fn real_gpio_line_can_be_requested_for_edges_and_pulsed() {
         .expect("request");
     let r = t.wait(Duration::from_millis(50)).expect("wait");
     assert!(matches!(r, Wait::Timeout | Wait::Event(_)));
+    // The enrolment button's hold is this level, read through the same request.
+    assert!(t.is_active().expect("line value").is_some(), "a GPIO line always has a level");
     if let Some(out) = var("CLIP_EDGE_TEST_GPIO_OUT_LINE") {
         let pin = open_cdev(&chip, out.parse().expect("number"), false).expect("output line");
         let mut p =
