@@ -350,13 +350,7 @@ impl Daemon {
         match result {
             Ok((done, frames)) => {
                 self.seq += 1;
-                log::info!(
-                    "enrolled {} frame(s) of '{}': the class holds {} shots, the store {}",
-                    done.added,
-                    done.class,
-                    done.class_shots,
-                    done.store_shots
-                );
+                log::info!("enrolled {done}");
                 self.sink.emit(Event::Enrolled {
                     seq: self.seq,
                     trigger_ts_ns: ev.ts_ns,

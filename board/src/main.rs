@@ -136,16 +136,7 @@ fn enroll(
     if json {
         println!("{}", serde_json::to_string(&done)?);
     } else {
-        println!(
-            "stored {} shot(s) of '{}'{}{}: the class holds {}, the store {} shots, {} bytes",
-            done.added,
-            done.class,
-            if done.new_class { " (new image-only class)" } else { "" },
-            if done.replaced > 0 { format!(", {} oldest replaced", done.replaced) } else { String::new() },
-            done.class_shots,
-            done.store_shots,
-            done.file_len
-        );
+        println!("stored {done}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1078,6 +1078,23 @@ pub struct Enrolled {
     pub file_len: u64,
 }
 
+impl fmt::Display for Enrolled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} shot(s) of '{}'", self.added, self.class)?;
+        if self.new_class {
+            f.write_str(" (new image-only class)")?;
+        }
+        if self.replaced > 0 {
+            write!(f, ", {} oldest replaced", self.replaced)?;
+        }
+        write!(
+            f,
+            "; the class holds {}, the store {} shots, {} bytes",
+            self.class_shots, self.store_shots, self.file_len
+        )
+    }
+}
+
 /// Adds `embeddings` as shots of `class` to the store at `path`, under the
 /// store's lock, in one atomic write: either every shot is stored or, on any
 /// error (another model's store, a background label, the store's cap), the

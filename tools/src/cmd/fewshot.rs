@@ -38,17 +38,7 @@ pub fn add(a: &FewshotAddArgs) -> anyhow::Result<ExitCode> {
             json!({"store": path.display().to_string(), "bytes_before": before, "enrolled": done})
         );
     } else {
-        println!(
-            "{}: {} shot(s) of '{}'{}{}; the class holds {}, the store {} shots, {} bytes (was {before})",
-            path.display(),
-            done.added,
-            done.class,
-            if done.new_class { " (new image-only class)" } else { "" },
-            if done.replaced > 0 { format!(", {} oldest replaced", done.replaced) } else { String::new() },
-            done.class_shots,
-            done.store_shots,
-            done.file_len
-        );
+        println!("{}: {done} (was {before})", path.display());
     }
     Ok(ExitCode::SUCCESS)
 }
