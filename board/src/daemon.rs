@@ -323,9 +323,6 @@ impl Daemon {
             }
         };
         if let Some(ev) = pressed {
-            if let Some(b) = self.button.as_mut() {
-                let _ = b.drain();
-            }
             self.enroll(ev);
         }
     }
@@ -342,6 +339,9 @@ impl Daemon {
             cfg.interval,
             &mut || button.is_active().ok().flatten() != Some(false),
         );
+        // Edges that came while capturing (the release, bounces) end this
+        // enrolment; they must not start another.
+        let _ = button.drain();
         self.button = Some(button);
         let path = self.clf.store.path().to_path_buf();
         let result = captured.and_then(|shots| {

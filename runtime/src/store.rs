@@ -586,11 +586,10 @@ impl PromptStore {
         if self.header.text_rows == self.header.count {
             return self.text_block().dot(query, out);
         }
-        let mut text = vec![0f32; self.header.text_rows as usize];
-        self.text_block().dot(query, &mut text);
+        let text = self.text_block();
         for (o, r) in out.iter_mut().zip(&self.rows) {
             *o = match *r {
-                RowRef::Text(t) => text[t],
+                RowRef::Text(t) => text.dot_row(t, query),
                 RowRef::Prototype(p) => dot(&self.prototypes[p * d..(p + 1) * d], query),
             };
         }
@@ -645,22 +644,19 @@ impl Rows<'_> {
     }
 
     fn dot(&self, query: &[f32], out: &mut [f32]) {
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = self.dot_row(i, query);
+        }
+    }
+
+    fn dot_row(&self, i: usize, query: &[f32]) -> f32 {
         let d = query.len();
         match self {
-            Rows::F32(v) => {
-                for (o, row) in out.iter_mut().zip(v.chunks_exact(d)) {
-                    *o = dot(row, query);
-                }
-            }
-            Rows::F16(v) => {
-                for (o, row) in out.iter_mut().zip(v.chunks_exact(d)) {
-                    *o = row.iter().zip(query).map(|(a, b)| a.to_f32() * b).sum();
-                }
-            }
+            Rows::F32(v) => dot(&v[i * d..(i + 1) * d], query),
+            Rows::F16(v) => v[i * d..(i + 1) * d].iter().zip(query).map(|(a, b)| a.to_f32() * b).sum(),
             Rows::Int8 { scales, values } => {
-                for ((o, row), s) in out.iter_mut().zip(values.chunks_exact(d)).zip(scales.iter()) {
-                    *o = row.iter().zip(query).map(|(&a, b)| a as f32 * b).sum::<f32>() * s;
-                }
+                values[i * d..(i + 1) * d].iter().zip(query).map(|(&a, b)| a as f32 * b).sum::<f32>()
+                    * scales[i]
             }
         }
     }
