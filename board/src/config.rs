@@ -184,6 +184,8 @@ pub struct Config {
     pub precision: Option<Precision>,
     /// Prompt store (bundle default if `None`).
     pub prompts: Option<PathBuf>,
+    /// Threads for the image encoder's matrix products.
+    pub threads: usize,
     /// Trigger settings.
     pub trigger: TriggerConfig,
     /// Camera settings.
@@ -227,6 +229,7 @@ struct RawModel {
     bundle: String,
     precision: Option<String>,
     prompts: Option<String>,
+    threads: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -424,6 +427,13 @@ impl Config {
             return Err(key("decision.top", format!("{top} is out of range 1..=16")));
         }
 
+        let threads = raw.model.threads.unwrap_or(1);
+        if !(1..=clip_edge_runtime::encoder::MAX_THREADS).contains(&threads) {
+            return Err(key(
+                "model.threads",
+                format!("{threads} is out of range 1..={}", clip_edge_runtime::encoder::MAX_THREADS),
+            ));
+        }
         let enroll = match &raw.enroll {
             None => None,
             Some(e) => {
@@ -466,6 +476,7 @@ impl Config {
             bundle: resolve(&raw.model.bundle),
             precision,
             prompts: raw.model.prompts.as_deref().map(resolve),
+            threads,
             trigger: TriggerConfig { source, cooldown: Duration::from_millis(raw.trigger.cooldown_ms) },
             camera,
             pin,
@@ -607,6 +618,7 @@ agree = 2
             ("bundle = \"../../models/default\"", "bundle = \"x\"\nprecision = \"f64\"", "'model.precision'"),
             ("count = 3", "count = 3\nspeed = 2", "unknown field `speed`"),
             ("agree = 2", "agree = 2\nshot_weight = -1.0", "shot_weight"),
+            ("bundle = \"../../models/default\"", "bundle = \"x\"\nthreads = 0", "'model.threads'"),
             ("[decision]", "[enroll]\nclass = \"van\"\nframes = 0\n[decision]", "'enroll.frames'"),
             ("[decision]", "[enroll]\nclass = \" \"\n[decision]", "'enroll.class'"),
             (

@@ -131,6 +131,7 @@ impl Daemon {
     ) -> Result<Daemon, StartError> {
         let bundle = Bundle::load(&config.bundle)?;
         let mut clf = Classifier::load(&bundle, config.precision, config.prompts.as_deref())?;
+        clf.encoder.set_threads(config.threads)?;
         let size = bundle.preprocess.size;
         let probe = image::RgbImage::from_pixel(size, size, image::Rgb([128, 128, 128]));
         clf.encoder.encode(&probe)?;

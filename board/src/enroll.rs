@@ -117,6 +117,7 @@ pub fn run_once(
         .and_then(|s| s.check_model(&bundle.fingerprint, bundle.embed_dim))
         .map_err(|source| EnrollError::Store { class: class.into(), source })?;
     let mut encoder = ImageEncoder::load(&bundle, config.precision).map_err(model)?;
+    encoder.set_threads(config.threads).map_err(model)?;
     let mut cam = camera::open(&config.camera).map_err(|source| EnrollError::Camera {
         class: class.into(),
         captured: 0,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use image::RgbImage;
+use tract_linalg::multithread::{multithread_tract_scope, Executor};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
@@ -82,7 +83,12 @@ pub struct ImageEncoder {
     state: TypedSimpleState,
     input: Option<Arc<Tensor>>,
     load_timing: LoadTiming,
+    executor: Executor,
+    threads: usize,
 }
+
+/// The most inference threads [`ImageEncoder::set_threads`] accepts.
+pub const MAX_THREADS: usize = 64;
 
 impl std::fmt::Debug for ImageEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -90,6 +96,7 @@ impl std::fmt::Debug for ImageEncoder {
             .field("path", &self.path)
             .field("precision", &self.precision)
             .field("embed_dim", &self.embed_dim)
+            .field("threads", &self.threads)
             .finish_non_exhaustive()
     }
 }
@@ -188,6 +195,8 @@ impl ImageEncoder {
             state,
             input: None,
             load_timing,
+            executor: Executor::SingleThread,
+            threads: 1,
         })
     }
 
@@ -265,10 +274,38 @@ impl ImageEncoder {
         }
     }
 
+    /// Runs matrix products on `threads` threads (a private pool; 1 runs them
+    /// on the caller's thread, the default). Boards with 2-4 cores gain most
+    /// on large models; see `docs/performance.md`.
+    pub fn set_threads(&mut self, threads: usize) -> Result<()> {
+        if !(1..=MAX_THREADS).contains(&threads) {
+            return Err(Error::Usage(format!("threads {threads} is out of range 1..={MAX_THREADS}")));
+        }
+        self.executor = if threads == 1 {
+            Executor::SingleThread
+        } else {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("clip-edge-mm-{i}"))
+                .build()
+                .map_err(|e| Error::Usage(format!("cannot start {threads} inference threads: {e}")))?;
+            Executor::MultiThread(Arc::new(pool))
+        };
+        self.threads = threads;
+        Ok(())
+    }
+
+    /// Threads used for matrix products.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
     fn run_input(&mut self, input: Arc<Tensor>) -> Result<(Embedding, Duration)> {
         let t0 = Instant::now();
+        let (state, executor) = (&mut self.state, self.executor.clone());
         let outputs =
-            self.state.run(tvec![TValue::from_const(Arc::clone(&input))]).map_err(|e| self.infer_err(e))?;
+            multithread_tract_scope(executor, || state.run(tvec![TValue::from_const(Arc::clone(&input))]))
+                .map_err(|e| self.infer_err(e))?;
         let infer = t0.elapsed();
         // The state drops its reference to the input at the end of the run, so
         // the buffer is exclusive again and is refilled in place next time.

@@ -273,7 +273,7 @@ def package(args) -> None:
         for precision in args.precisions:
             dst = tmp / f"image_{precision}.onnx"
             if precision == "int8":
-                eb.quantise_int8_dynamic(img_f32, dst)
+                eb.make_int8(img_f32, dst, "weights")
             elif precision == "f16":
                 eb.convert_f16_weights(img_f32, dst)
             extra[precision] = dst

@@ -118,6 +118,10 @@ pub struct ModelArgs {
     /// Image-encoder precision (f32, f16, int8); the bundle's default if omitted.
     #[arg(long, value_name = "P")]
     pub precision: Option<Precision>,
+    /// Threads for the image encoder's matrix products (1: the calling thread only).
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=clip_edge_runtime::encoder::MAX_THREADS as i64))]
+    pub threads: u16,
 }
 
 /// Arguments of `classify`.

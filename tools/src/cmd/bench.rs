@@ -59,6 +59,7 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<ExitCode> {
     let bundle = load_bundle(&a.model.bundle)?;
     let mut clf = Classifier::load(&bundle, a.model.precision, a.prompts.as_deref())
         .with_context(|| format!("cannot load model of bundle {}", bundle.dir.display()))?;
+    clf.encoder.set_threads(usize::from(a.model.threads)).context("--threads")?;
     let load = t0.elapsed();
     let rule = DecisionRule::default();
     let mut frame_once = || -> anyhow::Result<[Duration; 5]> {
@@ -93,6 +94,7 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<ExitCode> {
         let out = json!({
             "bundle": bundle.name,
             "precision": clf.encoder.precision().as_str(),
+            "threads": clf.encoder.threads(),
             "image": a.image.display().to_string(),
             "frames": a.frames,
             "cold_start_ms": ms(cold_start),
@@ -109,7 +111,13 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<ExitCode> {
         });
         println!("{out}");
     } else {
-        println!("bundle {} ({}), image {}", bundle.name, clf.encoder.precision(), a.image.display());
+        println!(
+            "bundle {} ({}, {} thread(s)), image {}",
+            bundle.name,
+            clf.encoder.precision(),
+            clf.encoder.threads(),
+            a.image.display()
+        );
         println!(
             "cold start   {:.1} ms (read {:.1}, parse {:.1}, optimise {:.1}, first frame {:.1})",
             ms(cold_start),

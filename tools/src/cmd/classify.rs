@@ -20,6 +20,7 @@ pub fn run(a: &ClassifyArgs) -> anyhow::Result<ExitCode> {
     let bundle = load_bundle(&a.model.bundle)?;
     let mut clf = Classifier::load(&bundle, a.model.precision, a.prompts.as_deref())
         .with_context(|| format!("cannot load model of bundle {}", bundle.dir.display()))?;
+    clf.encoder.set_threads(usize::from(a.model.threads)).context("--threads")?;
     let lt = clf.encoder.load_timing();
     log::info!(
         "model {} ({}) ready in {:.1} ms; {} prompts from {}",

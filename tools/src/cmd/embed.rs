@@ -34,6 +34,7 @@ pub fn run(a: &EmbedArgs) -> anyhow::Result<ExitCode> {
     }
     let mut encoder = ImageEncoder::load(&bundle, a.model.precision)
         .with_context(|| format!("cannot load model of bundle {}", bundle.dir.display()))?;
+    encoder.set_threads(usize::from(a.model.threads)).context("--threads")?;
     let mut failed = 0usize;
     for path in &a.images {
         match load_rgb(path).and_then(|f| encoder.encode(&f)) {

@@ -187,6 +187,7 @@ pub fn run(a: &EvalArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     }
     let mut clf = Classifier::with_store(&bundle, a.model.precision, store)
         .with_context(|| format!("cannot load model of bundle {}", bundle.dir.display()))?;
+    clf.encoder.set_threads(usize::from(a.model.threads)).context("--threads")?;
     let total: usize = classes.iter().map(|c| c.images.len()).sum();
     if total == 0 {
         bail!("{}: the class folders hold no images", a.data.display());

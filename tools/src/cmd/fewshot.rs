@@ -24,6 +24,7 @@ pub fn add(a: &FewshotAddArgs) -> anyhow::Result<ExitCode> {
     let before = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     let mut encoder = ImageEncoder::load(&bundle, a.model.precision)
         .with_context(|| format!("cannot load model of bundle {}", bundle.dir.display()))?;
+    encoder.set_threads(usize::from(a.model.threads)).context("--threads")?;
     let mut embeddings = Vec::with_capacity(a.images.len());
     for img in &a.images {
         let e = load_rgb(img).and_then(|f| encoder.encode(&f)).context("nothing was stored")?;

@@ -1,0 +1,60 @@
+//! The default bundle's shipped int8 form (weight-only int8, folded to f32 at
+//! load): about 4x smaller than f32 on flash, and the same model: the same
+//! top-1 label and nearly the same embedding on every sample frame. And the
+//! inference thread setting, which must not change what the model computes.
+
+use clip_edge_runtime::frame::load_rgb;
+use clip_edge_runtime::{Bundle, Classifier, DecisionRule, Precision};
+use clip_edge_tests::{cosine, repo_root as root};
+
+#[test]
+fn shipped_int8_is_small_and_agrees_with_f32() {
+    let bundle = Bundle::load(root().join("models/default")).expect("bundle");
+    let size = |p: Precision| {
+        let file = &bundle.encoders.iter().find(|e| e.precision == p).expect("encoder").path;
+        std::fs::metadata(file).expect("encoder file").len() as f64
+    };
+    let ratio = size(Precision::F32) / size(Precision::Int8);
+    println!("int8 file is {ratio:.2}x smaller than f32");
+    assert!(ratio >= 3.5, "int8 is only {ratio:.2}x smaller than f32");
+
+    let mut f32 = Classifier::load(&bundle, Some(Precision::F32), None).expect("f32");
+    let mut int8 = Classifier::load(&bundle, Some(Precision::Int8), None).expect("int8");
+    let rule = DecisionRule::default();
+    let mut samples: Vec<_> = std::fs::read_dir(root().join("models/default/samples"))
+        .expect("samples")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    samples.sort();
+    assert!(samples.len() >= 16);
+    let mut worst = 1f32;
+    for path in &samples {
+        let frame = load_rgb(path).expect("frame");
+        let a = f32.encoder.encode(&frame).expect("f32 embedding");
+        let b = int8.encoder.encode(&frame).expect("int8 embedding");
+        let c = cosine(a.as_slice(), b.as_slice());
+        worst = worst.min(c);
+        let la = f32.score(&a, 1, &rule).expect("score").top[0].index;
+        let lb = int8.score(&b, 1, &rule).expect("score").top[0].index;
+        assert_eq!(la, lb, "{}: f32 and int8 disagree on the label", path.display());
+    }
+    println!("int8 vs f32 worst cosine over {} sample frames: {worst:.6}", samples.len());
+    assert!(worst > 0.999, "int8 drifted from f32: worst cosine {worst}");
+}
+
+#[test]
+fn two_inference_threads_give_the_same_embedding() {
+    let bundle = Bundle::load(root().join("models/default")).expect("bundle");
+    let mut one = clip_edge_runtime::ImageEncoder::load(&bundle, None).expect("encoder");
+    let mut two = clip_edge_runtime::ImageEncoder::load(&bundle, None).expect("encoder");
+    two.set_threads(2).expect("two threads");
+    assert_eq!((one.threads(), two.threads()), (1, 2));
+    assert!(two.set_threads(0).is_err() && two.set_threads(1000).is_err());
+    let frame = load_rgb(root().join("models/default/samples/dog-google.png")).expect("frame");
+    for _ in 0..3 {
+        let a = one.encode(&frame).expect("one thread");
+        let b = two.encode(&frame).expect("two threads");
+        let c = cosine(a.as_slice(), b.as_slice());
+        assert!(c > 0.99999, "threads changed the embedding: cosine {c}");
+    }
+}
