@@ -132,9 +132,11 @@ impl ImageEncoder {
             |e: &dyn std::fmt::Display| Error::Model { path: file.path.clone(), message: one_line(e) };
 
         let t1 = Instant::now();
-        let mut model = tract_onnx::onnx()
-            .model_for_read(&mut bytes.as_slice())
+        let (mut model, folded) = crate::dequant::load_onnx(&bytes)
             .map_err(|e| model_err(&format!("not a readable ONNX model: {e:#}")))?;
+        if folded > 0 {
+            log::debug!("{}: {folded} int8 weights dequantised to f32 at load", file.path.display());
+        }
         let inputs = model.input_outlets().map_err(|e| model_err(&e))?.len();
         let outputs = model.output_outlets().map_err(|e| model_err(&e))?.len();
         if inputs != 1 || outputs < 1 {

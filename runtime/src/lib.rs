@@ -10,6 +10,7 @@
 //! - [`Classifier`]: all of it together for one bundle and one store.
 
 pub mod bundle;
+mod dequant;
 pub mod encoder;
 mod error;
 pub mod frame;
