@@ -17,6 +17,7 @@ import json
 import math
 import pathlib
 import random
+import sys
 from collections import defaultdict
 
 import numpy as np
@@ -91,6 +92,15 @@ def load_concepts() -> list[dict]:
             "openmoji": o["hexcode"] if o is not None else None,
         })
     return concepts
+
+
+def load_concepts_or_report() -> list[dict] | None:
+    """load_concepts(), or None after printing why on stderr (scripts then exit 2)."""
+    try:
+        return load_concepts()
+    except DataMissing as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None
 
 
 def heldout_split(concepts: list[dict]) -> set[str]:

@@ -28,7 +28,6 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import emoji_data  # noqa: E402
-from emoji_data import DataMissing  # noqa: E402
 
 EVAL_TEMPLATES = list(dict.fromkeys(emoji_data.NAME_TEMPLATES))
 
@@ -87,10 +86,8 @@ def main() -> int:
                    help="clip-edge binary (dependencies are optimised in the dev profile too)")
     p.add_argument("--out", help="write the report JSON here")
     args = p.parse_args()
-    try:
-        concepts = emoji_data.load_concepts()
-    except DataMissing as e:
-        print(f"error: {e}", file=sys.stderr)
+    concepts = emoji_data.load_concepts_or_report()
+    if concepts is None:
         return 2
     binary = pathlib.Path(args.clip_edge)
     if not binary.is_file():

@@ -30,7 +30,6 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import emoji_data  # noqa: E402
 import eval_default  # noqa: E402
-from emoji_data import DataMissing  # noqa: E402
 
 
 def make_set(folder: pathlib.Path, concepts: list[dict], styles: list, frames: int, seed: int) -> int:
@@ -65,10 +64,8 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=7000)
     p.add_argument("--clip-edge", default=str(emoji_data.ROOT / "target" / "debug" / "clip-edge"))
     args = p.parse_args()
-    try:
-        concepts = emoji_data.load_concepts()
-    except DataMissing as e:
-        print(f"error: {e}", file=sys.stderr)
+    concepts = emoji_data.load_concepts_or_report()
+    if concepts is None:
         return 2
     bundle = pathlib.Path(args.bundle)
     held = set((bundle / "heldout_concepts.txt").read_text().split("\n")) - {""}
