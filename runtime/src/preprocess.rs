@@ -171,6 +171,8 @@ pub struct Preprocessor {
     geometry: Option<Geometry>,
     /// Horizontally resampled rows (only the rows the vertical pass reads), RGB u8.
     tmp: Vec<u8>,
+    /// One output row's accumulators for the vertical pass.
+    acc: Vec<i32>,
     row_lo: usize,
 }
 
@@ -191,6 +193,7 @@ impl Preprocessor {
             vert: AxisCoeffs::default(),
             geometry: None,
             tmp: Vec::new(),
+            acc: Vec::new(),
             row_lo: 0,
         }
     }
@@ -244,38 +247,42 @@ impl Preprocessor {
         for r in 0..rows {
             let in_row = &src[(self.row_lo + r) * row_bytes..(self.row_lo + r + 1) * row_bytes];
             let out_row = &mut self.tmp[r * s * 3..(r + 1) * s * 3];
-            for x in 0..s {
+            for (x, px) in out_row.chunks_exact_mut(3).enumerate() {
                 let (start, weights) = self.horiz.taps(x);
+                let taps = &in_row[start * 3..(start + weights.len()) * 3];
                 let mut acc = [1i32 << (PRECISION_BITS - 1); 3];
-                for (k, &wt) in weights.iter().enumerate() {
-                    let p = &in_row[(start + k) * 3..(start + k) * 3 + 3];
+                for (p, &wt) in taps.chunks_exact(3).zip(weights) {
                     acc[0] += p[0] as i32 * wt;
                     acc[1] += p[1] as i32 * wt;
                     acc[2] += p[2] as i32 * wt;
                 }
-                out_row[x * 3] = clip8(acc[0]);
-                out_row[x * 3 + 1] = clip8(acc[1]);
-                out_row[x * 3 + 2] = clip8(acc[2]);
+                px[0] = clip8(acc[0]);
+                px[1] = clip8(acc[1]);
+                px[2] = clip8(acc[2]);
             }
         }
         let plane = s * s;
         let (r_plane, rest) = out.split_at_mut(plane);
         let (g_plane, b_plane) = rest.split_at_mut(plane);
+        let row_len = s * 3;
+        // Integer sums are exact in any order, so the vertical pass walks whole
+        // rows (contiguous, vectorisable) instead of one output pixel at a time.
+        self.acc.resize(row_len, 0);
         for y in 0..s {
             let (start, weights) = self.vert.taps(y);
             let first = start - self.row_lo;
-            for x in 0..s {
-                let mut acc = [1i32 << (PRECISION_BITS - 1); 3];
-                for (k, &wt) in weights.iter().enumerate() {
-                    let p = &self.tmp[((first + k) * s + x) * 3..((first + k) * s + x) * 3 + 3];
-                    acc[0] += p[0] as i32 * wt;
-                    acc[1] += p[1] as i32 * wt;
-                    acc[2] += p[2] as i32 * wt;
+            self.acc.fill(1i32 << (PRECISION_BITS - 1));
+            for (k, &wt) in weights.iter().enumerate() {
+                let row = &self.tmp[(first + k) * row_len..(first + k + 1) * row_len];
+                for (a, &p) in self.acc.iter_mut().zip(row) {
+                    *a += p as i32 * wt;
                 }
+            }
+            for (x, px) in self.acc.chunks_exact(3).enumerate() {
                 let i = y * s + x;
-                r_plane[i] = self.lut[0][clip8(acc[0]) as usize];
-                g_plane[i] = self.lut[1][clip8(acc[1]) as usize];
-                b_plane[i] = self.lut[2][clip8(acc[2]) as usize];
+                r_plane[i] = self.lut[0][clip8(px[0]) as usize];
+                g_plane[i] = self.lut[1][clip8(px[1]) as usize];
+                b_plane[i] = self.lut[2][clip8(px[2]) as usize];
             }
         }
     }
