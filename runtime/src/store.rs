@@ -1042,11 +1042,22 @@ impl StoreBuilder {
 /// concurrent editors (two enrolments, a host tool and the device) never
 /// lose each other's changes. When `edit` fails nothing is written.
 pub fn update<T>(path: &Path, edit: impl FnOnce(&mut StoreBuilder) -> Result<T>) -> Result<T> {
+    edit_locked(path, |_, b| edit(b)).map(|(out, _)| out)
+}
+
+/// [`update`] with the store as read (for checks before editing); also
+/// returns the length of the file written.
+fn edit_locked<T>(
+    path: &Path,
+    edit: impl FnOnce(&PromptStore, &mut StoreBuilder) -> Result<T>,
+) -> Result<(T, u64)> {
     let _lock = lock(path)?;
-    let mut builder = PromptStore::open(path)?.to_builder();
-    let out = edit(&mut builder)?;
-    builder.write(path)?;
-    Ok(out)
+    let store = PromptStore::open(path)?;
+    let mut builder = store.to_builder();
+    let out = edit(&store, &mut builder)?;
+    let bytes = builder.to_bytes()?;
+    write_atomic(path, &bytes)?;
+    Ok((out, bytes.len() as u64))
 }
 
 /// An exclusive lock on `PATH.lock`, released when dropped. Every writer of
@@ -1116,32 +1127,30 @@ pub fn enroll(
     if embeddings.is_empty() {
         return Err(Error::Usage(format!("no frames to enrol for '{class}'")));
     }
-    let _lock = lock(path)?;
-    let store = PromptStore::open(path)?;
-    store.check_model(fingerprint, dim)?;
-    let mut b = store.to_builder();
-    let mut out = Enrolled {
-        class: class.to_string(),
-        added: 0,
-        replaced: 0,
-        new_class: false,
-        class_shots: 0,
-        store_shots: 0,
-        file_len: 0,
-    };
-    for e in embeddings {
-        let added = b
-            .add_shot(class, e, captured_at_ms)
-            .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
-        out.added += 1;
-        out.new_class |= added.new_class;
-        out.replaced += usize::from(added.replaced_ms.is_some());
-        out.class_shots = b.count_shots(added.entry);
-    }
-    out.store_shots = b.shots.len();
-    let bytes = b.to_bytes()?;
-    out.file_len = bytes.len() as u64;
-    write_atomic(path, &bytes)?;
+    let (mut out, file_len) = edit_locked(path, |store, b| {
+        store.check_model(fingerprint, dim)?;
+        let mut out = Enrolled {
+            class: class.to_string(),
+            added: 0,
+            replaced: 0,
+            new_class: false,
+            class_shots: 0,
+            store_shots: 0,
+            file_len: 0,
+        };
+        for e in embeddings {
+            let added = b
+                .add_shot(class, e, captured_at_ms)
+                .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
+            out.added += 1;
+            out.new_class |= added.new_class;
+            out.replaced += usize::from(added.replaced_ms.is_some());
+            out.class_shots = b.count_shots(added.entry);
+        }
+        out.store_shots = b.shots.len();
+        Ok(out)
+    })?;
+    out.file_len = file_len;
     Ok(out)
 }
 
