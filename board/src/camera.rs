@@ -203,11 +203,24 @@ impl V4l2 {
 
     fn wait_readable(&self, timeout: Duration) -> Result<bool, CameraError> {
         use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        let deadline = Instant::now() + timeout;
         let mut fds = [PollFd::new(&self.stream, PollFlags::IN)];
-        let ts = Timespec { tv_sec: timeout.as_secs() as i64, tv_nsec: timeout.subsec_nanos() as i64 };
-        let n = poll(&mut fds, Some(&ts)).map_err(|e| {
-            CameraError::new(CameraErrorKind::Unavailable, &self.device, format!("poll: {e}"))
-        })?;
+        let n = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ts = Timespec { tv_sec: left.as_secs() as i64, tv_nsec: left.subsec_nanos() as i64 };
+            match poll(&mut fds, Some(&ts)) {
+                // SIGTERM lets the current capture finish: wait out the rest.
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => {
+                    return Err(CameraError::new(
+                        CameraErrorKind::Unavailable,
+                        &self.device,
+                        format!("poll: {e}"),
+                    ))
+                }
+                Ok(n) => break n,
+            }
+        };
         if fds[0].revents().intersects(PollFlags::ERR | PollFlags::HUP) {
             return Err(CameraError::new(
                 CameraErrorKind::Unavailable,

@@ -83,6 +83,9 @@ pub fn open_cdev(
     use linux_embedded_hal::gpio_cdev::{Chip, LineRequestFlags};
     let err = |m: String| OutputError { device: chip.into(), message: m };
     let mut c = Chip::new(chip).map_err(|e| err(format!("cannot open GPIO chip: {e}")))?;
+    if line >= c.num_lines() {
+        return Err(err(crate::trigger::no_such_line(line, c.label(), c.num_lines())));
+    }
     let l = c.get_line(line).map_err(|e| err(format!("no line {line}: {e}")))?;
     let mut flags = LineRequestFlags::OUTPUT;
     if active_low {

@@ -260,6 +260,15 @@ impl GpioTrigger {
         active_low: bool,
     ) -> Result<GpioTrigger, TriggerError> {
         use gpiocdev::line::{Bias as B, EdgeDetection as E};
+        let info = gpiocdev::Chip::from_path(chip).and_then(|c| c.info()).map_err(|e| {
+            TriggerError::Device { path: chip.into(), message: format!("cannot open GPIO chip: {e}") }
+        })?;
+        if line >= info.num_lines {
+            return Err(TriggerError::Device {
+                path: chip.into(),
+                message: no_such_line(line, &info.label, info.num_lines),
+            });
+        }
         let mut b = gpiocdev::Request::builder();
         b.on_chip(chip).with_consumer("clip-edge").with_line(line).as_input();
         b.with_edge_detection(match edge {
@@ -307,12 +316,26 @@ impl GpioTrigger {
     }
 }
 
+/// The message for a line number the chip does not have (GPIO trigger and output pin).
+pub(crate) fn no_such_line(line: u32, chip_label: &str, lines: u32) -> String {
+    format!("no line {line}: chip '{chip_label}' has {lines} lines (0 to {})", lines.saturating_sub(1))
+}
+
 impl Trigger for GpioTrigger {
     fn wait(&mut self, timeout: Duration) -> Result<Wait, TriggerError> {
-        if self.req.wait_edge_event(timeout).map_err(|e| self.err(e))? {
-            Ok(Wait::Event(self.read()?))
-        } else {
-            Ok(Wait::Timeout)
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        let mut fds = [PollFd::new(&self.req, PollFlags::IN)];
+        let ts = Timespec { tv_sec: timeout.as_secs() as i64, tv_nsec: timeout.subsec_nanos() as i64 };
+        match poll(&mut fds, Some(&ts)) {
+            // A signal (SIGTERM) interrupts poll whatever SA_RESTART says: the
+            // caller's loop checks its shutdown flag before waiting again.
+            Err(rustix::io::Errno::INTR) => Ok(Wait::Timeout),
+            Err(e) => Err(self.err(format!("poll: {e}"))),
+            Ok(0) => Ok(Wait::Timeout),
+            Ok(_) if fds[0].revents().intersects(PollFlags::ERR | PollFlags::HUP) => {
+                Err(self.err("the line request was revoked (chip removed?)"))
+            }
+            Ok(_) => Ok(Wait::Event(self.read()?)),
         }
     }
 
@@ -420,6 +443,6 @@ mod tests {
         )
         .expect_err("no chip")
         .to_string();
-        assert!(e.starts_with("/dev/gpiochip-none: cannot request line 3"), "{e}");
+        assert!(e.starts_with("/dev/gpiochip-none: cannot open GPIO chip"), "{e}");
     }
 }

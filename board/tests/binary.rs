@@ -104,7 +104,7 @@ fn start_up_errors_name_the_key_or_device() {
         ("[model]\nbundle = \"x\"\n[trigger]\nsource = \"laser\"\n[camera]\nsource = \"replay\"\nfolder = \"f\"\n".to_string(), "key 'trigger.source'"),
         (
             format!("[model]\nbundle = \"{}\"\n[trigger]\nsource = \"gpio\"\nchip = \"/dev/gpiochip-missing\"\nline = 3\n[camera]\nsource = \"replay\"\nfolder = \"f\"\n", bundle.display()),
-            "/dev/gpiochip-missing: cannot request line 3",
+            "/dev/gpiochip-missing: cannot open GPIO chip",
         ),
         (
             format!("[model]\nbundle = \"{}\"\n[trigger]\nsource = \"stdin\"\n[camera]\nsource = \"v4l2\"\ndevice = \"/dev/video-missing\"\n", bundle.display()),

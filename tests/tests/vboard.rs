@@ -1,0 +1,126 @@
+//! The device binary on a virtual ARM board (`tools/vboard/`): qemu-system-aarch64
+//! `virt` with Debian's arm64 kernel, the PL061 GPIO controller's character
+//! device and the vivid V4L2 camera. Heavy (cross-builds the release device
+//! binary, boots a kernel under emulation), so it runs only when
+//! `CLIP_EDGE_VBOARD=1`; `.ci/run` sets it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+const PRESSES: usize = 3;
+
+fn lines_with<'a>(console: &'a str, prefix: &str) -> Vec<&'a str> {
+    console.lines().filter_map(|l| l.strip_prefix(prefix)).collect()
+}
+
+fn seconds_after(line: &str, word: &str) -> f64 {
+    let rest = &line[line.find(word).unwrap_or_else(|| panic!("'{word}' in '{line}'")) + word.len()..];
+    rest.split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("seconds in '{line}'"))
+}
+
+#[test]
+fn daemon_on_a_virtual_arm_board_handles_gpio_edges_v4l2_frames_a_camera_loss_and_sigterm() {
+    if std::env::var("CLIP_EDGE_VBOARD").as_deref() != Ok("1") {
+        eprintln!("skipped: CLIP_EDGE_VBOARD=1 runs the virtual ARM board (tools/vboard/run.sh)");
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+    let out = PathBuf::from(
+        std::env::var("CLIP_EDGE_VBOARD_OUT")
+            .unwrap_or_else(|_| root.join("target/vboard/test").display().to_string()),
+    );
+    let status = Command::new(root.join("tools/vboard/run.sh"))
+        .args(["--presses", &PRESSES.to_string(), "--timeout", "900", "--out"])
+        .arg(&out)
+        .status()
+        .expect("run tools/vboard/run.sh");
+    let console = std::fs::read_to_string(out.join("console.txt")).expect("console.txt");
+    assert!(status.success(), "tools/vboard/run.sh failed; console in {}", out.display());
+
+    let ours = lines_with(&console, "vboard: ");
+    let find = |p: &str| {
+        ours.iter().copied().find(|l| l.starts_with(p)).unwrap_or_else(|| panic!("no 'vboard: {p}' line"))
+    };
+
+    let wrong = find("wrong line: ");
+    assert!(wrong.starts_with("wrong line: exit 1 "), "a wrong GPIO line must fail the self-check: {wrong}");
+    assert!(
+        wrong.contains("/dev/gpiochip0") && wrong.contains("no line 99") && wrong.contains("8 lines"),
+        "the error names the chip, the line and the lines it has: {wrong}"
+    );
+
+    let wrong = find("wrong output line: ");
+    assert!(wrong.starts_with("wrong output line: exit 1 "), "a wrong output line must fail: {wrong}");
+    assert!(wrong.contains("/dev/gpiochip0") && wrong.contains("no line 42"), "{wrong}");
+
+    let enrolled: Value =
+        serde_json::from_str(find("enrolled ").split_once(": ").expect("json").1).expect("enrolment JSON");
+    assert_eq!(enrolled["added"], 3, "three V4L2 frames enrolled: {enrolled}");
+
+    let events: Vec<Value> = std::fs::read_to_string(out.join("events.jsonl"))
+        .expect("events.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("event line {l}: {e}")))
+        .collect();
+    let of = |t: &str| events.iter().filter(|e| e["type"] == t).collect::<Vec<_>>();
+    let ready = of("ready");
+    assert_eq!(ready.len(), 1, "one ready event");
+    assert_eq!(ready[0]["trigger"], "GPIO /dev/gpiochip0 line 3");
+    assert!(ready[0]["camera"].as_str().is_some_and(|c| c.starts_with("V4L2 camera /dev/video0 Yuyv")));
+
+    let handled: Vec<&Value> =
+        events.iter().filter(|e| e["type"] == "event" || e["type"] == "error").collect();
+    assert!(handled.len() > PRESSES + 1, "presses, the camera loss and the recovery: {handled:?}");
+    let presses = &handled[..PRESSES];
+    let mut last_ts = 0;
+    for e in presses {
+        assert_eq!(e["type"], "event", "{e}");
+        let ts = e["trigger_ts_ns"].as_u64().expect("trigger_ts_ns");
+        assert!(ts > last_ts, "kernel timestamps increase: {ts} after {last_ts}");
+        last_ts = ts;
+        assert_eq!(e["frames"], 1, "one V4L2 frame classified: {e}");
+        assert_eq!(e["coalesced"], 0, "one edge per press: {e}");
+        let t = &e["timing_ms"];
+        for stage in ["trigger_to_frame", "decode", "preprocess", "infer", "total"] {
+            assert!(t[stage].as_f64().is_some_and(|v| v > 0.0), "timing_ms.{stage} reported: {e}");
+        }
+        assert_eq!(e["label"], "test pattern", "the enrolled test pattern is recognised: {e}");
+        assert_eq!(e["output"], true, "the output pin was pulsed: {e}");
+    }
+    let loss = handled[PRESSES];
+    assert_eq!(loss["type"], "error", "the disconnected camera gives an error event: {loss}");
+    assert_eq!(loss["kind"], "camera");
+    assert!(loss["message"].as_str().is_some_and(|m| m.contains("/dev/video0")), "{loss}");
+    let recovered = handled.last().expect("recovery");
+    assert_eq!(recovered["type"], "event", "the camera came back: {recovered}");
+    assert_eq!(recovered["frames"], 1);
+    assert!(recovered["trigger_ts_ns"].as_u64().expect("ts") > last_ts);
+
+    let stopped = of("stopped");
+    assert_eq!(stopped.len(), 1, "one stopped event");
+    assert_eq!(stopped[0]["reason"], "signal", "{}", stopped[0]);
+    assert!(ours.contains(&"daemon exit 0 on SIGTERM"), "clean exit on SIGTERM");
+
+    let pin = lines_with(&console, "vboard: pin ");
+    let highs = pin.iter().filter(|l| l.starts_with("hi ")).count();
+    assert!(highs >= 1, "the output line was seen high in debugfs: {pin:?}");
+    assert!(pin.last().is_some_and(|l| l.starts_with("lo ")), "and low again: {pin:?}");
+
+    let boot = seconds_after(find("kernel "), " up at ");
+    let ready_at = seconds_after(find("ready at "), "ready at ");
+    let mut totals: Vec<f64> =
+        presses.iter().map(|e| e["timing_ms"]["total"].as_f64().expect("total")).collect();
+    totals.sort_by(f64::total_cmp);
+    let infer: Vec<f64> = presses.iter().map(|e| e["timing_ms"]["infer"].as_f64().expect("infer")).collect();
+    println!(
+        "virtual board: kernel up at {boot:.2} s, daemon ready at {ready_at:.2} s; trigger-to-decision \
+         median {:.0} ms (infer {infer:?} ms) under emulation; {} pin transitions",
+        totals[totals.len() / 2],
+        pin.len()
+    );
+}

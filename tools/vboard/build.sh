@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Builds the virtual ARM board: an arm64 Debian kernel and an initramfs holding
+# the aarch64 `clip-edge-board` binary with its glibc, the default bundle, the
+# vivid camera modules, v4l2-ctl and the init script (tools/vboard/init).
+# Debian packages are fetched with `apt-get download` into the cache folder
+# (kept between runs when the machine keeps it; never required).
+#
+# Usage: tools/vboard/build.sh [--bin PATH] [--out DIR]
+#   --bin PATH  use this aarch64 device binary instead of cross-building one
+#   --out DIR   where vmlinuz and initrd.cpio go (default target/vboard)
+# Environment: CLIP_EDGE_VBOARD_CACHE (default .cache/vboard).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+bin=""
+out="$root/target/vboard"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --bin) bin=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "build.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+cache=${CLIP_EDGE_VBOARD_CACHE:-$root/.cache/vboard}
+target=aarch64-unknown-linux-gnu
+t0=$(date +%s)
+
+if ! command -v qemu-system-aarch64 >/dev/null || ! command -v cpio >/dev/null \
+  || ! command -v aarch64-linux-gnu-readelf >/dev/null; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "build.sh: needs qemu-system-aarch64, cpio and the aarch64 binutils; as root run tools/cross/setup-debian.sh and apt-get install qemu-system-arm cpio" >&2
+    exit 1
+  fi
+  tools/cross/setup-debian.sh
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-arm cpio >/dev/null
+fi
+dpkg --print-foreign-architectures | grep -qx arm64 || {
+  echo "build.sh: dpkg has no arm64 architecture; run tools/cross/setup-debian.sh as root" >&2
+  exit 1
+}
+
+# The kernel package follows Debian's current ABI name (linux-image-6.1.0-N-arm64).
+kernel_package() {
+  apt-cache depends linux-image-arm64:arm64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[^:]*\).*/\1/p' | head -1
+}
+kpkg=$(kernel_package)
+if [ -z "$kpkg" ] && [ "$(id -u)" = 0 ]; then
+  apt-get update -qq
+  kpkg=$(kernel_package)
+fi
+[ -n "$kpkg" ] || { echo "build.sh: apt knows no linux-image-arm64:arm64; run apt-get update" >&2; exit 1; }
+pkgs=("$kpkg" busybox-static v4l-utils libv4l-0 libv4lconvert0 libv4l2rds0 libstdc++6 libgcc-s1 libudev1 libjpeg62-turbo)
+mkdir -p "$cache/debs"
+missing=()
+for p in "${pkgs[@]}"; do
+  ls "$cache/debs/${p}_"*_arm64.deb >/dev/null 2>&1 || missing+=("$p:arm64")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "fetching ${missing[*]}"
+  (cd "$cache/debs" && apt-get download -q "${missing[@]}" 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
+fi
+for p in "${pkgs[@]}"; do
+  ls "$cache/debs/${p}_"*_arm64.deb >/dev/null 2>&1 || { echo "build.sh: could not fetch $p:arm64" >&2; exit 1; }
+done
+
+if [ -z "$bin" ]; then
+  export RUSTC=/usr/bin/rustc CARGO_TARGET_DIR="$root/target/cross-release" \
+    CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
+  unset CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS
+  cargo build --locked --release --target $target -p clip-edge-board --bin clip-edge-board 2>&1 | tail -1
+  bin="$CARGO_TARGET_DIR/$target/release/clip-edge-board"
+fi
+[ -x "$bin" ] || { echo "build.sh: no device binary at $bin" >&2; exit 1; }
+
+debs=$(mktemp -d)
+trap 'rm -rf "$debs"' EXIT
+for p in "${pkgs[@]}"; do
+  # The newest cached version of each package (older ones may linger in a kept cache).
+  dpkg-deb -x "$(ls "$cache/debs/${p}_"*_arm64.deb | sort -V | tail -n 1)" "$debs"
+done
+kver=${kpkg#linux-image-}
+[ -d "$debs/lib/modules/$kver" ] || { echo "build.sh: $kpkg has no lib/modules/$kver" >&2; exit 1; }
+
+rm -rf "$out"
+mkdir -p "$out"
+fs="$out/root"
+mkdir -p "$fs"/{bin,sbin,lib,dev,proc,sys,run,tmp,etc/clip-edge,opt/clip-edge/bin,opt/clip-edge/models/default,usr/bin,lib/modules/media}
+cp "$debs/boot/vmlinuz-$kver" "$out/vmlinuz"
+cp "$debs/bin/busybox" "$fs/bin/busybox"
+ln -s busybox "$fs/bin/sh"
+cp tools/vboard/init "$fs/init"
+chmod 755 "$fs/init"
+cp tools/vboard/board.toml "$fs/etc/clip-edge/board.toml"
+cp "$bin" "$fs/opt/clip-edge/bin/clip-edge-board"
+cp "$debs/usr/bin/v4l2-ctl" "$fs/usr/bin/v4l2-ctl"
+# The device needs the manifest, the image encoders and the prompt store; the
+# text encoder stays on the host.
+for f in bundle.toml prompts.store image_encoder_f32.onnx image_encoder_f16.onnx image_encoder_int8.onnx; do
+  cp "models/default/$f" "$fs/opt/clip-edge/models/default/"
+done
+
+# Shared libraries: the cross glibc for the daemon, the packages' for v4l2-ctl.
+libdirs=(/usr/aarch64-linux-gnu/lib "$debs/lib/aarch64-linux-gnu" "$debs/usr/lib/aarch64-linux-gnu")
+find_lib() {
+  for d in "${libdirs[@]}"; do
+    if [ -e "$d/$1" ]; then echo "$d/$1"; return 0; fi
+  done
+  return 1
+}
+copy_needed() {
+  local lib path
+  for lib in $(aarch64-linux-gnu-readelf -d "$1" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p'); do
+    [ -e "$fs/lib/$lib" ] && continue
+    path=$(find_lib "$lib") || { echo "build.sh: $1 needs $lib, not found in ${libdirs[*]}" >&2; exit 1; }
+    cp -L "$path" "$fs/lib/$lib"
+    copy_needed "$fs/lib/$lib"
+  done
+}
+copy_needed "$fs/opt/clip-edge/bin/clip-edge-board"
+copy_needed "$fs/usr/bin/v4l2-ctl"
+cp -L "$(find_lib ld-linux-aarch64.so.1)" "$fs/lib/ld-linux-aarch64.so.1"
+
+# vivid and the modules it depends on, in load order (from each module's
+# .modinfo `depends=`; Debian's package has no modules.dep).
+moddir="$debs/lib/modules/$kver"
+order=()
+add_module() {
+  local name=$1 dep file
+  for m in "${order[@]}"; do [ "$m" = "$name" ] && return 0; done
+  file=$(find "$moddir/kernel" -name "$name.ko" | head -1)
+  [ -n "$file" ] || { echo "build.sh: module $name not in $kpkg" >&2; exit 1; }
+  for dep in $(tr '\0' '\n' <"$file" | sed -n 's/^depends=//p' | tr ',' ' '); do
+    add_module "$dep"
+  done
+  cp "$file" "$fs/lib/modules/media/"
+  order+=("$name")
+}
+add_module vivid
+printf '%s\n' "${order[@]}" >"$fs/lib/modules/media/order"
+
+(cd "$fs" && find . | LC_ALL=C sort | cpio -o -H newc --quiet >"$out/initrd.cpio")
+rm -rf "$fs"
+echo "kernel $kver: $out/vmlinuz ($(stat -c %s "$out/vmlinuz") bytes)"
+echo "initramfs: $out/initrd.cpio ($(stat -c %s "$out/initrd.cpio") bytes; modules: ${order[*]})"
+echo "device binary: $bin ($(stat -c %s "$bin") bytes)"
+echo "vboard build: $(( $(date +%s) - t0 )) s"

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Boots the virtual ARM board (qemu-system-aarch64 `virt`, cortex-a72, Debian's
+# arm64 kernel) with the initramfs from tools/vboard/build.sh, presses its power
+# button (PL061 GPIO line 3) whenever the guest's init asks for it, and collects
+# what the daemon did: the console in OUT/serial.log, the daemon's events in
+# OUT/events.jsonl, the guest's GPIO state in OUT/gpio.txt.
+#
+# Usage: tools/vboard/run.sh [--presses N] [--out DIR] [--timeout S] [--no-build] [--bin PATH]
+#   --presses N  button presses before the camera fault (default 3)
+#   --out DIR    output folder (default target/vboard/run)
+#   --timeout S  give up after S seconds of emulation (default 600)
+#   --no-build   use target/vboard/{vmlinuz,initrd.cpio} as they are
+#   --bin PATH   aarch64 device binary to put on the board (default: cross-build it)
+# Exit status: 0 when the guest's script finished ("vboard: done"), 1 otherwise.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+presses=3
+out="$root/target/vboard/run"
+limit=600
+build=yes
+build_args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --presses) presses=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    --timeout) limit=$2; shift 2 ;;
+    --no-build) build=no; shift ;;
+    --bin) build_args+=(--bin "$2"); shift 2 ;;
+    -h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+case "$presses" in '' | *[!0-9]*) echo "run.sh: --presses takes a number, not '$presses'" >&2; exit 2 ;; esac
+img="$root/target/vboard"
+if [ $build = yes ]; then
+  tools/vboard/build.sh --out "$img" "${build_args[@]}"
+fi
+for f in vmlinuz initrd.cpio; do
+  [ -e "$img/$f" ] || { echo "run.sh: no $img/$f; run tools/vboard/build.sh first" >&2; exit 1; }
+done
+
+rm -rf "$out"
+mkdir -p "$out"
+mkfifo "$out/monitor.in" "$out/monitor.out"
+: >"$out/serial.log"
+t0=$(date +%s%3N)
+qemu-system-aarch64 -M virt -cpu cortex-a72 -smp 2 -m 1024 -no-reboot -display none -nic none \
+  -kernel "$img/vmlinuz" -initrd "$img/initrd.cpio" \
+  -append "console=ttyAMA0 rdinit=/init quiet loglevel=3 panic=-1 vboard.presses=$presses" \
+  -serial "file:$out/serial.log" -monitor "pipe:$out/monitor" &
+qemu=$!
+cat "$out/monitor.out" >"$out/monitor.log" &
+drain=$!
+tail -n +1 -f "$out/serial.log" --pid=$qemu 2>/dev/null | tr -d '\r' \
+  | grep --line-buffered -E '^vboard: |^error|"type":"(ready|event|error|stopped)"' &
+shown=$!
+cleanup() { kill $qemu $drain 2>/dev/null || true; }
+trap cleanup EXIT
+
+pressed=0
+status=timeout
+while kill -0 $qemu 2>/dev/null; do
+  asked=$(grep -c '^vboard: press ' "$out/serial.log" || true)
+  while [ "$pressed" -lt "$asked" ]; do
+    echo system_powerdown >"$out/monitor.in"
+    pressed=$((pressed + 1))
+    echo "run.sh: pressed the power button ($pressed)"
+  done
+  if [ $(($(date +%s%3N) - t0)) -gt $((limit * 1000)) ]; then
+    echo "run.sh: no poweroff within $limit s; stopping qemu" >&2
+    break
+  fi
+  sleep 0.2
+done
+wait $qemu 2>/dev/null || true
+wait $shown 2>/dev/null || true
+wall_ms=$(($(date +%s%3N) - t0))
+
+tr -d '\r' <"$out/serial.log" >"$out/console.txt"
+sed -n '/^vboard: events begin/,/^vboard: events end/p' "$out/console.txt" | grep '^{' >"$out/events.jsonl" || true
+sed -n '/^vboard: gpio begin/,/^vboard: gpio end/p' "$out/console.txt" | grep -v '^vboard: ' >"$out/gpio.txt" || true
+if grep -q '^vboard: done at ' "$out/console.txt"; then status=done
+elif grep -q '^vboard: FAIL' "$out/console.txt"; then status=failed
+fi
+printf 'run.sh: %s after %d.%03d s wall; %d presses; %d events in %s\n' \
+  "$status" $((wall_ms / 1000)) $((wall_ms % 1000)) "$pressed" "$(wc -l <"$out/events.jsonl")" "$out/events.jsonl"
+[ $status = done ]
