@@ -8,7 +8,9 @@
 # Usage: tools/vboard/build.sh [--bin PATH] [--out DIR]
 #   --bin PATH  use this aarch64 device binary instead of cross-building one
 #   --out DIR   where vmlinuz and initrd.cpio go (default target/vboard)
-# Environment: CLIP_EDGE_VBOARD_CACHE (default .cache/vboard).
+# Environment: CLIP_EDGE_VBOARD_CACHE (default ~/.cache/clip-edge/vboard, outside
+# the checkout so that a machine that keeps its home keeps the packages across
+# fresh clones).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -18,11 +20,11 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --bin) bin=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "build.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
-cache=${CLIP_EDGE_VBOARD_CACHE:-$root/.cache/vboard}
+cache=${CLIP_EDGE_VBOARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/clip-edge/vboard}
 target=aarch64-unknown-linux-gnu
 t0=$(date +%s)
 
