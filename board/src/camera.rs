@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use image::RgbImage;
 
+use clip_edge_runtime::frame::{decode_camera_frame, CameraFormat};
+
 use crate::config::{CameraConfig, PixelFormat};
 
 /// What kind of camera failure happened.
@@ -59,13 +61,15 @@ pub trait FrameSource: Send {
     fn describe(&self) -> String;
 }
 
-/// Opens the camera a configuration names.
-pub fn open(config: &CameraConfig) -> Result<Box<dyn FrameSource>, CameraError> {
+/// Opens the camera a configuration names. V4L2 frames are halved (2x2 mean,
+/// fused into the YUYV conversion) while their shorter side stays at least
+/// `min_short_side` (0: never); replayed files are decoded as they are.
+pub fn open(config: &CameraConfig, min_short_side: u32) -> Result<Box<dyn FrameSource>, CameraError> {
     Ok(match config {
         CameraConfig::Replay { folder } => Box::new(Replay::open(folder)?),
-        CameraConfig::V4l2 { device, format, width, height, skip_frames, timeout } => {
-            Box::new(V4l2::open(device, *format, *width, *height, *skip_frames, *timeout)?)
-        }
+        CameraConfig::V4l2 { device, format, width, height, skip_frames, timeout } => Box::new(
+            V4l2::open(device, *format, *width, *height, *skip_frames, *timeout)?.reduced(min_short_side),
+        ),
     })
 }
 
@@ -133,6 +137,8 @@ pub struct V4l2 {
     seq: u64,
     /// The kept frame's bytes, reused across captures.
     data: Vec<u8>,
+    /// Times each frame is halved before it is handed out.
+    halvings: u32,
 }
 
 impl std::fmt::Debug for V4l2 {
@@ -198,7 +204,26 @@ impl V4l2 {
             timeout,
             seq: 0,
             data: Vec::new(),
+            halvings: 0,
         })
+    }
+
+    /// Halves frames (2x2 mean) while their shorter side stays at least
+    /// `min_short_side`: the daemon passes twice the model's input size, so a
+    /// 640x480 frame reaches a 64 px model's resize as 320x240, a quarter of
+    /// the pixels to convert and resample.
+    pub fn reduced(mut self, min_short_side: u32) -> Self {
+        self.halvings = clip_edge_runtime::frame::halvings(self.width, self.height, min_short_side);
+        if self.halvings > 0 {
+            log::info!(
+                "{}: frames halved {} time(s) to {}x{} before the model's resize",
+                self.device.display(),
+                self.halvings,
+                self.width >> self.halvings,
+                self.height >> self.halvings
+            );
+        }
+        self
     }
 
     fn wait_readable(&self, timeout: Duration) -> Result<bool, CameraError> {
@@ -271,44 +296,32 @@ impl FrameSource for V4l2 {
         let data = &self.data;
         self.seq += 1;
         let t0 = Instant::now();
-        let image = match self.format {
-            PixelFormat::Mjpeg => image::load_from_memory_with_format(data, image::ImageFormat::Jpeg)
-                .map(|i| i.into_rgb8())
-                .map_err(|e| {
-                    CameraError::new(CameraErrorKind::Decode, &self.device, format!("MJPEG frame: {e}"))
-                })?,
-            PixelFormat::Yuyv => yuyv_to_rgb(data, self.width, self.height, self.stride)
-                .ok_or_else(|| CameraError::new(CameraErrorKind::Decode, &self.device, "short YUYV frame"))?,
+        let format = match self.format {
+            PixelFormat::Mjpeg => CameraFormat::Mjpeg,
+            PixelFormat::Yuyv => CameraFormat::Yuyv,
         };
+        let image = decode_camera_frame(
+            &self.device,
+            format,
+            data,
+            self.width,
+            self.height,
+            self.stride,
+            self.halvings,
+        )
+        .map_err(|e| {
+            let message = match e {
+                clip_edge_runtime::Error::Image { message, .. } => message,
+                e => e.to_string(),
+            };
+            CameraError::new(CameraErrorKind::Decode, &self.device, message)
+        })?;
         Ok(Frame { image, decode: t0.elapsed(), source: format!("{}#{}", self.device.display(), self.seq) })
     }
 
     fn describe(&self) -> String {
         format!("V4L2 camera {} {:?} {}x{}", self.device.display(), self.format, self.width, self.height)
     }
-}
-
-/// Converts packed YUYV 4:2:2 (BT.601, limited range) to RGB.
-pub fn yuyv_to_rgb(data: &[u8], width: u32, height: u32, stride: u32) -> Option<RgbImage> {
-    let (w, h, stride) = (width as usize, height as usize, (stride as usize).max(width as usize * 2));
-    if w % 2 != 0 || data.len() < stride * (h - 1) + w * 2 {
-        return None;
-    }
-    let mut out = vec![0u8; w * h * 3];
-    for y in 0..h {
-        let row = &data[y * stride..y * stride + w * 2];
-        for (x2, px) in row.chunks_exact(4).enumerate() {
-            let (u, v) = (px[1] as i32 - 128, px[3] as i32 - 128);
-            for (k, yv) in [px[0], px[2]].into_iter().enumerate() {
-                let c = 298 * (yv as i32 - 16);
-                let o = (y * w + x2 * 2 + k) * 3;
-                out[o] = ((c + 409 * v + 128) >> 8).clamp(0, 255) as u8;
-                out[o + 1] = ((c - 100 * u - 208 * v + 128) >> 8).clamp(0, 255) as u8;
-                out[o + 2] = ((c + 516 * u + 128) >> 8).clamp(0, 255) as u8;
-            }
-        }
-    }
-    RgbImage::from_raw(width, height, out)
 }
 
 /// Back-off bounds for reopening a failed camera.
@@ -442,18 +455,6 @@ mod tests {
         png(&frames, "a.png", [1, 2, 3]);
         std::thread::sleep(BACKOFF_MIN + Duration::from_millis(50));
         assert!(cam.capture().is_ok(), "recovered after back-off");
-    }
-
-    #[test]
-    fn yuyv_grey_and_colour() {
-        // Y=235 U=V=128 is white; Y=16 is black.
-        let white = yuyv_to_rgb(&[235, 128, 235, 128], 2, 1, 4).expect("rgb");
-        assert_eq!(white.as_raw(), &[255, 255, 255, 255, 255, 255]);
-        let black = yuyv_to_rgb(&[16, 128, 16, 128], 2, 1, 0).expect("rgb");
-        assert_eq!(black.as_raw(), &[0, 0, 0, 0, 0, 0]);
-        let red = yuyv_to_rgb(&[81, 90, 81, 240], 2, 1, 4).expect("rgb");
-        assert!(red.as_raw()[0] > 240 && red.as_raw()[1] < 10 && red.as_raw()[2] < 10, "{:?}", red.as_raw());
-        assert!(yuyv_to_rgb(&[0; 3], 2, 1, 4).is_none());
     }
 
     #[test]

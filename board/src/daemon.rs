@@ -136,7 +136,7 @@ impl Daemon {
         let probe = image::RgbImage::from_pixel(size, size, image::Rgb([128, 128, 128]));
         clf.encoder.encode(&probe)?;
         let cam_config = config.camera.clone();
-        let camera = Supervised::new(Box::new(move || camera::open(&cam_config)))?;
+        let camera = Supervised::new(Box::new(move || camera::open(&cam_config, 2 * size)))?;
         let (pulser, sim_pin) = match &config.pin {
             Some(p) => {
                 let (pulser, sim) = Pulser::open(p)?;

@@ -118,12 +118,8 @@ pub fn run_once(
         .map_err(|source| EnrollError::Store { class: class.into(), source })?;
     let mut encoder = ImageEncoder::load(&bundle, config.precision).map_err(model)?;
     encoder.set_threads(config.threads).map_err(model)?;
-    let mut cam = camera::open(&config.camera).map_err(|source| EnrollError::Camera {
-        class: class.into(),
-        captured: 0,
-        wanted: frames,
-        source,
-    })?;
+    let mut cam = camera::open(&config.camera, 2 * bundle.preprocess.size)
+        .map_err(|source| EnrollError::Camera { class: class.into(), captured: 0, wanted: frames, source })?;
     let shots = capture(class, &mut || cam.capture(), &mut encoder, frames, interval, &mut || true)?;
     save(&path, &bundle, class, &shots)
 }

@@ -53,6 +53,149 @@ pub fn decode_rgb(path: &Path, bytes: &[u8]) -> Result<RgbImage> {
     Ok(img.into_rgb8())
 }
 
+/// What a camera sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CameraFormat {
+    /// One JPEG per frame.
+    Mjpeg,
+    /// Packed YUYV 4:2:2.
+    Yuyv,
+}
+
+/// One camera frame as an RGB image, halved `halvings` times (see [`halvings`]):
+/// MJPEG is decoded in full, then halved; YUYV is halved in the same pass as
+/// its conversion. `device` names the source in errors; `stride` is the bytes
+/// per YUYV line.
+pub fn decode_camera_frame(
+    device: &Path,
+    format: CameraFormat,
+    data: &[u8],
+    width: u32,
+    height: u32,
+    stride: u32,
+    halvings: u32,
+) -> Result<RgbImage> {
+    let (mut img, mut left) = match format {
+        CameraFormat::Mjpeg => {
+            let img = image::load_from_memory_with_format(data, image::ImageFormat::Jpeg)
+                .map_err(|e| Error::image(device, format!("MJPEG frame: {}", crate::error::one_line(&e))))?;
+            (img.into_rgb8(), halvings)
+        }
+        CameraFormat::Yuyv => {
+            let img = yuyv_to_rgb(data, width, height, stride, halvings > 0).ok_or_else(|| {
+                Error::image(device, format!("short YUYV frame ({} bytes for {width}x{height})", data.len()))
+            })?;
+            (img, halvings.saturating_sub(1))
+        }
+    };
+    while left > 0 {
+        img = halve_rgb(&img);
+        left -= 1;
+    }
+    Ok(img)
+}
+
+/// How many times a `w` x `h` camera frame can be halved while its shorter
+/// side stays at least `min_short_side` (the daemon passes twice the model's
+/// input size, so the model's own antialiased resize still makes the last step).
+pub fn halvings(w: u32, h: u32, min_short_side: u32) -> u32 {
+    let mut short = w.min(h);
+    let mut n = 0;
+    while min_short_side > 0 && short / 2 >= min_short_side {
+        short /= 2;
+        n += 1;
+    }
+    n
+}
+
+/// Halves an RGB frame: each output pixel is the rounded mean of a 2x2 block
+/// (an odd last row or column is dropped). A quarter of the pixels for the
+/// resize that follows; the box filter is the only difference from resizing
+/// the full frame.
+pub fn halve_rgb(img: &RgbImage) -> RgbImage {
+    let (w, h) = (img.width() as usize / 2, img.height() as usize / 2);
+    let src = img.as_raw();
+    let row = img.width() as usize * 3;
+    let mut out = vec![0u8; w * h * 3];
+    for (y, dst) in out.chunks_exact_mut(w * 3).enumerate() {
+        let (r0, r1) = (&src[2 * y * row..][..w * 6], &src[(2 * y + 1) * row..][..w * 6]);
+        for ((d, a), b) in dst.chunks_exact_mut(3).zip(r0.chunks_exact(6)).zip(r1.chunks_exact(6)) {
+            for c in 0..3 {
+                d[c] = ((a[c] as u16 + a[c + 3] as u16 + b[c] as u16 + b[c + 3] as u16 + 2) >> 2) as u8;
+            }
+        }
+    }
+    RgbImage::from_raw(w as u32, h as u32, out).unwrap_or_default()
+}
+
+/// Converts packed YUYV 4:2:2 (BT.601, limited range, as webcams send it) to
+/// RGB. `stride` is the bytes per line the driver reported (at least `2 * width`).
+/// With `halve`, every 2x2 block of pixels becomes one output pixel (mean of
+/// its four luma samples and two chroma pairs): a quarter of the work, for
+/// frames whose shorter side is at least twice what the model needs.
+/// `None` when the buffer is too short for the geometry.
+pub fn yuyv_to_rgb(data: &[u8], width: u32, height: u32, stride: u32, halve: bool) -> Option<RgbImage> {
+    let (w, h) = (width as usize, height as usize);
+    let stride = (stride as usize).max(w * 2);
+    if w % 2 != 0 || h == 0 || data.len() < stride * (h - 1) + w * 2 {
+        return None;
+    }
+    let pixel = |y: i32, u: i32, v: i32, out: &mut [u8]| {
+        let c = 298 * (y - 16);
+        out[0] = ((c + 409 * v + 128) >> 8).clamp(0, 255) as u8;
+        out[1] = ((c - 100 * u - 208 * v + 128) >> 8).clamp(0, 255) as u8;
+        out[2] = ((c + 516 * u + 128) >> 8).clamp(0, 255) as u8;
+    };
+    if halve && h >= 2 {
+        let (ow, oh) = (w / 2, h / 2);
+        let mut out = vec![0u8; ow * oh * 3];
+        for y in 0..oh {
+            let (r0, r1) = (&data[2 * y * stride..][..w * 2], &data[(2 * y + 1) * stride..][..w * 2]);
+            for (x, (a, b)) in r0.chunks_exact(4).zip(r1.chunks_exact(4)).enumerate() {
+                let luma = (a[0] as i32 + a[2] as i32 + b[0] as i32 + b[2] as i32 + 2) >> 2;
+                let u = ((a[1] as i32 + b[1] as i32 + 1) >> 1) - 128;
+                let v = ((a[3] as i32 + b[3] as i32 + 1) >> 1) - 128;
+                pixel(luma, u, v, &mut out[(y * ow + x) * 3..][..3]);
+            }
+        }
+        return RgbImage::from_raw(ow as u32, oh as u32, out);
+    }
+    let mut out = vec![0u8; w * h * 3];
+    for y in 0..h {
+        let row = &data[y * stride..y * stride + w * 2];
+        for (x2, px) in row.chunks_exact(4).enumerate() {
+            let (u, v) = (px[1] as i32 - 128, px[3] as i32 - 128);
+            for (k, yv) in [px[0], px[2]].into_iter().enumerate() {
+                pixel(yv as i32, u, v, &mut out[(y * w + x2 * 2 + k) * 3..][..3]);
+            }
+        }
+    }
+    RgbImage::from_raw(width, height, out)
+}
+
+/// Packs RGB into YUYV 4:2:2 (BT.601, limited range): what a webcam would
+/// send for this picture. For benchmarks and tests of the YUYV path.
+pub fn rgb_to_yuyv(img: &RgbImage) -> Vec<u8> {
+    let (w, h) = (img.width() as usize & !1, img.height() as usize);
+    let mut out = Vec::with_capacity(w * h * 2);
+    let yuv = |p: &image::Rgb<u8>| {
+        let [r, g, b] = p.0.map(i32::from);
+        (
+            ((66 * r + 129 * g + 25 * b + 128) >> 8) + 16,
+            ((-38 * r - 74 * g + 112 * b + 128) >> 8) + 128,
+            ((112 * r - 94 * g - 18 * b + 128) >> 8) + 128,
+        )
+    };
+    for y in 0..h {
+        for x in (0..w).step_by(2) {
+            let (y0, u0, v0) = yuv(img.get_pixel(x as u32, y as u32));
+            let (y1, u1, v1) = yuv(img.get_pixel(x as u32 + 1, y as u32));
+            out.extend([y0, (u0 + u1 + 1) >> 1, y1, (v0 + v1 + 1) >> 1].map(|v| v.clamp(0, 255) as u8));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,6 +206,55 @@ mod tests {
             .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
             .expect("encode");
         out
+    }
+
+    #[test]
+    fn yuyv_grey_and_colour() {
+        // Y=235 U=V=128 is white; Y=16 is black.
+        let white = yuyv_to_rgb(&[235, 128, 235, 128], 2, 1, 4, false).expect("rgb");
+        assert_eq!(white.as_raw(), &[255, 255, 255, 255, 255, 255]);
+        let black = yuyv_to_rgb(&[16, 128, 16, 128], 2, 1, 0, false).expect("rgb");
+        assert_eq!(black.as_raw(), &[0, 0, 0, 0, 0, 0]);
+        let red = yuyv_to_rgb(&[81, 90, 81, 240], 2, 1, 4, false).expect("rgb");
+        assert!(red.as_raw()[0] > 240 && red.as_raw()[1] < 10 && red.as_raw()[2] < 10, "{:?}", red.as_raw());
+        assert!(yuyv_to_rgb(&[0; 3], 2, 1, 4, false).is_none());
+    }
+
+    #[test]
+    fn yuyv_round_trip_and_halving_match_the_rgb_path() {
+        let img =
+            RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, ((x + y) * 2) as u8]));
+        let yuyv = rgb_to_yuyv(&img);
+        assert_eq!(yuyv.len(), 64 * 48 * 2);
+        let back = yuyv_to_rgb(&yuyv, 64, 48, 128, false).expect("full");
+        let err = |a: &RgbImage, b: &RgbImage| {
+            a.as_raw().iter().zip(b.as_raw()).map(|(&p, &q)| (p as i32 - q as i32).abs()).max().unwrap_or(0)
+        };
+        // 4:2:2 shares chroma between pixel pairs: smooth gradients survive within a few levels.
+        assert!(err(&img, &back) <= 12, "round trip error {}", err(&img, &back));
+        let halved = yuyv_to_rgb(&yuyv, 64, 48, 128, true).expect("halved");
+        assert_eq!(halved.dimensions(), (32, 24));
+        let reference = halve_rgb(&back);
+        assert!(
+            err(&halved, &reference) <= 6,
+            "fused halving vs halving the RGB: {}",
+            err(&halved, &reference)
+        );
+        let with_padding: Vec<u8> =
+            yuyv.chunks_exact(128).flat_map(|r| r.iter().copied().chain([0; 16])).collect();
+        assert_eq!(yuyv_to_rgb(&with_padding, 64, 48, 144, true).expect("stride"), halved);
+    }
+
+    #[test]
+    fn halving_is_a_rounded_2x2_mean_and_stops_at_the_limit() {
+        let img =
+            RgbImage::from_raw(3, 2, vec![0, 10, 255, 1, 11, 255, 9, 9, 9, 2, 12, 254, 3, 13, 255, 9, 9, 9])
+                .expect("img");
+        assert_eq!(halve_rgb(&img).as_raw(), &[2, 12, 255]);
+        assert_eq!(halvings(640, 480, 128), 1, "240 >= 128, 120 < 128");
+        assert_eq!(halvings(640, 480, 448), 0, "a 224 px model gets the full frame");
+        assert_eq!(halvings(1920, 1080, 128), 3);
+        assert_eq!(halvings(640, 480, 0), 0);
     }
 
     #[test]

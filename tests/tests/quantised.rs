@@ -5,7 +5,7 @@
 
 use clip_edge_runtime::frame::load_rgb;
 use clip_edge_runtime::{Bundle, Classifier, DecisionRule, Precision};
-use clip_edge_tests::{cosine, repo_root as root};
+use clip_edge_tests::{cosine, default_samples, repo_root as root};
 
 #[test]
 fn shipped_int8_is_small_and_agrees_with_f32() {
@@ -21,12 +21,7 @@ fn shipped_int8_is_small_and_agrees_with_f32() {
     let mut f32 = Classifier::load(&bundle, Some(Precision::F32), None).expect("f32");
     let mut int8 = Classifier::load(&bundle, Some(Precision::Int8), None).expect("int8");
     let rule = DecisionRule::default();
-    let mut samples: Vec<_> = std::fs::read_dir(root().join("models/default/samples"))
-        .expect("samples")
-        .map(|e| e.expect("entry").path())
-        .collect();
-    samples.sort();
-    assert!(samples.len() >= 16);
+    let samples = default_samples();
     let mut worst = 1f32;
     for path in &samples {
         let frame = load_rgb(path).expect("frame");

@@ -188,6 +188,15 @@ pub struct BenchArgs {
     /// One JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Time the camera path instead of decoding the file: the image is first
+    /// turned into what a V4L2 camera sends (`mjpeg`: a quality-85 JPEG;
+    /// `yuyv`: packed 4:2:2), then every frame is decoded and halved as the
+    /// daemon does (while the shorter side stays at least twice the model's input).
+    #[arg(long, value_name = "FORMAT", value_parser = ["mjpeg", "yuyv"])]
+    pub camera: Option<String>,
+    /// With --camera: no halving (the full frame goes to the model's resize), for comparison.
+    #[arg(long, requires = "camera")]
+    pub full_frame: bool,
     /// The image decoded and classified on every frame.
     #[arg(value_name = "IMAGE")]
     pub image: PathBuf,

@@ -93,6 +93,39 @@ fn classify_json_has_the_documented_fields() {
 }
 
 #[test]
+fn bench_json_reports_the_figures_and_the_camera_path() {
+    let img = image("scene_640x480.png");
+    let bench = |extra: &[&str]| {
+        let mut a: Vec<std::ffi::OsString> =
+            ["bench", "--json", "--frames", "3", "--warmup", "1", "--bundle"].map(Into::into).to_vec();
+        a.push(bundle().into());
+        a.extend(extra.iter().map(Into::into));
+        a.push(img.clone().into());
+        let o = Command::new(env!("CARGO_BIN_EXE_clip-edge")).args(&a).output().expect("run");
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).expect("one JSON object")
+    };
+    let file = bench(&[]);
+    for k in ["cold_start_ms", "infer_ms_median", "total_ms_median", "peak_rss_mb", "frame_budget_pct"] {
+        assert!(file[k].as_f64().is_some_and(|v| v > 0.0), "{k}: {file}");
+    }
+    assert!(file["camera"].is_null());
+    for (format, full, halvings) in [("yuyv", false, 1), ("mjpeg", false, 1), ("yuyv", true, 0)] {
+        let mut extra = vec!["--camera", format];
+        if full {
+            extra.push("--full-frame");
+        }
+        let v = bench(&extra);
+        assert_eq!(v["camera"]["format"], format, "{v}");
+        assert_eq!(v["camera"]["frame"], serde_json::json!([640, 480]), "{v}");
+        assert_eq!(v["camera"]["halvings"], halvings, "{format} full={full}: {v}");
+        assert!(v["decode_ms"]["median"].as_f64().is_some_and(|d| d > 0.0), "{v}");
+    }
+    let o = run(args!["bench", "--full-frame", "--bundle", bundle().as_os_str(), img.as_os_str()]);
+    assert_eq!(o.status.code(), Some(2), "--full-frame needs --camera: {}", stderr(&o));
+}
+
+#[test]
 fn a_threshold_turns_a_weak_match_into_unknown() {
     let img = image("scene_640x480.png");
     let o = run(args![

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clip_edge_runtime::frame::decode_rgb;
+use clip_edge_runtime::frame::{decode_camera_frame, decode_rgb, halvings, rgb_to_yuyv, CameraFormat};
 use clip_edge_runtime::{Classifier, DecisionRule};
 use serde_json::json;
 
@@ -62,9 +62,15 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<ExitCode> {
     clf.encoder.set_threads(usize::from(a.model.threads)).context("--threads")?;
     let load = t0.elapsed();
     let rule = DecisionRule::default();
+    let camera = camera_input(a, &image_bytes, 2 * bundle.preprocess.size)?;
     let mut frame_once = || -> anyhow::Result<[Duration; 5]> {
         let t = Instant::now();
-        let frame = decode_rgb(&a.image, &image_bytes)?;
+        let frame = match &camera {
+            None => decode_rgb(&a.image, &image_bytes)?,
+            Some(c) => {
+                decode_camera_frame(&a.image, c.format, &c.bytes, c.width, c.height, c.width * 2, c.halvings)?
+            }
+        };
         let decode = t.elapsed();
         let (emb, timing) = clf.encoder.encode_timed(&frame)?;
         let ts = Instant::now();
@@ -90,6 +96,7 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<ExitCode> {
     let lt = clf.encoder.load_timing();
     let ms = |d: Duration| round3(d.as_secs_f64() * 1e3);
     let rss = peak_rss_mb();
+    let budget = 100.0 * (decode.median + preprocess.median) / infer.median;
     if a.json {
         let out = json!({
             "bundle": bundle.name,
@@ -105,6 +112,10 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<ExitCode> {
             "infer_ms": infer.json(),
             "score_ms": score.json(),
             "total_ms": total.json(),
+            "camera": camera.as_ref().map(|c| json!({
+                "format": format!("{:?}", c.format).to_lowercase(), "frame": [c.width, c.height], "halvings": c.halvings,
+            })),
+            "frame_budget_pct": round3(budget),
             "infer_ms_median": round3(infer.median),
             "total_ms_median": round3(total.median),
             "peak_rss_mb": rss.map(|r| (r * 10.0).round() / 10.0),
@@ -126,6 +137,12 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<ExitCode> {
             ms(lt.optimise),
             ms(first)
         );
+        if let Some(c) = &camera {
+            println!(
+                "camera path  {:?} {}x{}, halved {} time(s) before the model's resize",
+                c.format, c.width, c.height, c.halvings
+            );
+        }
         println!("per frame, {} frames after {} warm-up: median / p95 ms", a.frames, a.warmup);
         for (name, s) in [
             ("decode", decode),
@@ -136,11 +153,42 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<ExitCode> {
         ] {
             println!("  {name:<11}{:>9.3} {:>9.3}", s.median, s.p95);
         }
+        println!("decode + preprocess = {budget:.1}% of inference");
         if let Some(r) = rss {
             println!("peak RSS     {r:.1} MiB");
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A camera frame made from the benchmark image, decoded the daemon's way.
+struct CameraInput {
+    format: CameraFormat,
+    bytes: Vec<u8>,
+    width: u32,
+    height: u32,
+    halvings: u32,
+}
+
+fn camera_input(a: &BenchArgs, bytes: &[u8], min_short_side: u32) -> anyhow::Result<Option<CameraInput>> {
+    let Some(format) = &a.camera else { return Ok(None) };
+    let mut img = decode_rgb(&a.image, bytes)?;
+    if img.width() % 2 == 1 {
+        img = image::imageops::crop_imm(&img, 0, 0, img.width() - 1, img.height()).to_image();
+    }
+    let (width, height) = img.dimensions();
+    let format = if format == "yuyv" { CameraFormat::Yuyv } else { CameraFormat::Mjpeg };
+    let bytes = if format == CameraFormat::Yuyv {
+        rgb_to_yuyv(&img)
+    } else {
+        let mut jpg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpg, 85)
+            .encode_image(&img)
+            .context("cannot encode the MJPEG frame")?;
+        jpg
+    };
+    let halvings = if a.full_frame { 0 } else { halvings(width, height, min_short_side) };
+    Ok(Some(CameraInput { format, bytes, width, height, halvings }))
 }
 
 #[cfg(test)]
