@@ -69,6 +69,7 @@ while kill -0 $qemu 2>/dev/null; do
   done
   if [ $(($(date +%s%3N) - t0)) -gt $((limit * 1000)) ]; then
     echo "run.sh: no poweroff within $limit s; stopping qemu" >&2
+    kill $qemu 2>/dev/null || true
     break
   fi
   sleep 0.2
