@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use image::RgbImage;
 
-use clip_edge_runtime::frame::{decode_camera_frame, CameraFormat};
+use clip_edge_runtime::frame::decode_camera_frame;
 
 use crate::config::{CameraConfig, PixelFormat};
 
@@ -296,13 +296,9 @@ impl FrameSource for V4l2 {
         let data = &self.data;
         self.seq += 1;
         let t0 = Instant::now();
-        let format = match self.format {
-            PixelFormat::Mjpeg => CameraFormat::Mjpeg,
-            PixelFormat::Yuyv => CameraFormat::Yuyv,
-        };
         let image = decode_camera_frame(
             &self.device,
-            format,
+            self.format,
             data,
             self.width,
             self.height,

@@ -86,14 +86,8 @@ pub struct TriggerConfig {
     pub cooldown: Duration,
 }
 
-/// Camera pixel format to negotiate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PixelFormat {
-    /// Motion JPEG.
-    Mjpeg,
-    /// Packed YUV 4:2:2.
-    Yuyv,
-}
+/// Camera pixel format to negotiate: the runtime's `frame::CameraFormat`, which decodes it.
+pub use clip_edge_runtime::frame::CameraFormat as PixelFormat;
 
 /// Where frames come from.
 #[derive(Debug, Clone, PartialEq)]
