@@ -88,7 +88,9 @@ pub fn decode_camera_frame(
             (img, halvings.saturating_sub(1))
         }
     };
-    while left > 0 {
+    // `halvings` comes from the negotiated size; a camera may still send a
+    // smaller JPEG, which is halved only while it stays at least 2x2.
+    while left > 0 && img.width() >= 2 && img.height() >= 2 {
         img = halve_rgb(&img);
         left -= 1;
     }
@@ -114,6 +116,9 @@ pub fn halvings(w: u32, h: u32, min_short_side: u32) -> u32 {
 /// the full frame.
 pub fn halve_rgb(img: &RgbImage) -> RgbImage {
     let (w, h) = (img.width() as usize / 2, img.height() as usize / 2);
+    if w == 0 || h == 0 {
+        return RgbImage::new(w as u32, h as u32);
+    }
     let src = img.as_raw();
     let row = img.width() as usize * 3;
     let mut out = vec![0u8; w * h * 3];
@@ -251,6 +256,7 @@ mod tests {
             RgbImage::from_raw(3, 2, vec![0, 10, 255, 1, 11, 255, 9, 9, 9, 2, 12, 254, 3, 13, 255, 9, 9, 9])
                 .expect("img");
         assert_eq!(halve_rgb(&img).as_raw(), &[2, 12, 255]);
+        assert_eq!(halve_rgb(&RgbImage::new(1, 5)).dimensions(), (0, 2), "degenerate input, no panic");
         assert_eq!(halvings(640, 480, 128), 1, "240 >= 128, 120 < 128");
         assert_eq!(halvings(640, 480, 448), 0, "a 224 px model gets the full frame");
         assert_eq!(halvings(1920, 1080, 128), 3);

@@ -67,3 +67,14 @@ fn broken_camera_frames_are_decode_errors_naming_the_device() {
         .to_string();
     assert!(e.contains("short YUYV frame (1000 bytes for 640x480)"), "{e}");
 }
+
+#[test]
+fn a_jpeg_smaller_than_the_negotiated_size_is_not_halved_to_nothing() {
+    let mut jpg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpg, 85)
+        .encode_image(&RgbImage::from_pixel(1, 1, Rgb([200, 10, 10])))
+        .expect("jpeg");
+    let dev = std::path::Path::new("/dev/video-test");
+    let img = decode_camera_frame(dev, CameraFormat::Mjpeg, &jpg, 640, 480, 1280, 1).expect("1x1 frame");
+    assert_eq!(img.dimensions(), (1, 1));
+}
