@@ -106,6 +106,20 @@ pub struct EncoderFile {
     pub path: PathBuf,
     /// Expected sha256 of the file, lower-case hex.
     pub sha256: String,
+    /// tract's NNEF form of the same model, if the bundle ships one.
+    pub nnef: Option<NnefFile>,
+}
+
+/// tract's NNEF form of an ONNX image encoder (see [`crate::nnef`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NnefFile {
+    /// Path of the NNEF tar archive.
+    pub path: PathBuf,
+    /// Expected sha256 of the archive, lower-case hex.
+    pub sha256: String,
+    /// sha256 of the ONNX file it was converted from; a copy made from another
+    /// ONNX file is stale and not used.
+    pub source_sha256: String,
 }
 
 /// Text-encoder description, used only by host tools.
@@ -184,6 +198,9 @@ struct RawEncoder {
     precision: String,
     file: String,
     sha256: String,
+    nnef: Option<String>,
+    nnef_sha256: Option<String>,
+    nnef_source_sha256: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -287,7 +304,25 @@ impl Bundle {
             }
             let file = relative_file(dir, &e.file).map_err(|m| bad(&format!("{key}.file"), m))?;
             parse_hex32(&e.sha256).map_err(|m| bad(&format!("{key}.sha256"), m))?;
-            encoders.push(EncoderFile { precision, path: file, sha256: e.sha256.to_ascii_lowercase() });
+            let nnef = match (&e.nnef, &e.nnef_sha256, &e.nnef_source_sha256) {
+                (None, None, None) => None,
+                (Some(nnef), Some(sha), Some(source)) => {
+                    parse_hex32(sha).map_err(|m| bad(&format!("{key}.nnef_sha256"), m))?;
+                    parse_hex32(source).map_err(|m| bad(&format!("{key}.nnef_source_sha256"), m))?;
+                    Some(NnefFile {
+                        path: relative_file(dir, nnef).map_err(|m| bad(&format!("{key}.nnef"), m))?,
+                        sha256: sha.to_ascii_lowercase(),
+                        source_sha256: source.to_ascii_lowercase(),
+                    })
+                }
+                _ => {
+                    return Err(bad(
+                        &format!("{key}.nnef"),
+                        "nnef, nnef_sha256 and nnef_source_sha256 go together: give all three or none".into(),
+                    ))
+                }
+            };
+            encoders.push(EncoderFile { precision, path: file, sha256: e.sha256.to_ascii_lowercase(), nnef });
         }
         encoders.sort_by_key(|e| e.precision);
         let default_precision: Precision =

@@ -10,7 +10,7 @@ use tract_linalg::multithread::{multithread_tract_scope, Executor};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
-use crate::bundle::{Bundle, EncoderFile, Precision};
+use crate::bundle::{read_verified, Bundle, EncoderFile, NnefFile, Precision};
 use crate::error::{one_line, Error, Result};
 use crate::preprocess::Preprocessor;
 
@@ -65,6 +65,8 @@ pub struct LoadTiming {
     pub parse: Duration,
     /// Declutter and optimisation passes, and building the plan.
     pub optimise: Duration,
+    /// Whether the model came from the bundle's NNEF copy rather than the ONNX file.
+    pub from_nnef: bool,
 }
 
 impl LoadTiming {
@@ -124,39 +126,65 @@ impl ImageEncoder {
     }
 
     fn load_file(bundle: &Bundle, file: &EncoderFile) -> Result<ImageEncoder> {
+        if let Some(nnef) = &file.nnef {
+            match Self::load_nnef(bundle, file, nnef) {
+                Ok(encoder) => return Ok(encoder),
+                Err(e) => log::warn!("{e}; loading {} instead", file.path.display()),
+            }
+        }
         let t0 = Instant::now();
         let bytes = file.read_verified()?;
         let read = t0.elapsed();
-        let size = bundle.preprocess.size as usize;
-        let model_err =
-            |e: &dyn std::fmt::Display| Error::Model { path: file.path.clone(), message: one_line(e) };
-
         let t1 = Instant::now();
-        let (mut model, folded) = crate::dequant::load_onnx(&bytes)
-            .map_err(|e| model_err(&format!("not a readable ONNX model: {e:#}")))?;
-        if folded > 0 {
-            log::debug!("{}: {folded} int8 weights dequantised to f32 at load", file.path.display());
-        }
-        let inputs = model.input_outlets().map_err(|e| model_err(&e))?.len();
-        let outputs = model.output_outlets().map_err(|e| model_err(&e))?.len();
-        if inputs != 1 || outputs < 1 {
-            return Err(model_err(&format!(
-                "an image encoder takes exactly one input and gives one output; this graph has {inputs} input(s) and {outputs} output(s)"
+        let typed = typed_onnx(bundle, file, &bytes)?;
+        let parse = t1.elapsed();
+        Self::finish(bundle, file, &file.path, typed, LoadTiming { read, parse, ..LoadTiming::default() })
+    }
+
+    fn load_nnef(bundle: &Bundle, file: &EncoderFile, nnef: &NnefFile) -> Result<ImageEncoder> {
+        let model_err = |message: String| Error::Model { path: nnef.path.clone(), message };
+        if nnef.source_sha256 != file.sha256 {
+            return Err(model_err(format!(
+                "stale NNEF copy: converted from an ONNX file with sha256 {}, not from {} (sha256 {})",
+                nnef.source_sha256,
+                file.path.display(),
+                file.sha256
             )));
         }
-        let batch = batch_symbol(&model, 4);
-        let first = batch.clone().map(TDim::Sym).unwrap_or_else(|| 1.into());
-        let shape: [TDim; 4] = [first, 3.into(), size.into(), size.into()];
-        model.set_input_fact(0, f32::fact(&shape).into()).map_err(|e| model_err(&e))?;
-        let mut typed = model
-            .into_typed()
-            .map_err(|e| model_err(&format!("graph does not accept a 1x3x{size}x{size} f32 image: {e:#}")))?;
-        if let Some(sym) = batch {
-            let subs = std::collections::HashMap::from([(sym, TDim::from(1))]);
-            typed = typed.set_symbols(&subs).map_err(|e| model_err(&e))?;
+        let t0 = Instant::now();
+        let bytes = read_verified(&nnef.path, &nnef.sha256)?;
+        let read = t0.elapsed();
+        let t1 = Instant::now();
+        let typed = crate::nnef::from_tar(&bytes)
+            .map_err(|e| model_err(format!("not a readable NNEF archive: {}", one_line(&e))))?;
+        let size = bundle.preprocess.size as usize;
+        let want = f32::fact([1, 3, size, size]);
+        let inputs = typed.input_outlets().map_err(|e| model_err(one_line(&e)))?.len();
+        let fact = typed.input_fact(0).map_err(|e| model_err(one_line(&e)))?;
+        if inputs != 1 || fact.datum_type != want.datum_type || fact.shape != want.shape {
+            return Err(model_err(format!(
+                "takes {inputs} input(s), the first {fact:?}; expected one {want:?}"
+            )));
         }
         let parse = t1.elapsed();
+        Self::finish(
+            bundle,
+            file,
+            &nnef.path,
+            typed,
+            LoadTiming { read, parse, from_nnef: true, ..LoadTiming::default() },
+        )
+    }
 
+    fn finish(
+        bundle: &Bundle,
+        file: &EncoderFile,
+        loaded: &Path,
+        typed: TypedModel,
+        timing: LoadTiming,
+    ) -> Result<ImageEncoder> {
+        let model_err =
+            |e: &dyn std::fmt::Display| Error::Model { path: loaded.to_path_buf(), message: one_line(e) };
         let t2 = Instant::now();
         let optimised = typed.into_optimized().map_err(|e| model_err(&e))?;
         let out_fact = optimised.output_fact(0).map_err(|e| model_err(&e))?.clone();
@@ -171,26 +199,25 @@ impl ImageEncoder {
                 message: format!(
                     "key 'image.embed_dim': manifest says {} but {} outputs {dim} values",
                     bundle.embed_dim,
-                    file.path.display()
+                    loaded.display()
                 ),
             });
         }
         let plan = optimised.into_runnable().map_err(|e| model_err(&e))?;
         let state = TypedSimpleState::new(&plan).map_err(|e| model_err(&e))?;
-        let optimise = t2.elapsed();
-        let load_timing = LoadTiming { read, parse, optimise };
+        let load_timing = LoadTiming { optimise: t2.elapsed(), ..timing };
         log::info!(
-            "loaded {} ({}, {} bytes) in {:.0} ms (read {:.0}, parse {:.0}, optimise {:.0})",
-            file.path.display(),
+            "loaded {} ({}{}) in {:.0} ms (read {:.0}, parse {:.0}, optimise {:.0})",
+            loaded.display(),
             file.precision,
-            bytes.len(),
+            if load_timing.from_nnef { ", NNEF" } else { "" },
             ms(load_timing.total()),
-            ms(read),
-            ms(parse),
-            ms(optimise)
+            ms(load_timing.read),
+            ms(load_timing.parse),
+            ms(load_timing.optimise)
         );
         Ok(ImageEncoder {
-            path: file.path.clone(),
+            path: loaded.to_path_buf(),
             precision: file.precision,
             embed_dim: dim,
             preprocessor: Preprocessor::new(bundle.preprocess.clone()),
@@ -328,6 +355,39 @@ impl ImageEncoder {
     fn infer_err(&self, e: impl std::fmt::Display) -> Error {
         Error::Inference { path: self.path.clone(), message: one_line(&e) }
     }
+}
+
+/// The bundle's ONNX encoder `file` (already read and checked: `bytes`) as a
+/// typed tract model with the input fixed to `1x3xSxS` f32, before any
+/// optimisation; int8 weight-only graphs come with their weights dequantised.
+pub fn typed_onnx(bundle: &Bundle, file: &EncoderFile, bytes: &[u8]) -> Result<TypedModel> {
+    let size = bundle.preprocess.size as usize;
+    let model_err =
+        |e: &dyn std::fmt::Display| Error::Model { path: file.path.clone(), message: one_line(e) };
+    let (mut model, folded) = crate::dequant::load_onnx(bytes)
+        .map_err(|e| model_err(&format!("not a readable ONNX model: {e:#}")))?;
+    if folded > 0 {
+        log::debug!("{}: {folded} int8 weights dequantised to f32 at load", file.path.display());
+    }
+    let inputs = model.input_outlets().map_err(|e| model_err(&e))?.len();
+    let outputs = model.output_outlets().map_err(|e| model_err(&e))?.len();
+    if inputs != 1 || outputs < 1 {
+        return Err(model_err(&format!(
+            "an image encoder takes exactly one input and gives one output; this graph has {inputs} input(s) and {outputs} output(s)"
+        )));
+    }
+    let batch = batch_symbol(&model, 4);
+    let first = batch.clone().map(TDim::Sym).unwrap_or_else(|| 1.into());
+    let shape: [TDim; 4] = [first, 3.into(), size.into(), size.into()];
+    model.set_input_fact(0, f32::fact(&shape).into()).map_err(|e| model_err(&e))?;
+    let mut typed = model
+        .into_typed()
+        .map_err(|e| model_err(&format!("graph does not accept a 1x3x{size}x{size} f32 image: {e:#}")))?;
+    if let Some(sym) = batch {
+        let subs = std::collections::HashMap::from([(sym, TDim::from(1))]);
+        typed = typed.set_symbols(&subs).map_err(|e| model_err(&e))?;
+    }
+    Ok(typed)
 }
 
 /// Milliseconds as a float, for logs and reports.

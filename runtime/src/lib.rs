@@ -14,6 +14,7 @@ mod dequant;
 pub mod encoder;
 mod error;
 pub mod frame;
+pub mod nnef;
 pub mod preprocess;
 pub mod score;
 pub mod store;

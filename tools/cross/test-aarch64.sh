@@ -30,7 +30,7 @@ qemu-aarch64-static --version | head -1
 # invocation with another package set unifies features differently and would
 # rebuild tract (minutes under this setup).
 select=(-p clip-edge-runtime -p clip-edge-board -p clip-edge-tests
-  --lib --test daemon --test enroll --test storm --test parity --test architectures --test bad_input --test text --test kernels --test quantised --test camera_path)
+  --lib --test daemon --test enroll --test storm --test parity --test architectures --test bad_input --test text --test kernels --test quantised --test camera_path --test nnef)
 
 t0=$(date +%s)
 # Builds the test binaries and, for the board's process tests, the device binary.

@@ -313,6 +313,18 @@ def tract_embed(binary: pathlib.Path, bundle: pathlib.Path, precision: str, imag
     return np.array([row["embedding"] for row in rows]), None
 
 
+def add_nnef(binary: pathlib.Path, bundle: pathlib.Path) -> None:
+    """Adds tract's NNEF form of the bundle's image encoders (`clip-edge bundle
+    nnef`: verified against the ONNX files; forms whose NNEF would be larger
+    than their ONNX file are skipped). The ONNX files stay the authority, so a
+    failure here only costs start-up time on the device: it is logged, not fatal."""
+    r = subprocess.run([str(binary), "-q", "bundle", "nnef", "--bundle", str(bundle)], capture_output=True, text=True)
+    for line in r.stdout.splitlines():
+        log(f"nnef: {line}")
+    if r.returncode != 0:
+        log(f"warning: no NNEF form added: {(r.stderr.strip().splitlines() or ['(no message)'])[-1]}")
+
+
 def tract_embed_text(binary: pathlib.Path, bundle: pathlib.Path, texts: list[str]):
     args = [str(binary), "-q", "embed", "--json", "--bundle", str(bundle)]
     for t in texts:
@@ -605,6 +617,7 @@ def run_export(src: Source, args) -> None:
         report.update(source=src.meta, preprocess=dataclasses.asdict(src.preprocess),
                       export_seconds=round(time.time() - started, 1))
         out = write_bundle(args.out, encoders=keep, report=report, force=args.force, **common)
+    add_nnef(clip_edge_binary(args.clip_edge), out)
     log(f"wrote {out} ({', '.join(sorted(keep))})")
     print(json.dumps(report, indent=1))
 
@@ -743,6 +756,7 @@ def package(args) -> None:
         if problem:
             shutil.rmtree(out)
             raise ExportError(problem)
+    add_nnef(binary, out)
     log(f"wrote {out}; tract runs every image encoder and each agrees with f32")
 
 

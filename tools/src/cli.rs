@@ -45,6 +45,36 @@ pub enum Command {
     /// Few-shot enrolment on the host: add, list or remove image shots in a prompt store.
     #[command(subcommand)]
     Fewshot(FewshotCommand),
+    /// Work on a model bundle (add tract's NNEF form for a faster start).
+    #[command(subcommand)]
+    Bundle(BundleCommand),
+}
+
+/// `bundle` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Add tract's NNEF form of the image encoders, verified against the ONNX
+    /// files, so that the device skips ONNX parsing and decluttering at start-up.
+    /// The ONNX files stay and are used whenever the NNEF copy cannot be.
+    Nnef(BundleNnefArgs),
+}
+
+/// Arguments of `bundle nnef`.
+#[derive(Debug, Args)]
+pub struct BundleNnefArgs {
+    /// Model bundle folder (holds bundle.toml, rewritten atomically).
+    #[arg(long, value_name = "DIR")]
+    pub bundle: PathBuf,
+    /// Only this precision (repeatable); every encoder of the bundle if omitted.
+    #[arg(long, value_name = "P")]
+    pub precision: Vec<Precision>,
+    /// Skip a form whose NNEF archive would exceed this many times its ONNX file
+    /// (int8 and f16 weights are widened to f32 in tract).
+    #[arg(long, default_value_t = 1.25, value_name = "X")]
+    pub max_growth: f64,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// How stored image shots are mixed into the scores (see docs/fewshot.md).
@@ -197,6 +227,9 @@ pub struct BenchArgs {
     /// With --camera: no halving (the full frame goes to the model's resize), for comparison.
     #[arg(long, requires = "camera")]
     pub full_frame: bool,
+    /// Load the ONNX file even where the bundle has an NNEF copy (to compare cold starts).
+    #[arg(long)]
+    pub onnx: bool,
     /// The image decoded and classified on every frame.
     #[arg(value_name = "IMAGE")]
     pub image: PathBuf,
@@ -379,6 +412,7 @@ pub fn main() -> ExitCode {
         Command::Fewshot(FewshotCommand::Add(a)) => cmd::fewshot::add(&a),
         Command::Fewshot(FewshotCommand::List(a)) => cmd::fewshot::list(&a),
         Command::Fewshot(FewshotCommand::Remove(a)) => cmd::fewshot::remove(&a),
+        Command::Bundle(BundleCommand::Nnef(a)) => cmd::bundle::nnef(&a),
     };
     match result {
         Ok(code) => code,

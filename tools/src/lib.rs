@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod cmd;
 pub mod labels;
+pub mod nnef_convert;
 pub mod prompt_build;
 pub mod rng;
 pub mod templates;

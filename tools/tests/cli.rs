@@ -511,3 +511,37 @@ fn eval_shots_compares_shot_counts_on_disjoint_images() {
     a.extend(args!["--shots", "0,3"]);
     assert_clean_failure(&run(&a), "cat", "3 shots need at least 4");
 }
+
+#[test]
+fn bundle_nnef_adds_the_f32_copy_and_skips_forms_that_would_grow() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("default");
+    std::fs::create_dir(&dir).expect("mkdir");
+    for entry in std::fs::read_dir(bundle()).expect("bundle") {
+        let path = entry.expect("entry").path();
+        if path.is_file() {
+            std::fs::copy(&path, dir.join(path.file_name().expect("name"))).expect("copy");
+        }
+    }
+
+    let o = run(args!("bundle", "nnef", "--bundle", &dir, "--json"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    let rows = v["encoders"].as_array().expect("encoders");
+    let status = |p: &str| rows.iter().find(|r| r["precision"] == p).map(|r| r["status"].clone());
+    assert_eq!(status("f32"), Some("converted".into()), "{v}");
+    assert_eq!(status("int8"), Some("skipped".into()), "{v}");
+    assert_eq!(status("f16"), Some("skipped".into()), "{v}");
+    let f32_row = rows.iter().find(|r| r["precision"] == "f32").expect("f32");
+    assert!(f32_row["min_cosine"].as_f64().expect("cosine") >= 0.9999);
+    assert!(dir.join("image_encoder_f32.nnef.tar").is_file());
+
+    let scene = image("scene_640x480.png");
+    let o = run(args!("bench", "--bundle", &dir, "--frames", "2", "--json", &scene));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("bench JSON");
+    assert_eq!(v["model_form"], "nnef");
+    let o = run(args!("bench", "--bundle", &dir, "--onnx", "--frames", "2", "--json", &scene));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("bench JSON");
+    assert_eq!(v["model_form"], "onnx");
+}

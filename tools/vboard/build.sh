@@ -96,10 +96,10 @@ chmod 755 "$fs/init"
 cp tools/vboard/board.toml "$fs/etc/clip-edge/board.toml"
 cp "$bin" "$fs/opt/clip-edge/bin/clip-edge-board"
 cp "$debs/usr/bin/v4l2-ctl" "$fs/usr/bin/v4l2-ctl"
-# The device needs the manifest, the image encoders and the prompt store; the
-# text encoder stays on the host.
-for f in bundle.toml prompts.store image_encoder_f32.onnx image_encoder_f16.onnx image_encoder_int8.onnx; do
-  cp "models/default/$f" "$fs/opt/clip-edge/models/default/"
+# The device needs the manifest, the image encoders (and their NNEF copies)
+# and the prompt store; the text encoder stays on the host.
+for f in bundle.toml prompts.store models/default/image_encoder_*; do
+  cp "models/default/${f#models/default/}" "$fs/opt/clip-edge/models/default/"
 done
 
 # Shared libraries: the cross glibc for the daemon, the packages' for v4l2-ctl.

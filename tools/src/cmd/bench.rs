@@ -56,7 +56,10 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<ExitCode> {
     let image_bytes =
         std::fs::read(&a.image).with_context(|| format!("cannot read {}", a.image.display()))?;
     let t0 = Instant::now();
-    let bundle = load_bundle(&a.model.bundle)?;
+    let mut bundle = load_bundle(&a.model.bundle)?;
+    if a.onnx {
+        bundle.encoders.iter_mut().for_each(|e| e.nnef = None);
+    }
     let mut clf = Classifier::load(&bundle, a.model.precision, a.prompts.as_deref())
         .with_context(|| format!("cannot load model of bundle {}", bundle.dir.display()))?;
     clf.encoder.set_threads(usize::from(a.model.threads)).context("--threads")?;
@@ -105,6 +108,7 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<ExitCode> {
             "image": a.image.display().to_string(),
             "frames": a.frames,
             "cold_start_ms": ms(cold_start),
+            "model_form": if lt.from_nnef { "nnef" } else { "onnx" },
             "load_ms": {"read": ms(lt.read), "parse": ms(lt.parse), "optimise": ms(lt.optimise), "total": ms(load)},
             "first_frame_ms": ms(first),
             "decode_ms": decode.json(),
@@ -130,8 +134,9 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<ExitCode> {
             a.image.display()
         );
         println!(
-            "cold start   {:.1} ms (read {:.1}, parse {:.1}, optimise {:.1}, first frame {:.1})",
+            "cold start   {:.1} ms from {} (read {:.1}, parse {:.1}, optimise {:.1}, first frame {:.1})",
             ms(cold_start),
+            if lt.from_nnef { "NNEF" } else { "ONNX" },
             ms(lt.read),
             ms(lt.parse),
             ms(lt.optimise),

@@ -1,6 +1,7 @@
 //! One module per `clip-edge` command.
 
 pub mod bench;
+pub mod bundle;
 pub mod classify;
 pub mod embed;
 pub mod eval;
