@@ -1,0 +1,78 @@
+//! Where a bundle's image encoder spends its time in tract: each node of the
+//! optimised plan timed over a number of runs, summed per operator type and
+//! listed for the heaviest nodes. A measurement harness for
+//! `docs/performance.md`, not part of the product.
+//!
+//!   cargo run --release -p clip-edge-tools --example profile -- models/default f32 50
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clip_edge_runtime::encoder::typed_onnx;
+use clip_edge_runtime::{Bundle, Precision};
+use tract_onnx::prelude::*;
+
+/// Loads the encoder, runs it, prints the profile.
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let dir = args.next().context("usage: profile BUNDLE [PRECISION] [RUNS]")?;
+    let precision: Option<Precision> =
+        args.next().map(|p| p.parse()).transpose().map_err(anyhow::Error::msg)?;
+    let runs: usize = args.next().map(|r| r.parse()).transpose()?.unwrap_or(30);
+    let bundle = Bundle::load(&dir)?;
+    let file = bundle.encoder(precision)?;
+    let bytes = file.read_verified()?;
+    let plan = typed_onnx(&bundle, file, &bytes)?.into_optimized()?.into_runnable()?;
+    let mut state = TypedSimpleState::new(&plan)?;
+    let size = bundle.preprocess.size as usize;
+    let input: TValue = Tensor::zero::<f32>(&[1, 3, size, size])?.into();
+    for _ in 0..3 {
+        state.run(tvec![input.clone()])?;
+    }
+    let mut per_node: HashMap<usize, (String, String, Duration)> = HashMap::new();
+    let t0 = Instant::now();
+    for _ in 0..runs {
+        state.run_plan_with_eval(tvec![input.clone()], |session, op_state, node, inputs| {
+            let t = Instant::now();
+            let out = tract_core::plan::eval(session, op_state, node, inputs);
+            let e = per_node
+                .entry(node.id)
+                .or_insert_with(|| (node.op().name().to_string(), node.name.clone(), Duration::ZERO));
+            e.2 += t.elapsed();
+            out
+        })?;
+    }
+    let wall = t0.elapsed() / runs as u32;
+    let mut per_op: HashMap<String, (usize, Duration)> = HashMap::new();
+    for (op, _, d) in per_node.values() {
+        let e = per_op.entry(op.clone()).or_default();
+        e.0 += 1;
+        e.1 += *d / runs as u32;
+    }
+    let total: Duration = per_op.values().map(|(_, d)| *d).sum();
+    println!(
+        "{} ({}), {} nodes, {runs} runs: {:.2} ms per run ({:.2} ms inside nodes)",
+        bundle.name,
+        file.precision,
+        plan.model().nodes().len(),
+        wall.as_secs_f64() * 1e3,
+        total.as_secs_f64() * 1e3
+    );
+    let mut ops: Vec<_> = per_op.into_iter().collect();
+    ops.sort_by(|a, b| b.1 .1.cmp(&a.1 .1));
+    println!("| operator | nodes | ms per run | share |\n|---|---|---|---|");
+    for (op, (n, d)) in &ops {
+        let share = 100.0 * d.as_secs_f64() / total.as_secs_f64();
+        if share >= 0.5 {
+            println!("| {op} | {n} | {:.3} | {share:.1}% |", d.as_secs_f64() * 1e3);
+        }
+    }
+    let mut nodes: Vec<_> = per_node.into_values().collect();
+    nodes.sort_by(|a, b| b.2.cmp(&a.2));
+    println!("heaviest nodes:");
+    for (op, name, d) in nodes.iter().take(8) {
+        println!("  {:>7.3} ms  {op:<14} {name}", d.as_secs_f64() * 1e3 / runs as f64);
+    }
+    Ok(())
+}
