@@ -60,7 +60,7 @@ fn main() -> anyhow::Result<()> {
         total.as_secs_f64() * 1e3
     );
     let mut ops: Vec<_> = per_op.into_iter().collect();
-    ops.sort_by(|a, b| b.1 .1.cmp(&a.1 .1));
+    ops.sort_by_key(|(_, (_, d))| std::cmp::Reverse(*d));
     println!("| operator | nodes | ms per run | share |\n|---|---|---|---|");
     for (op, (n, d)) in &ops {
         let share = 100.0 * d.as_secs_f64() / total.as_secs_f64();
@@ -69,7 +69,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let mut nodes: Vec<_> = per_node.into_values().collect();
-    nodes.sort_by(|a, b| b.2.cmp(&a.2));
+    nodes.sort_by_key(|(_, _, d)| std::cmp::Reverse(*d));
     println!("heaviest nodes:");
     for (op, name, d) in nodes.iter().take(8) {
         println!("  {:>7.3} ms  {op:<14} {name}", d.as_secs_f64() * 1e3 / runs as f64);

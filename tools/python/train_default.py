@@ -237,7 +237,11 @@ def train(args) -> None:
         target = (1 - args.soft) * target + args.soft * soft
         loss_i = -(target * F.log_softmax(logits, 1)).sum(1).mean()
         loss_t = -(target.T * F.log_softmax(logits.T, 1)).sum(1).mean()
-        loss_all = F.cross_entropy(scale * img @ proto.T, cls)
+        target_all = F.one_hot(cls, n_cls).float()
+        if args.all_soft > 0:
+            near = torch.softmax(proto[cls] @ proto.T / args.soft_temp, dim=1)
+            target_all = (1 - args.all_soft) * target_all + args.all_soft * near
+        loss_all = -(target_all * F.log_softmax(scale * img @ proto.T, dim=1)).sum(1).mean()
         loss = 0.5 * (loss_i + loss_t) + args.all_weight * loss_all
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -350,7 +354,7 @@ def package(args) -> None:
                                 attention_mask=False)
         common = dict(name="clip-edge-default-emoji-cnn", description=description, preprocess=pre,
                       embed_dim=dm.EMBED_DIM, logit_scale=ckpt["logit_scale"], text=text_spec, force=True,
-                      keep=("labels.toml", "MODEL_CARD.md", "README.md"), prompts="prompts.store")
+                      keep=("labels.toml", "MODEL_CARD.md", "README.md", "fewshot_report.json"), prompts="prompts.store")
         if bundle.exists() and not args.force:
             raise DataMissing(f"{bundle}: already exists (use --force to replace it)")
         encoders = {"f32": img_f32, **extra}
@@ -371,7 +375,8 @@ def package(args) -> None:
                 log(f"{precision} image encoder: tract runs it, mean cosine to f32 {cos:.5f}")
         if len(encoders) != 1 + len(extra):
             eb.write_bundle(bundle, encoders=encoders, **common)
-        eb.add_nnef(binary, bundle)
+        # No NNEF copy (`clip-edge bundle nnef`): for this small CNN it starts no
+        # faster than the ONNX file (docs/performance.md) and would add 13.7 MB.
         shutil.copyfile(run / "heldout_concepts.txt", bundle / "heldout_concepts.txt")
         shutil.copytree(samples_tmp, bundle / "samples")
         samples = sorted((bundle / "samples").glob("*.png"))
@@ -394,6 +399,8 @@ def main() -> int:
     p.add_argument("--soft", type=float, default=0.2, help="weight of the text-similarity soft target")
     p.add_argument("--soft-temp", type=float, default=0.05)
     p.add_argument("--all-weight", type=float, default=0.5, help="weight of the all-concepts term")
+    p.add_argument("--all-soft", type=float, default=0.0,
+                   help="share of the all-concepts target spread over text-similar concepts")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--autocast", default="auto", choices=["auto", "bf16", "off"],
