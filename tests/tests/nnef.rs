@@ -41,14 +41,14 @@ fn convert(dir: &Path) -> PathBuf {
         [Outcome::Converted(c)] => {
             println!(
                 "{}: {} bytes (ONNX {}), cold start ONNX {:?} -> NNEF {:?}, min cosine {}",
-                c.path.display(),
+                c.nnef.path.display(),
                 c.nnef_bytes,
                 c.onnx_bytes,
                 c.onnx_load.total(),
                 c.nnef_load.total(),
                 c.min_cosine
             );
-            c.path.clone()
+            c.nnef.path.clone()
         }
         other => panic!("expected one converted encoder, got {other:?}"),
     }

@@ -41,8 +41,8 @@ pub enum Outcome {
 pub struct Converted {
     /// The encoder's precision.
     pub precision: Precision,
-    /// The NNEF archive written.
-    pub path: PathBuf,
+    /// The NNEF archive written, with its checksum and the ONNX file's.
+    pub nnef: NnefFile,
     /// Size of the ONNX file.
     pub onnx_bytes: usize,
     /// Size of the NNEF archive.
@@ -113,11 +113,11 @@ fn convert_one(bundle: &Bundle, file: &EncoderFile, max_growth: f64) -> anyhow::
     }
     let path = nnef_path(file);
     write_atomic(&path, &tar)?;
-    let nnef = NnefFile { path: path.clone(), sha256: sha256_hex(&tar), source_sha256: file.sha256.clone() };
+    let nnef = NnefFile { path, sha256: sha256_hex(&tar), source_sha256: file.sha256.clone() };
     match verify(bundle, file, &nnef) {
         Ok((onnx_load, nnef_load, min_cosine, max_abs)) => Ok(Outcome::Converted(Converted {
             precision,
-            path,
+            nnef,
             onnx_bytes: bytes.len(),
             nnef_bytes: tar.len(),
             onnx_load,
@@ -126,7 +126,7 @@ fn convert_one(bundle: &Bundle, file: &EncoderFile, max_growth: f64) -> anyhow::
             max_abs,
         })),
         Err(e) => {
-            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(&nnef.path);
             Err(e)
         }
     }
@@ -200,7 +200,7 @@ fn record(
     file: &EncoderFile,
     c: &Converted,
 ) -> anyhow::Result<()> {
-    let name = c.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = c.nnef.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tables = doc
         .get_mut("image")
         .and_then(|i| i.get_mut("encoder"))
@@ -212,10 +212,8 @@ fn record(
         .with_context(|| {
             format!("{}: no [[image.encoder]] with precision {}", manifest.display(), file.precision)
         })?;
-    let sha =
-        sha256_hex(&std::fs::read(&c.path).with_context(|| format!("cannot read {}", c.path.display()))?);
     entry["nnef"] = toml_edit::value(name);
-    entry["nnef_sha256"] = toml_edit::value(sha);
-    entry["nnef_source_sha256"] = toml_edit::value(file.sha256.clone());
+    entry["nnef_sha256"] = toml_edit::value(c.nnef.sha256.clone());
+    entry["nnef_source_sha256"] = toml_edit::value(c.nnef.source_sha256.clone());
     Ok(())
 }

@@ -21,7 +21,7 @@ pub fn nnef(a: &BundleNnefArgs) -> anyhow::Result<ExitCode> {
                          cold start {:.0} ms from ONNX (read {:.0}, parse {:.0}, optimise {:.0}) -> {:.0} ms from NNEF \
                          (read {:.0}, parse {:.0}, optimise {:.0})",
                         c.precision,
-                        c.path.display(),
+                        c.nnef.path.display(),
                         c.nnef_bytes,
                         c.onnx_bytes,
                         c.min_cosine,
@@ -37,7 +37,7 @@ pub fn nnef(a: &BundleNnefArgs) -> anyhow::Result<ExitCode> {
                     );
                 }
                 rows.push(json!({
-                    "precision": c.precision, "status": "converted", "nnef": c.path.display().to_string(),
+                    "precision": c.precision, "status": "converted", "nnef": c.nnef.path.display().to_string(),
                     "nnef_bytes": c.nnef_bytes, "onnx_bytes": c.onnx_bytes,
                     "min_cosine": c.min_cosine, "max_abs": c.max_abs,
                     "onnx_load_ms": round_ms(c.onnx_load.total()), "nnef_load_ms": round_ms(c.nnef_load.total()),
