@@ -118,6 +118,14 @@ pub fn batch_symbol(model: &InferenceModel, rank: usize) -> Option<Symbol> {
     }
 }
 
+/// Fixes the batch symbol found by [`batch_symbol`] (if any) to 1 in a typed model.
+pub fn fix_batch(typed: TypedModel, batch: Option<Symbol>) -> TractResult<TypedModel> {
+    match batch {
+        Some(sym) => typed.set_symbols(&std::collections::HashMap::from([(sym, TDim::from(1))])),
+        None => Ok(typed),
+    }
+}
+
 impl ImageEncoder {
     /// Loads the bundle's encoder for `precision` (default when `None`), checking its sha256.
     pub fn load(bundle: &Bundle, precision: Option<Precision>) -> Result<ImageEncoder> {
@@ -380,14 +388,10 @@ pub fn typed_onnx(bundle: &Bundle, file: &EncoderFile, bytes: &[u8]) -> Result<T
     let first = batch.clone().map(TDim::Sym).unwrap_or_else(|| 1.into());
     let shape: [TDim; 4] = [first, 3.into(), size.into(), size.into()];
     model.set_input_fact(0, f32::fact(&shape).into()).map_err(|e| model_err(&e))?;
-    let mut typed = model
+    let typed = model
         .into_typed()
         .map_err(|e| model_err(&format!("graph does not accept a 1x3x{size}x{size} f32 image: {e:#}")))?;
-    if let Some(sym) = batch {
-        let subs = std::collections::HashMap::from([(sym, TDim::from(1))]);
-        typed = typed.set_symbols(&subs).map_err(|e| model_err(&e))?;
-    }
-    Ok(typed)
+    fix_batch(typed, batch).map_err(|e| model_err(&e))
 }
 
 /// Milliseconds as a float, for logs and reports.

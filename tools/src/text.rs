@@ -190,13 +190,10 @@ impl TextEncoder {
                 ),
             });
         }
-        let mut typed = model
+        let typed = model
             .into_typed()
             .map_err(|e| err(&format!("graph does not accept 1x{ctx} int64 tokens: {e:#}")))?;
-        if let Some(sym) = batch {
-            let subs = std::collections::HashMap::from([(sym, TDim::from(1))]);
-            typed = typed.set_symbols(&subs).map_err(|e| err(&e))?;
-        }
+        let typed = clip_edge_runtime::encoder::fix_batch(typed, batch).map_err(|e| err(&e))?;
         let model = typed.into_optimized().map_err(|e| err(&format!("cannot optimise the graph: {e:#}")))?;
         let shape = model.output_fact(0).map_err(|e| err(&e))?.shape.as_concrete().map(|s| s.to_vec());
         let dim = match shape.as_deref() {
