@@ -66,6 +66,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    clip_edge_runtime::process::exit_quietly_on_broken_pipe();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_millis()
         .init();

@@ -137,6 +137,54 @@ pub struct TextEncoderSpec {
     pub pad_id: u32,
     /// Whether the graph takes an attention mask input besides the token ids.
     pub attention_mask: bool,
+    /// Seen-versus-unseen calibration applied when prompt stores are built.
+    pub calibration: Option<Calibration>,
+}
+
+/// Calibration of classes the model was trained on against classes it only
+/// knows by name (calibrated stacking, Chao et al. 2016): a contrastive model
+/// scores the concepts of its training set systematically higher, so a class
+/// whose name is not among them gets `unseen_bonus` added to its cosine
+/// similarity. Prompt-store builds turn this into per-entry offsets; the
+/// device only adds the stored offsets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Calibration {
+    /// Added to the cosine similarity of classes not named in `seen_names`.
+    pub unseen_bonus: f32,
+    /// Text file with one name per line under which a training concept is known.
+    pub seen_names: PathBuf,
+}
+
+/// The largest [`Calibration::unseen_bonus`] a manifest may give.
+pub const MAX_UNSEEN_BONUS: f32 = 0.5;
+
+impl Calibration {
+    /// Reads the seen-names file, normalised with [`Calibration::normalise`].
+    pub fn load_seen_names(&self) -> Result<std::collections::HashSet<String>> {
+        let text = std::fs::read_to_string(&self.seen_names).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::manifest(
+                    &self.seen_names,
+                    "seen-names file named in bundle.toml ([text.calibration]) does not exist",
+                )
+            } else if e.kind() == std::io::ErrorKind::InvalidData {
+                Error::manifest(&self.seen_names, "seen-names file is not UTF-8 text")
+            } else {
+                Error::io(&self.seen_names, e)
+            }
+        })?;
+        let names: std::collections::HashSet<String> =
+            text.lines().map(Self::normalise).filter(|n| !n.is_empty()).collect();
+        if names.is_empty() {
+            return Err(Error::manifest(&self.seen_names, "seen-names file lists no names"));
+        }
+        Ok(names)
+    }
+
+    /// The form names are compared in: lower case, `_` as a space, single spaces, trimmed.
+    pub fn normalise(name: &str) -> String {
+        name.to_lowercase().replace('_', " ").split_whitespace().collect::<Vec<_>>().join(" ")
+    }
 }
 
 /// A validated bundle manifest with paths resolved against the bundle folder.
@@ -213,6 +261,14 @@ struct RawText {
     pad_id: u32,
     #[serde(default)]
     attention_mask: bool,
+    calibration: Option<RawCalibration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCalibration {
+    unseen_bonus: f32,
+    seen_names: String,
 }
 
 impl Bundle {
@@ -345,6 +401,23 @@ impl Bundle {
                 if t.context_length == 0 {
                     return Err(bad("text.context_length", "must be positive".into()));
                 }
+                let calibration = t
+                    .calibration
+                    .map(|c| -> Result<Calibration> {
+                        if !(c.unseen_bonus.is_finite() && (0.0..=MAX_UNSEEN_BONUS).contains(&c.unseen_bonus))
+                        {
+                            return Err(bad(
+                                "text.calibration.unseen_bonus",
+                                format!("{} is outside 0..={MAX_UNSEEN_BONUS}", c.unseen_bonus),
+                            ));
+                        }
+                        Ok(Calibration {
+                            unseen_bonus: c.unseen_bonus,
+                            seen_names: relative_file(dir, &c.seen_names)
+                                .map_err(|m| bad("text.calibration.seen_names", m))?,
+                        })
+                    })
+                    .transpose()?;
                 Ok(TextEncoderSpec {
                     path: relative_file(dir, &t.file).map_err(|m| bad("text.file", m))?,
                     sha256: t.sha256.to_ascii_lowercase(),
@@ -352,6 +425,7 @@ impl Bundle {
                     context_length: t.context_length,
                     pad_id: t.pad_id,
                     attention_mask: t.attention_mask,
+                    calibration,
                 })
             })
             .transpose()?;
@@ -539,6 +613,41 @@ sha256 = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
         assert!(err.contains("bundle.toml"), "{err}");
         let err = parse(&GOOD.replace("embed_dim", "embedding_dim")).expect_err("unknown key").to_string();
         assert!(err.contains("embedding_dim"), "{err}");
+    }
+
+    #[test]
+    fn calibration_is_validated_and_its_names_normalised() {
+        let text = |bonus: &str, names: &str| {
+            format!(
+                "{GOOD}\n[text]\nfile = \"t.onnx\"\nsha256 = \"{}\"\ntokenizer = \"tokenizer.json\"\n\
+                 context_length = 32\npad_id = 0\n\n[text.calibration]\nunseen_bonus = {bonus}\nseen_names = \"{names}\"\n",
+                "ab".repeat(32)
+            )
+        };
+        let c = parse(&text("0.0125", "seen.txt"))
+            .expect("valid")
+            .text
+            .expect("text")
+            .calibration
+            .expect("calibration");
+        assert_eq!((c.unseen_bonus, c.seen_names.as_path()), (0.0125, Path::new("/b/seen.txt")));
+        for (bonus, names) in
+            [("-0.1", "seen.txt"), ("0.9", "seen.txt"), ("nan", "seen.txt"), ("0.01", "../seen.txt")]
+        {
+            let err = parse(&text(bonus, names)).expect_err(bonus).to_string();
+            assert!(err.contains("'text.calibration."), "{bonus} {names}: {err}");
+        }
+
+        let dir = tempfile::tempdir().expect("tmp");
+        let cal = Calibration { unseen_bonus: 0.01, seen_names: dir.path().join("seen.txt") };
+        let err = cal.load_seen_names().expect_err("missing").to_string();
+        assert!(err.contains("seen.txt") && err.contains("does not exist"), "{err}");
+        std::fs::write(&cal.seen_names, "\n  \n").expect("write");
+        assert!(cal.load_seen_names().expect_err("empty").to_string().contains("lists no names"));
+        std::fs::write(&cal.seen_names, "Dog Face\nred_car\n  hot   dog \n").expect("write");
+        let names = cal.load_seen_names().expect("names");
+        assert!(names.contains("dog face") && names.contains("red car") && names.contains("hot dog"));
+        assert_eq!(Calibration::normalise(" Delivery_Truck "), "delivery truck");
     }
 
     #[test]

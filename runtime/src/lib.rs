@@ -7,6 +7,7 @@
 //! - [`store`]: the prompt store file format, reader and atomic writer.
 //! - [`score`]: similarity, softmax, top-k and the open-set decision.
 //! - [`frame`]: decoding image files with size limits.
+//! - [`process`]: process-level behaviour of the binaries (a closed stdout pipe).
 //! - [`Classifier`]: all of it together for one bundle and one store.
 
 pub mod bundle;
@@ -16,6 +17,7 @@ mod error;
 pub mod frame;
 pub mod nnef;
 pub mod preprocess;
+pub mod process;
 pub mod score;
 pub mod store;
 

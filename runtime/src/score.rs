@@ -3,8 +3,9 @@
 //!
 //! Few-shot (in the spirit of Tip-Adapter): each stored shot `k` of class `c`
 //! adds `shot_weight * exp(-shot_sharpness * (1 - cos(frame, k)))` to the
-//! logit `logit_scale * cos(frame, text_c)` of its class. With no shots the
-//! logits, and so the result, are exactly the zero-shot ones.
+//! logit `logit_scale * (cos(frame, text_c) + offset_c)` of its class, where
+//! `offset_c` is the store's seen/unseen calibration offset (0 without one).
+//! With no shots the logits, and so the result, are exactly the zero-shot ones.
 
 use serde::Serialize;
 
@@ -93,7 +94,7 @@ pub struct Ranked {
     /// Softmax probability over all entries.
     pub score: f32,
     /// Cosine similarity to the entry's text embedding (for an image-only
-    /// class, to the mean of its shots).
+    /// class, to the mean of its shots), without the calibration offset.
     pub similarity: f32,
     /// What the entry's shots added to its logit (0 without shots).
     pub shots: f32,
@@ -143,7 +144,8 @@ impl Scorer {
         store.dot_all(embedding, &mut self.sims);
         let scale = store.header().logit_scale;
         self.logits.clear();
-        self.logits.extend(self.sims.iter().map(|s| s * scale));
+        self.logits
+            .extend(self.sims.iter().enumerate().map(|(i, s)| (s + store.similarity_offset(i)) * scale));
         if rule.shot_weight > 0.0 && !store.shots().is_empty() {
             self.shot_sims.resize(store.shots().len(), 0.0);
             store.dot_shots(embedding, &mut self.shot_sims);
@@ -167,7 +169,7 @@ impl Scorer {
                 top_logits.pop();
             }
             let score = (logit - max).exp() / denom;
-            let shots = logit - similarity * scale;
+            let shots = logit - (similarity + store.similarity_offset(index)) * scale;
             let overflow = || Error::Usage("top-k overflow".into());
             top.insert(pos, Ranked { index, score, similarity, shots }).map_err(|_| overflow())?;
             top_logits.insert(pos, logit).map_err(|_| overflow())?;
@@ -287,5 +289,24 @@ mod tests {
         let c = Scorer::new().classify(&q, &s, 2, &rule).expect("ok");
         assert_eq!(c.decision, Decision::Match(4));
         assert!((c.top[0].similarity - 1.0).abs() < 1e-5, "{:?}", c.top[0]);
+    }
+
+    #[test]
+    fn similarity_offsets_shift_logits_not_similarities() {
+        let q = [0.8, 0.6, 0.0];
+        let rule = DecisionRule::default();
+        let plain = Scorer::new().classify(&q, &store(), 4, &rule).expect("plain");
+        assert_eq!(plain.top[0].index, 3);
+        let mut b = store().to_builder();
+        b.set_similarity_offsets(vec![0.2, 0.0, 0.0, 0.0]).expect("offsets");
+        let s = PromptStore::from_bytes("s", &b.to_bytes().expect("bytes")).expect("store");
+        assert_eq!(s.similarity_offset(0), 0.2);
+        let c = Scorer::new().classify(&q, &s, 4, &rule).expect("calibrated");
+        assert_eq!(c.decision, Decision::Match(0));
+        assert_eq!(c.top[0].similarity, 0.8);
+        assert_eq!(c.top[0].shots, 0.0);
+        let sims = [1.0f32, 0.6, 0.0, 0.96];
+        let denom: f32 = sims.iter().map(|s| (s * 10.0).exp()).sum();
+        assert!((c.top[0].score - 10f32.exp() / denom).abs() < 1e-6);
     }
 }

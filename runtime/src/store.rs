@@ -162,7 +162,7 @@ pub struct Shot {
 }
 
 /// Build information kept with the embeddings.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StoreMeta {
     /// Program that built the store.
     #[serde(default)]
@@ -179,6 +179,11 @@ pub struct StoreMeta {
     /// Free-form note (for example "placeholder: random unit vectors").
     #[serde(default)]
     pub note: Option<String>,
+    /// Per entry, in entry order: added to the entry's cosine similarity before
+    /// the logit scale (seen/unseen calibration, see `bundle::Calibration`).
+    /// Empty means none; otherwise one finite value in -1..=1 per entry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub similarity_offsets: Vec<f32>,
 }
 
 /// The fixed-size header, as read from a file.
@@ -403,8 +408,29 @@ impl PromptStore {
             prototypes: Vec::new(),
         };
         store.check_rows()?;
+        store.check_offsets()?;
         store.index_rows()?;
         Ok(store)
+    }
+
+    fn check_offsets(&self) -> Result<()> {
+        let offsets = &self.meta.similarity_offsets;
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        if offsets.len() != self.len() {
+            return Err(Error::store(
+                &self.path,
+                format!("metadata holds {} similarity offsets for {} entries", offsets.len(), self.len()),
+            ));
+        }
+        match offsets.iter().position(|o| !(o.is_finite() && (-1.0..=1.0).contains(o))) {
+            Some(i) => Err(Error::store(
+                &self.path,
+                format!("similarity offset of '{}' is {}, outside -1..=1", self.entries[i].label, offsets[i]),
+            )),
+            None => Ok(()),
+        }
     }
 
     fn check_rows(&self) -> Result<()> {
@@ -575,6 +601,11 @@ impl PromptStore {
     /// Shot `j`'s embedding decoded to f32.
     pub fn shot_f32(&self, j: usize) -> Vec<f32> {
         self.shot_block().row(j, self.dim())
+    }
+
+    /// The calibration offset added to entry `i`'s cosine similarity (0 without calibration).
+    pub fn similarity_offset(&self, i: usize) -> f32 {
+        self.meta.similarity_offsets.get(i).copied().unwrap_or(0.0)
     }
 
     /// Dot product of `query` (length `dim`) with every entry's embedding (see
@@ -786,6 +817,23 @@ impl StoreBuilder {
         self
     }
 
+    /// Sets the per-entry similarity offsets (one per entry pushed so far, each
+    /// finite and in -1..=1); all zeros are stored as none.
+    pub fn set_similarity_offsets(&mut self, offsets: Vec<f32>) -> Result<()> {
+        if offsets.len() != self.entries.len() {
+            return Err(Error::Usage(format!(
+                "{} similarity offsets for {} entries",
+                offsets.len(),
+                self.entries.len()
+            )));
+        }
+        if let Some(o) = offsets.iter().find(|o| !(o.is_finite() && (-1.0..=1.0).contains(*o))) {
+            return Err(Error::Usage(format!("similarity offset {o} is outside -1..=1")));
+        }
+        self.meta.similarity_offsets = if offsets.iter().all(|&o| o == 0.0) { Vec::new() } else { offsets };
+        Ok(())
+    }
+
     /// Sets the shot caps: per class (oldest replaced beyond it) and in all (refused beyond it).
     pub fn shot_caps(mut self, per_class: u32, total: u32) -> Result<Self> {
         if !(1..=MAX_SHOTS).contains(&total) || !(1..=total).contains(&per_class) {
@@ -888,6 +936,9 @@ impl StoreBuilder {
                 if self.meta.prompts_per_entry.len() == self.entries.len() {
                     self.meta.prompts_per_entry.push(0);
                 }
+                if self.meta.similarity_offsets.len() == self.entries.len() {
+                    self.meta.similarity_offsets.push(0.0);
+                }
                 self.entries.push(Entry { label: label.to_string(), kind: EntryKind::Class, text: false });
                 (self.entries.len() - 1, true)
             }
@@ -926,6 +977,9 @@ impl StoreBuilder {
             if self.meta.prompts_per_entry.len() > i {
                 self.meta.prompts_per_entry.remove(i);
             }
+            if self.meta.similarity_offsets.len() > i {
+                self.meta.similarity_offsets.remove(i);
+            }
             for s in &mut self.shots {
                 if s.entry as usize > i {
                     s.entry -= 1;
@@ -943,6 +997,13 @@ impl StoreBuilder {
     fn serialise(&self, version: u16) -> Result<Vec<u8>> {
         if self.entries.is_empty() {
             return Err(Error::Usage("a prompt store needs at least one entry".into()));
+        }
+        let offsets = self.meta.similarity_offsets.len();
+        if offsets != 0 && offsets != self.entries.len() {
+            return Err(Error::Usage(format!(
+                "{offsets} similarity offsets for {} entries",
+                self.entries.len()
+            )));
         }
         if !(self.logit_scale.is_finite() && self.logit_scale > 0.0) {
             return Err(Error::Usage(format!("logit scale {} is not positive", self.logit_scale)));
@@ -1219,6 +1280,7 @@ mod tests {
             prompts_per_entry: vec![1, 1, 1],
             built_at: None,
             note: None,
+            similarity_offsets: Vec::new(),
         });
         b.push("cat", EntryKind::Class, &[1.0, 0.0, 0.0, 0.0]).expect("push");
         b.push("dog", EntryKind::Class, &[0.0, 3.0, 4.0, 0.0]).expect("push");
@@ -1414,6 +1476,42 @@ mod tests {
             assert!((out[1] - 1.0).abs() < tol * 2.0, "{el}: {out:?}");
             assert!(out[0].abs() < tol && out[2].abs() < tol);
         }
+    }
+
+    #[test]
+    fn similarity_offsets_round_trip_follow_entries_and_are_validated() {
+        let mut b = builder(ElementType::F16);
+        b.set_similarity_offsets(vec![0.0, 0.0, 0.0]).expect("zeros");
+        assert_eq!(
+            b.to_bytes().expect("b"),
+            builder(ElementType::F16).to_bytes().expect("b"),
+            "zeros are none"
+        );
+        assert!(b.set_similarity_offsets(vec![0.1; 2]).is_err());
+        assert!(b.set_similarity_offsets(vec![0.1, f32::NAN, 0.0]).is_err());
+        assert!(b.set_similarity_offsets(vec![0.1, 1.5, 0.0]).is_err());
+        b.set_similarity_offsets(vec![0.0, 0.25, 0.0]).expect("offsets");
+        b.add_shot("van", &[0.0, 0.0, 1.0, 0.0], 1).expect("new class");
+        let s = PromptStore::from_bytes("o.store", &b.to_bytes().expect("bytes")).expect("valid");
+        assert_eq!(s.meta().similarity_offsets, vec![0.0, 0.25, 0.0, 0.0]);
+        assert_eq!((s.similarity_offset(1), s.similarity_offset(3)), (0.25, 0.0));
+        let mut edit = s.to_builder();
+        edit.remove_shots("van").expect("remove");
+        assert_eq!(edit.to_bytes().expect("b"), {
+            let mut b = builder(ElementType::F16);
+            b.set_similarity_offsets(vec![0.0, 0.25, 0.0]).expect("offsets");
+            b.to_bytes().expect("b")
+        });
+
+        let bytes = PromptStore::from_bytes("o", &edit.to_bytes().expect("b")).expect("v").to_builder();
+        let mut bytes = bytes.to_bytes().expect("b");
+        let at = bytes.windows(4).position(|w| w == b"0.25").expect("offset in metadata");
+        bytes[at..at + 4].copy_from_slice(b"2.25");
+        let n = bytes.len();
+        let crc = crc32fast::hash(&bytes[..n - 4]);
+        bytes[n - 4..].copy_from_slice(&crc.to_le_bytes());
+        let err = PromptStore::from_bytes("o.store", &bytes).expect_err("out of range").to_string();
+        assert!(err.contains("similarity offset of 'dog' is 2.25, outside -1..=1"), "{err}");
     }
 
     #[test]

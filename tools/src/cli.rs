@@ -257,6 +257,9 @@ pub struct EvalArgs {
     /// Template set for subfolder names and for a labels file that names none.
     #[arg(long, default_value = "default", value_name = "SET")]
     pub templates: String,
+    /// When embedding classes here (no --prompts), ignore the bundle's seen/unseen calibration.
+    #[arg(long, conflicts_with = "prompts")]
+    pub no_calibration: bool,
     /// How many of the most frequent confusions to report.
     #[arg(long, default_value_t = 10)]
     pub confusions: usize,
@@ -322,6 +325,10 @@ pub struct BuildArgs {
     /// Record the build time (the store is then not byte-for-byte reproducible).
     #[arg(long)]
     pub stamp: bool,
+    /// Ignore the bundle's seen/unseen calibration ([text.calibration]): every
+    /// class is scored on its raw cosine similarity.
+    #[arg(long)]
+    pub no_calibration: bool,
     /// Print the summary as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -399,6 +406,7 @@ impl ShotArgs {
 
 /// Runs the command line and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
+    clip_edge_runtime::process::exit_quietly_on_broken_pipe();
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
     let result = match cli.command {

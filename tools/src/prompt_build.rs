@@ -1,10 +1,12 @@
 //! Building a prompt store from a labels file: tokenize, run the text
 //! encoder, average each entry's normalised prompt embeddings (prompt
-//! ensembling, as in the CLIP paper), and assemble the store.
+//! ensembling, as in the CLIP paper), apply the bundle's seen/unseen
+//! calibration, and assemble the store.
 
 use std::time::{Duration, Instant};
 
-use clip_edge_runtime::store::{ElementType, StoreBuilder, StoreMeta};
+use clip_edge_runtime::bundle::Calibration;
+use clip_edge_runtime::store::{ElementType, EntryKind, StoreBuilder, StoreMeta};
 use clip_edge_runtime::Bundle;
 
 use crate::labels::LabelSet;
@@ -40,6 +42,8 @@ pub struct BuildOptions {
     pub fail_on_truncation: bool,
     /// Record the build time in the metadata (the file is then not reproducible byte for byte).
     pub stamp: bool,
+    /// Apply the bundle's seen/unseen calibration (`[text.calibration]`), if it has one.
+    pub calibrate: bool,
 }
 
 /// What a build did.
@@ -53,6 +57,9 @@ pub struct BuildReport {
     pub load: Duration,
     /// Time spent embedding prompts.
     pub embed: Duration,
+    /// The calibration bonus applied, and the classes it went to (names not
+    /// among the bundle's training concepts); `None` when not calibrated.
+    pub calibration: Option<(f32, Vec<String>)>,
 }
 
 /// Embeds every prompt of `labels` with the bundle's text encoder and returns
@@ -85,6 +92,20 @@ pub fn build_store(
         return Err(BuildError::TooLong { count: too_long.len(), context, example: too_long[0].clone() });
     }
 
+    let calibration = match bundle.text.as_ref().and_then(|t| t.calibration.as_ref()) {
+        Some(c) if opts.calibrate => {
+            let seen = c.load_seen_names()?;
+            let unseen: Vec<String> = labels
+                .entries
+                .iter()
+                .filter(|e| e.kind == EntryKind::Class && !seen.contains(&Calibration::normalise(&e.name)))
+                .map(|e| e.name.clone())
+                .collect();
+            Some((c.unseen_bonus, unseen))
+        }
+        _ => None,
+    };
+
     let total = labels.prompt_count();
     let t1 = Instant::now();
     let mut done = 0;
@@ -94,6 +115,7 @@ pub fn build_store(
         prompts_per_entry: labels.entries.iter().map(|e| e.prompts.len() as u32).collect(),
         built_at: opts.stamp.then(|| clip_edge_runtime::store::rfc3339(clip_edge_runtime::store::unix_ms())),
         note: None,
+        similarity_offsets: Vec::new(),
     };
     let mut builder =
         StoreBuilder::new(bundle.embed_dim, bundle.fingerprint, bundle.logit_scale, opts.element).meta(meta);
@@ -110,5 +132,10 @@ pub fn build_store(
         builder.push(&e.name, e.kind, &sum)?;
         entries.push((e.name.clone(), toks.len()));
     }
-    Ok((builder, BuildReport { entries, truncated: too_long, load, embed: t1.elapsed() }))
+    if let Some((bonus, unseen)) = &calibration {
+        let offsets =
+            labels.entries.iter().map(|e| if unseen.contains(&e.name) { *bonus } else { 0.0 }).collect();
+        builder.set_similarity_offsets(offsets)?;
+    }
+    Ok((builder, BuildReport { entries, truncated: too_long, load, embed: t1.elapsed(), calibration }))
 }

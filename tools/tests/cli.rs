@@ -293,6 +293,22 @@ fn prompts_inspect_reports_and_checks_the_model() {
 }
 
 #[test]
+fn a_closed_stdout_pipe_ends_the_command_quietly() {
+    let store = bundle().join("prompts.store");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_clip-edge"))
+        .args(["prompts", "inspect", "--pairs", "36"])
+        .arg(&store)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take());
+    let o = child.wait_with_output().expect("wait");
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(clip_edge_runtime::process::BROKEN_PIPE_STATUS));
+}
+
+#[test]
 fn prompts_random_writes_a_store_that_classify_accepts() {
     let dir = tempfile::tempdir().expect("tmp");
     let out = dir.path().join("r.store");

@@ -45,6 +45,7 @@ fn each_entry_is_the_normalised_mean_of_its_normalised_prompts() {
         element: clip_edge_runtime::store::ElementType::F32,
         fail_on_truncation: false,
         stamp: false,
+        calibrate: true,
     };
     let mut calls = 0;
     let (builder, report) = build_store(&bundle, &labels, opts, |_, _| calls += 1).expect("build");
@@ -181,4 +182,93 @@ fn a_bundle_without_a_text_encoder_is_refused() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("bundle has no text encoder"), "{err}");
     assert!(!out.exists());
+}
+
+fn calibrated_fixture(dir: &Path, seen_names: Option<&str>) -> PathBuf {
+    let bundle = dir.join("bundle");
+    std::fs::create_dir(&bundle).expect("mkdir");
+    for f in std::fs::read_dir(fixture()).expect("fixture") {
+        let f = f.expect("entry").path();
+        std::fs::copy(&f, bundle.join(f.file_name().expect("name"))).expect("copy");
+    }
+    let manifest = bundle.join("bundle.toml");
+    let text = std::fs::read_to_string(&manifest).expect("manifest");
+    let section = "\n[text.calibration]\nunseen_bonus = 0.05\nseen_names = \"seen_names.txt\"\n";
+    std::fs::write(&manifest, text + section).expect("manifest");
+    if let Some(names) = seen_names {
+        std::fs::write(bundle.join("seen_names.txt"), names).expect("names");
+    }
+    bundle
+}
+
+#[test]
+fn calibration_gives_classes_outside_the_training_concepts_the_bonus() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let bundle_dir = calibrated_fixture(dir.path(), Some("Dog\nhot_dog\n"));
+    let bundle = Bundle::load(&bundle_dir).expect("bundle");
+    let labels = LabelSet::parse(Path::new("l.toml"), LABELS, &[]).expect("labels");
+    let mut opts = BuildOptions {
+        element: clip_edge_runtime::store::ElementType::F32,
+        fail_on_truncation: false,
+        stamp: false,
+        calibrate: true,
+    };
+    let (builder, report) = build_store(&bundle, &labels, opts, |_, _| {}).expect("build");
+    assert_eq!(report.calibration, Some((0.05, vec!["cat".to_string()])));
+    let store = PromptStore::from_bytes("c", &builder.to_bytes().expect("bytes")).expect("store");
+    assert_eq!(store.meta().similarity_offsets, vec![0.0, 0.05, 0.0], "backgrounds are never calibrated");
+
+    opts.calibrate = false;
+    let (plain, report) = build_store(&bundle, &labels, opts, |_, _| {}).expect("build");
+    assert_eq!(report.calibration, None);
+    let unc = PromptStore::from_bytes("p", &plain.to_bytes().expect("bytes")).expect("store");
+    assert!(unc.meta().similarity_offsets.is_empty());
+    assert_eq!(unc.row_f32(1), store.row_f32(1), "calibration leaves the embeddings alone");
+
+    let lab = write(dir.path(), "labels.toml", LABELS);
+    let out = dir.path().join("p.store");
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_clip-edge"))
+            .args(["prompts", "build", "--json", "--bundle"])
+            .arg(&bundle_dir)
+            .arg("--labels")
+            .arg(&lab)
+            .arg("--out")
+            .arg(&out)
+            .args(extra)
+            .output()
+            .expect("run")
+    };
+    let o = run(&[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(j["calibration"]["unseen"], serde_json::json!(["cat"]));
+    assert_eq!(PromptStore::open(&out).expect("store").similarity_offset(1), 0.05);
+    let o = run(&["--no-calibration"]);
+    assert!(o.status.success());
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert!(j["calibration"].is_null());
+    assert!(PromptStore::open(&out).expect("store").meta().similarity_offsets.is_empty());
+}
+
+#[test]
+fn a_missing_seen_names_file_is_named_and_the_store_is_left_alone() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let bundle_dir = calibrated_fixture(dir.path(), None);
+    let lab = write(dir.path(), "labels.toml", LABELS);
+    let out = dir.path().join("p.store");
+    std::fs::write(&out, b"previous").expect("old store");
+    let o = Command::new(env!("CARGO_BIN_EXE_clip-edge"))
+        .args(["prompts", "build", "--bundle"])
+        .arg(&bundle_dir)
+        .arg("--labels")
+        .arg(&lab)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("seen_names.txt") && err.contains("does not exist"), "{err}");
+    assert_eq!(std::fs::read(&out).expect("read"), b"previous");
 }

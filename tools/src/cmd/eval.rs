@@ -155,6 +155,7 @@ fn candidate_store(
         element: clip_edge_runtime::store::ElementType::F32,
         fail_on_truncation: false,
         stamp: false,
+        calibrate: !a.no_calibration,
     };
     let (builder, _) = build_store(bundle, &labels, opts, |done, total| {
         if !quiet && total >= 50 && (done % step == 0 || done == total) {
@@ -243,6 +244,7 @@ pub fn run(a: &EvalArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             "data": a.data.display().to_string(),
             "candidates": clf.store.len(),
             "candidates_from": source,
+            "calibrated_candidates": clf.store.meta().similarity_offsets.iter().filter(|&&o| o != 0.0).count(),
             "classes": classes.len(),
             "n": tally.n,
             "top1": tally.top1_rate(),

@@ -62,7 +62,10 @@ pub fn inspect(a: &InspectArgs) -> anyhow::Result<ExitCode> {
             .entries()
             .iter()
             .enumerate()
-            .map(|(i, e)| json!({"label": e.label, "kind": e.kind, "prompts": prompts(i)}))
+            .map(|(i, e)| {
+                json!({"label": e.label, "kind": e.kind, "prompts": prompts(i),
+                       "similarity_offset": store.similarity_offset(i)})
+            })
             .collect();
         let pairs: Vec<_> = pairs
             .iter()
@@ -113,7 +116,9 @@ pub fn inspect(a: &InspectArgs) -> anyhow::Result<ExitCode> {
                 EntryKind::Background => "background",
             };
             let n = prompts(i).map(|n| format!(", {n} prompts")).unwrap_or_default();
-            println!("    {:>3}. {} ({kind}{n})", i + 1, e.label);
+            let offset = store.similarity_offset(i);
+            let cal = if offset == 0.0 { String::new() } else { format!(", similarity {offset:+}") };
+            println!("    {:>3}. {} ({kind}{n}{cal})", i + 1, e.label);
         }
         if !pairs.is_empty() {
             println!("  closest pairs:");
@@ -154,7 +159,12 @@ pub fn build(a: &BuildArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let t0 = std::time::Instant::now();
     let step = (total / 10).max(1);
     let show = !quiet && total >= 50;
-    let opts = BuildOptions { element: a.element, fail_on_truncation: a.fail_on_truncation, stamp: a.stamp };
+    let opts = BuildOptions {
+        element: a.element,
+        fail_on_truncation: a.fail_on_truncation,
+        stamp: a.stamp,
+        calibrate: !a.no_calibration,
+    };
     let (builder, report) = build_store(&bundle, &labels, opts, |done, total| {
         if show && (done % step == 0 || done == total) {
             let secs = t0.elapsed().as_secs_f64();
@@ -169,6 +179,13 @@ pub fn build(a: &BuildArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     for p in &report.truncated {
         log::warn!("prompt cut to the text encoder's context: {p:?}");
     }
+    if let Some((bonus, unseen)) = &report.calibration {
+        log::info!(
+            "calibration: {} of {} classes are not training concepts of this model and get +{bonus} similarity",
+            unseen.len(),
+            labels.entries.iter().filter(|e| e.kind == EntryKind::Class).count()
+        );
+    }
     let bytes = builder.to_bytes()?;
     clip_edge_runtime::store::write_atomic(&a.out, &bytes)
         .with_context(|| format!("cannot write prompt store {}", a.out.display()))?;
@@ -181,6 +198,7 @@ pub fn build(a: &BuildArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             "entries": entries,
             "prompts": total,
             "truncated": report.truncated,
+            "calibration": report.calibration.as_ref().map(|(bonus, unseen)| json!({"unseen_bonus": bonus, "unseen": unseen})),
             "bytes": bytes.len(),
             "load_ms": report.load.as_secs_f64() * 1e3,
             "embed_ms": report.embed.as_secs_f64() * 1e3,
@@ -218,6 +236,7 @@ pub fn random(a: &RandomArgs) -> anyhow::Result<ExitCode> {
         prompts_per_entry: vec![0; a.labels.len() + a.background.len()],
         built_at: None,
         note: Some(format!("placeholder: seeded random unit vectors (seed {}), not text embeddings", a.seed)),
+        similarity_offsets: Vec::new(),
     };
     let mut builder =
         StoreBuilder::new(bundle.embed_dim, bundle.fingerprint, bundle.logit_scale, a.element).meta(meta);
