@@ -1,8 +1,8 @@
 //! The daemon's camera path halves 640x480 frames (2x2 mean, fused into the
 //! YUYV conversion) before the model's own resize when the model needs far
 //! fewer pixels. That must not change what the default model sees: the same
-//! top-1 label and nearly the same embedding as the full frame, for MJPEG and
-//! YUYV frames made from every sample.
+//! top-1 label (one of the top two where they nearly tie) and nearly the same
+//! embedding as the full frame, for MJPEG and YUYV frames made from every sample.
 
 use clip_edge_runtime::frame::{decode_camera_frame, halvings, load_rgb, rgb_to_yuyv, CameraFormat};
 use clip_edge_runtime::{Bundle, Classifier, DecisionRule};
@@ -27,6 +27,7 @@ fn halved_camera_frames_keep_the_label_and_the_embedding() {
     let samples = default_samples();
     let dev = std::path::Path::new("/dev/video-test");
     let mut worst = (1f32, String::new());
+    let mut ties = 0;
     for path in &samples {
         let frame = camera_frame(&load_rgb(path).expect("sample"));
         let mut jpg = Vec::new();
@@ -41,17 +42,33 @@ fn halved_camera_frames_keep_the_label_and_the_embedding() {
             if c < worst.0 {
                 worst = (c, format!("{} {format:?}", path.display()));
             }
-            let la = clf.score(&a, 1, &rule).expect("score").top[0].index;
+            let full = clf.score(&a, 2, &rule).expect("score");
             let lb = clf.score(&b, 1, &rule).expect("score").top[0].index;
-            assert_eq!(
-                clf.label(la),
+            let (first, second) = (full.top[0], full.top[1]);
+            // A near tie (logits within ln 1.5) may go either way; then the
+            // halved frame must still pick one of the two.
+            let tie = first.score < 1.5 * second.score;
+            let ok = lb == first.index || (tie && lb == second.index);
+            if tie {
+                ties += 1;
+            }
+            assert!(
+                ok,
+                "{} as {format:?}: the halved frame says '{}', the full frame '{}' (p {:.3}) ahead of '{}' (p {:.3})",
+                path.display(),
                 clf.label(lb),
-                "{} as {format:?}: the halved frame changes the label",
-                path.display()
+                clf.label(first.index),
+                first.score,
+                clf.label(second.index),
+                second.score
             );
         }
     }
-    println!("halved vs full camera frames: worst embedding cosine {:.5} ({})", worst.0, worst.1);
+    println!(
+        "halved vs full camera frames: worst embedding cosine {:.5} ({}); {ties} near ties of the top two",
+        worst.0, worst.1
+    );
+    assert!(ties <= 4, "{ties} of {} frames are near ties: the check lost its power", 2 * samples.len());
     assert!(worst.0 >= 0.995, "halving moved an embedding too far: cosine {:.5} for {}", worst.0, worst.1);
 }
 

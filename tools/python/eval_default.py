@@ -8,8 +8,13 @@ through tract: the path the device uses), on freshly generated test sets:
                   held-out concepts only and among all concepts
   openmoji-*      the OpenMoji style, never trained on: seen and held-out concepts
 
-Each set is drawn --draws times with different seeds; figures are the mean over
-draws with the standard error of that mean (binomial standard error when one draw).
+"among all" uses the bundle's seen/unseen calibration ([text.calibration], chosen
+by calibrate_default.py on seen concepts only); "among all-uncalibrated" is the
+same store built with --no-calibration, for reference.
+
+Seen-concept sets are drawn --draws times, held-out sets --small-draws times,
+each with its own seed (1000 + 100 x draw + set index); figures are the mean over
+draws with its standard error (see stats()).
 
   .venv/bin/python tools/python/eval_default.py --bundle models/default --out models/default/eval_report.json
 """
@@ -65,13 +70,35 @@ def make_set(folder: pathlib.Path, concepts: list[dict], icons, have, seed: int,
     return len(idx)
 
 
+def load_inputs(clip_edge: str, bundle: str):
+    """(concepts, seen ones, held-out ones, clip-edge binary, bundle folder,
+    held-out names), or None after
+    saying on stderr what is missing (the scripts then exit 2)."""
+    concepts = emoji_data.load_concepts_or_report()
+    if concepts is None:
+        return None
+    binary = pathlib.Path(clip_edge)
+    if not binary.is_file():
+        print(f"error: {binary}: missing; build it with cargo build -p clip-edge-tools", file=sys.stderr)
+        return None
+    folder = pathlib.Path(bundle)
+    held_file = folder / "heldout_concepts.txt"
+    held = set(held_file.read_text().split("\n")) - {""} if held_file.is_file() else emoji_data.heldout_split(concepts)
+    if held != emoji_data.heldout_split(concepts):
+        log("warning: the bundle's held-out list differs from emoji_data.heldout_split")
+    seen = [c for c in concepts if c["name"] not in held]
+    return concepts, seen, [c for c in concepts if c["name"] in held], binary, folder, held
+
+
 def stats(values: list[float], n: int) -> dict:
+    """Mean over draws and its standard error: the larger of the spread between
+    draws (sd / sqrt(draws)) and the binomial error of all frames pooled, so a
+    few draws that happen to agree do not understate it."""
     m = sum(values) / len(values)
+    se = math.sqrt(max(m * (1 - m), 0) / max(n * len(values), 1))
     if len(values) > 1:
         sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
-        se = sd / math.sqrt(len(values))
-    else:
-        se = math.sqrt(max(m * (1 - m), 0) / max(n, 1))
+        se = max(se, sd / math.sqrt(len(values)))
     return {"mean": round(m, 4), "se": round(se, 4), "draws": [round(v, 4) for v in values]}
 
 
@@ -79,41 +106,39 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", default=str(emoji_data.ROOT / "models" / "default"))
     p.add_argument("--work", default=str(emoji_data.ROOT / ".cache" / "eval"))
-    p.add_argument("--draws", type=int, default=3)
+    p.add_argument("--draws", type=int, default=3, help="draws of the seen-concept sets (1,468 frames each)")
+    p.add_argument("--small-draws", type=int, default=10, help="draws of the held-out sets (167 frames each)")
+    p.add_argument("--reuse-stores", action="store_true",
+                   help="keep candidate stores already in --work (only if the bundle did not change)")
     p.add_argument("--seed", type=int, default=1000, help="first augmentation seed (training used 0)")
     p.add_argument("--precisions", default="f32,int8")
     p.add_argument("--clip-edge", default=str(emoji_data.ROOT / "target" / "debug" / "clip-edge"),
                    help="clip-edge binary (dependencies are optimised in the dev profile too)")
     p.add_argument("--out", help="write the report JSON here")
     args = p.parse_args()
-    concepts = emoji_data.load_concepts_or_report()
-    if concepts is None:
+    inputs = load_inputs(args.clip_edge, args.bundle)
+    if inputs is None:
         return 2
-    binary = pathlib.Path(args.clip_edge)
-    if not binary.is_file():
-        print(f"error: {binary}: missing; build it with cargo build -p clip-edge-tools", file=sys.stderr)
-        return 2
-    bundle = pathlib.Path(args.bundle)
-    held_file = bundle / "heldout_concepts.txt"
-    held = set(held_file.read_text().split("\n")) - {""} if held_file.is_file() else emoji_data.heldout_split(concepts)
-    if held != emoji_data.heldout_split(concepts):
-        log("warning: the bundle's held-out list differs from emoji_data.heldout_split")
-    seen_c = [c for c in concepts if c["name"] not in held]
-    held_c = [c for c in concepts if c["name"] in held]
+    concepts, seen_c, held_c, binary, bundle, held = inputs
     work = pathlib.Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     started = time.time()
 
     stores = {}
-    for key, cs, kw in (("all", concepts, False), ("heldout", held_c, False), ("heldout-keywords", held_c, True)):
+    for key, cs, kw in (("all", concepts, False), ("all-uncalibrated", concepts, False),
+                        ("heldout", held_c, False), ("heldout-keywords", held_c, True)):
         names = [c["name"] for c in cs]
         lab = work / f"labels_{key}.toml"
         lab.write_text(labels_toml(cs, kw))
         store = work / f"prompts_{key}.store"
-        log(f"building the {key} prompt store ({len(names)} classes x {len(EVAL_TEMPLATES)} templates)")
-        subprocess.run([str(binary), "-q", "prompts", "build", "--bundle", str(bundle), "--labels", str(lab),
-                        "--out", str(store)], check=True, stdout=subprocess.DEVNULL)
         stores[key] = store
+        if args.reuse_stores and store.is_file():
+            log(f"reusing {store}")
+            continue
+        log(f"building the {key} prompt store ({len(names)} classes x {len(EVAL_TEMPLATES)} templates)")
+        flags = ["--no-calibration"] if key.endswith("-uncalibrated") else []
+        subprocess.run([str(binary), "-q", "prompts", "build", *flags, "--bundle", str(bundle), "--labels", str(lab),
+                        "--out", str(store)], check=True, stdout=subprocess.DEVNULL)
 
     styles = {}
     for s in emoji_data.STYLES:
@@ -122,16 +147,20 @@ def main() -> int:
     om_held = emoji_data.render_openmoji(held_c)
 
     sets = []  # (name, concepts, icons, have, kind, strength, candidate stores)
-    for d in range(args.draws):
+    for d in range(max(args.draws, args.small_draws)):
         s = emoji_data.STYLES[d % 2]
-        sets.append(("seen-camera", d, seen_c, *styles[s]["seen"], None, 1.0, ["all"]))
-        sets.append(("seen-plain", d, seen_c, *styles[s]["seen"], "plain", 0.5, ["all"]))
-        sets.append(("heldout", d, held_c, *styles[s]["held"], None, 1.0, ["heldout", "all", "heldout-keywords"]))
-        sets.append(("openmoji-seen", d, seen_c, *om_seen, None, 1.0, ["all"]))
-        sets.append(("openmoji-heldout", d, held_c, *om_held, None, 1.0, ["heldout", "all"]))
+        if d < args.draws:
+            sets.append(("seen-camera", d, seen_c, *styles[s]["seen"], None, 1.0, ["all", "all-uncalibrated"]))
+            sets.append(("seen-plain", d, seen_c, *styles[s]["seen"], "plain", 0.5, ["all", "all-uncalibrated"]))
+            sets.append(("openmoji-seen", d, seen_c, *om_seen, None, 1.0, ["all"]))
+        if d < args.small_draws:
+            sets.append(("heldout", d, held_c, *styles[s]["held"], None, 1.0,
+                         ["heldout", "all", "all-uncalibrated", "heldout-keywords"]))
+            sets.append(("openmoji-heldout", d, held_c, *om_held, None, 1.0, ["heldout", "all"]))
+    set_index = {"seen-camera": 0, "seen-plain": 1, "heldout": 2, "openmoji-seen": 3, "openmoji-heldout": 4}
     results: dict = {}
     for name, d, cs, icons, have, kind, strength, among in sets:
-        seed = args.seed + 100 * d + len(results)
+        seed = args.seed + 100 * d + set_index[name]
         folder = work / name / f"draw{d}"
         n = make_set(folder, cs, icons, have, seed, kind, strength)
         for precision in args.precisions.split(","):
@@ -150,7 +179,7 @@ def main() -> int:
                 e["seeds"].append(seed)
                 log(f"{tag} draw {d}: n {r['n']} top-1 {r['top1']:.3f} top-5 {r['top5']:.3f}")
         del n
-    report = {"bundle": str(bundle), "draws": args.draws, "templates": EVAL_TEMPLATES,
+    report = {"bundle": str(bundle), "draws": args.draws, "small_draws": args.small_draws, "templates": EVAL_TEMPLATES,
               "seconds": round(time.time() - started, 1), "results": []}
     for tag, e in results.items():
         report["results"].append({**{k: v for k, v in e.items() if k not in ("top1", "top5")},

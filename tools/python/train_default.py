@@ -387,6 +387,7 @@ def package(args) -> None:
     else:
         log(f"{labels}: missing, so no prompt store was built")
     log(f"wrote {bundle} ({', '.join(sorted(encoders))}) and {len(samples)} sample frames")
+    log("next: tools/python/calibrate_default.py --write (seen/unseen calibration), then eval_default.py")
 
 
 def main() -> int:

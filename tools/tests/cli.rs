@@ -561,3 +561,48 @@ fn bundle_nnef_adds_the_f32_copy_and_skips_forms_that_would_grow() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("bench JSON");
     assert_eq!(v["model_form"], "onnx");
 }
+
+#[test]
+fn the_shipped_store_and_eval_apply_the_default_bundles_calibration() {
+    let b = clip_edge_runtime::Bundle::load(bundle()).expect("bundle");
+    let cal = b.text.as_ref().and_then(|t| t.calibration.clone()).expect("[text.calibration]");
+    let seen = cal.load_seen_names().expect("seen names");
+    let store = clip_edge_runtime::PromptStore::open(bundle().join("prompts.store")).expect("store");
+    for (i, e) in store.entries().iter().enumerate() {
+        let unseen = e.kind == EntryKind::Class
+            && !seen.contains(&clip_edge_runtime::bundle::Calibration::normalise(&e.label));
+        let want = if unseen { cal.unseen_bonus } else { 0.0 };
+        assert_eq!(store.similarity_offset(i), want, "{}", e.label);
+    }
+    let i = store.find("delivery truck").expect("held-out demo class");
+    assert!(store.similarity_offset(i) > 0.0);
+
+    let dir = tempfile::tempdir().expect("tmp");
+    for (class, file) in [("delivery truck", "delivery_truck-google.png"), ("dog", "dog-google.png")] {
+        std::fs::create_dir(dir.path().join(class)).expect("mkdir");
+        std::fs::copy(bundle().join("samples").join(file), dir.path().join(class).join(file)).expect("copy");
+    }
+    let labels = bundle().join("labels.toml");
+    let eval = |extra: &str| {
+        let mut a = vec!["-q", "eval", "--json", "--bundle"];
+        if !extra.is_empty() {
+            a.push(extra);
+        }
+        let o = Command::new(env!("CARGO_BIN_EXE_clip-edge"))
+            .args(&a[..4])
+            .arg(bundle())
+            .args(&a[4..])
+            .arg("--data")
+            .arg(dir.path())
+            .arg("--labels")
+            .arg(&labels)
+            .output()
+            .expect("eval");
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).expect("json")
+    };
+    assert_eq!(eval("")["calibrated_candidates"], 1);
+    let plain = eval("--no-calibration");
+    assert_eq!(plain["calibrated_candidates"], 0);
+    assert_eq!(plain["n"], 2);
+}
