@@ -329,6 +329,9 @@ pub struct BuildArgs {
     /// class is scored on its raw cosine similarity.
     #[arg(long)]
     pub no_calibration: bool,
+    /// Threads running the text encoder (default: the CPUs available, at most 8); the store is the same for any.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: Option<u16>,
     /// Print the summary as one JSON object.
     #[arg(long)]
     pub json: bool,

@@ -3,6 +3,8 @@
 //! ensembling, as in the CLIP paper), apply the bundle's seen/unseen
 //! calibration, and assemble the store.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use clip_edge_runtime::bundle::Calibration;
@@ -10,7 +12,7 @@ use clip_edge_runtime::store::{ElementType, EntryKind, StoreBuilder, StoreMeta};
 use clip_edge_runtime::Bundle;
 
 use crate::labels::LabelSet;
-use crate::text::{TextEncoder, TextError};
+use crate::text::{TextEncoder, TextError, Tokens};
 
 /// Errors of a build; the output file is never touched when one occurs.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +46,8 @@ pub struct BuildOptions {
     pub stamp: bool,
     /// Apply the bundle's seen/unseen calibration (`[text.calibration]`), if it has one.
     pub calibrate: bool,
+    /// Threads that run the text encoder (at least 1); the result does not depend on it.
+    pub threads: usize,
 }
 
 /// What a build did.
@@ -71,7 +75,7 @@ pub fn build_store(
     mut progress: impl FnMut(usize, usize),
 ) -> Result<(StoreBuilder, BuildReport), BuildError> {
     let t0 = Instant::now();
-    let mut encoder = TextEncoder::load(bundle)?;
+    let encoder = TextEncoder::load(bundle)?;
     let load = t0.elapsed();
     let context = encoder.tokenizer().context_length();
 
@@ -106,9 +110,9 @@ pub fn build_store(
         _ => None,
     };
 
-    let total = labels.prompt_count();
     let t1 = Instant::now();
-    let mut done = 0;
+    let jobs: Vec<&Tokens> = tokenized.iter().flatten().collect();
+    let units = embed_all(&encoder, &jobs, opts.threads, &mut progress)?;
     let meta = StoreMeta {
         tool: format!("clip-edge {} prompts build", env!("CARGO_PKG_VERSION")),
         templates: labels.templates.clone(),
@@ -120,14 +124,11 @@ pub fn build_store(
     let mut builder =
         StoreBuilder::new(bundle.embed_dim, bundle.fingerprint, bundle.logit_scale, opts.element).meta(meta);
     let mut entries = Vec::with_capacity(labels.entries.len());
+    let mut units = units.iter();
     for (e, toks) in labels.entries.iter().zip(&tokenized) {
         let mut sum = vec![0f32; encoder.dim()];
-        for t in toks {
-            let raw = encoder.run_tokens(t)?;
-            let unit = clip_edge_runtime::Embedding::normalised(raw)?;
+        for unit in units.by_ref().take(toks.len()) {
             sum.iter_mut().zip(unit.as_slice()).for_each(|(s, v)| *s += v);
-            done += 1;
-            progress(done, total);
         }
         builder.push(&e.name, e.kind, &sum)?;
         entries.push((e.name.clone(), toks.len()));
@@ -138,4 +139,61 @@ pub fn build_store(
         builder.set_similarity_offsets(offsets)?;
     }
     Ok((builder, BuildReport { entries, truncated: too_long, load, embed: t1.elapsed(), calibration }))
+}
+
+/// Text-encoder threads used when none are asked for: the CPUs this process may use, at most 8.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).min(8)
+}
+
+/// Unit embeddings of `jobs`, in order, computed on `threads` threads that
+/// share `encoder`'s plan and take prompts one at a time; `progress(done,
+/// total)` is called on this thread as they finish. The first error stops the rest.
+fn embed_all(
+    encoder: &TextEncoder,
+    jobs: &[&Tokens],
+    threads: usize,
+    progress: &mut impl FnMut(usize, usize),
+) -> Result<Vec<clip_edge_runtime::Embedding>, BuildError> {
+    let threads = threads.clamp(1, jobs.len().max(1));
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let mut out: Vec<Option<clip_edge_runtime::Embedding>> = vec![None; jobs.len()];
+    std::thread::scope(|scope| -> Result<(), BuildError> {
+        let (tx, rx) = mpsc::channel::<(usize, Result<clip_edge_runtime::Embedding, BuildError>)>();
+        for _ in 0..threads {
+            let tx = tx.clone();
+            let (next, stop) = (&next, &stop);
+            let forked = encoder.fork();
+            scope.spawn(move || {
+                let mut enc = match forked {
+                    Ok(enc) => enc,
+                    Err(e) => return drop(tx.send((0, Err(e.into())))),
+                };
+                while !stop.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(tokens) = jobs.get(i) else { break };
+                    let unit = enc.run_tokens(tokens).map_err(BuildError::from).and_then(|raw| {
+                        clip_edge_runtime::Embedding::normalised(raw).map_err(BuildError::from)
+                    });
+                    if tx.send((i, unit)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        for (done, (i, unit)) in rx.iter().enumerate() {
+            match unit {
+                Ok(unit) => out[i] = Some(unit),
+                Err(e) => {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+            progress(done + 1, jobs.len());
+        }
+        Ok(())
+    })?;
+    Ok(out.into_iter().flatten().collect())
 }

@@ -133,6 +133,7 @@ pub struct TextEncoder {
     path: PathBuf,
     tokenizer: TextTokenizer,
     roles: Vec<InputRole>,
+    plan: Arc<TypedSimplePlan>,
     state: TypedSimpleState,
     dim: usize,
 }
@@ -212,7 +213,22 @@ impl TextEncoder {
         }
         let plan = model.into_runnable().map_err(|e| err(&e))?;
         let state = TypedSimpleState::new(&plan).map_err(|e| err(&e))?;
-        Ok(TextEncoder { path, tokenizer, roles, state, dim })
+        Ok(TextEncoder { path, tokenizer, roles, plan, state, dim })
+    }
+
+    /// A second encoder sharing this one's optimised plan (no reload), with its
+    /// own run state: one per thread when embedding many prompts.
+    pub fn fork(&self) -> Result<TextEncoder, TextError> {
+        let state = TypedSimpleState::new(&self.plan)
+            .map_err(|e| TextError::Model { path: self.path.clone(), message: one_line(e) })?;
+        Ok(TextEncoder {
+            path: self.path.clone(),
+            tokenizer: self.tokenizer.clone(),
+            roles: self.roles.clone(),
+            plan: Arc::clone(&self.plan),
+            state,
+            dim: self.dim,
+        })
     }
 
     /// The tokenizer.

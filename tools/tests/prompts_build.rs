@@ -46,6 +46,7 @@ fn each_entry_is_the_normalised_mean_of_its_normalised_prompts() {
         fail_on_truncation: false,
         stamp: false,
         calibrate: true,
+        threads: 2,
     };
     let mut calls = 0;
     let (builder, report) = build_store(&bundle, &labels, opts, |_, _| calls += 1).expect("build");
@@ -212,6 +213,7 @@ fn calibration_gives_classes_outside_the_training_concepts_the_bonus() {
         fail_on_truncation: false,
         stamp: false,
         calibrate: true,
+        threads: 2,
     };
     let (builder, report) = build_store(&bundle, &labels, opts, |_, _| {}).expect("build");
     assert_eq!(report.calibration, Some((0.05, vec!["cat".to_string()])));
@@ -271,4 +273,27 @@ fn a_missing_seen_names_file_is_named_and_the_store_is_left_alone() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("seen_names.txt") && err.contains("does not exist"), "{err}");
     assert_eq!(std::fs::read(&out).expect("read"), b"previous");
+}
+
+#[test]
+fn any_number_of_threads_gives_the_same_store() {
+    let bundle = Bundle::load(fixture()).expect("bundle");
+    let labels = LabelSet::parse(Path::new("l.toml"), LABELS, &[]).expect("labels");
+    let bytes = |threads: usize| {
+        let opts = BuildOptions {
+            element: clip_edge_runtime::store::ElementType::F32,
+            fail_on_truncation: false,
+            stamp: false,
+            calibrate: false,
+            threads,
+        };
+        let mut seen = Vec::new();
+        let (builder, _) =
+            build_store(&bundle, &labels, opts, |done, total| seen.push((done, total))).expect("build");
+        assert_eq!(seen, (1..=8).map(|d| (d, 8)).collect::<Vec<_>>(), "{threads} threads: progress");
+        builder.to_bytes().expect("bytes")
+    };
+    let one = bytes(1);
+    assert_eq!(bytes(3), one);
+    assert_eq!(bytes(64), one, "more threads than prompts");
 }

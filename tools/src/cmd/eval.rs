@@ -156,6 +156,7 @@ fn candidate_store(
         fail_on_truncation: false,
         stamp: false,
         calibrate: !a.no_calibration,
+        threads: crate::prompt_build::default_threads(),
     };
     let (builder, _) = build_store(bundle, &labels, opts, |done, total| {
         if !quiet && total >= 50 && (done % step == 0 || done == total) {

@@ -164,6 +164,7 @@ pub fn build(a: &BuildArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         fail_on_truncation: a.fail_on_truncation,
         stamp: a.stamp,
         calibrate: !a.no_calibration,
+        threads: a.threads.map_or_else(crate::prompt_build::default_threads, usize::from),
     };
     let (builder, report) = build_store(&bundle, &labels, opts, |done, total| {
         if show && (done % step == 0 || done == total) {
@@ -195,6 +196,7 @@ pub fn build(a: &BuildArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         let out = json!({
             "out": a.out.display().to_string(),
             "element": a.element.as_str(),
+            "threads": opts.threads,
             "entries": entries,
             "prompts": total,
             "truncated": report.truncated,
