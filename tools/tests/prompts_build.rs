@@ -19,6 +19,20 @@ fn build(args: &[&std::ffi::OsStr]) -> Output {
     cmd.output().expect("run")
 }
 
+/// `clip-edge prompts build` on any bundle folder, with `extra` arguments.
+fn build_in(bundle: &Path, labels: &Path, out: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_clip-edge"))
+        .args(["prompts", "build", "--bundle"])
+        .arg(bundle)
+        .arg("--labels")
+        .arg(labels)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .expect("run")
+}
+
 const LABELS: &str = r#"
 templates = ["a photo of a {}.", "a blurry photo of a {}."]
 [[class]]
@@ -170,15 +184,7 @@ fn a_bundle_without_a_text_encoder_is_refused() {
     std::fs::write(bundle.join("bundle.toml"), without_text).expect("write");
     let labels = write(dir.path(), "l.toml", LABELS);
     let out = dir.path().join("p.store");
-    let o = Command::new(env!("CARGO_BIN_EXE_clip-edge"))
-        .args(["prompts", "build", "--bundle"])
-        .arg(&bundle)
-        .arg("--labels")
-        .arg(&labels)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("run");
+    let o = build_in(&bundle, &labels, &out, &[]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("bundle has no text encoder"), "{err}");
@@ -229,24 +235,12 @@ fn calibration_gives_classes_outside_the_training_concepts_the_bonus() {
 
     let lab = write(dir.path(), "labels.toml", LABELS);
     let out = dir.path().join("p.store");
-    let run = |extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_clip-edge"))
-            .args(["prompts", "build", "--json", "--bundle"])
-            .arg(&bundle_dir)
-            .arg("--labels")
-            .arg(&lab)
-            .arg("--out")
-            .arg(&out)
-            .args(extra)
-            .output()
-            .expect("run")
-    };
-    let o = run(&[]);
+    let o = build_in(&bundle_dir, &lab, &out, &["--json"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(j["calibration"]["unseen"], serde_json::json!(["cat"]));
     assert_eq!(PromptStore::open(&out).expect("store").similarity_offset(1), 0.05);
-    let o = run(&["--no-calibration"]);
+    let o = build_in(&bundle_dir, &lab, &out, &["--json", "--no-calibration"]);
     assert!(o.status.success());
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert!(j["calibration"].is_null());
@@ -260,15 +254,7 @@ fn a_missing_seen_names_file_is_named_and_the_store_is_left_alone() {
     let lab = write(dir.path(), "labels.toml", LABELS);
     let out = dir.path().join("p.store");
     std::fs::write(&out, b"previous").expect("old store");
-    let o = Command::new(env!("CARGO_BIN_EXE_clip-edge"))
-        .args(["prompts", "build", "--bundle"])
-        .arg(&bundle_dir)
-        .arg("--labels")
-        .arg(&lab)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("run");
+    let o = build_in(&bundle_dir, &lab, &out, &[]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("seen_names.txt") && err.contains("does not exist"), "{err}");
