@@ -644,6 +644,9 @@ sha256 = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
         assert!(err.contains("seen.txt") && err.contains("does not exist"), "{err}");
         std::fs::write(&cal.seen_names, "\n  \n").expect("write");
         assert!(cal.load_seen_names().expect_err("empty").to_string().contains("lists no names"));
+        std::fs::write(&cal.seen_names, b"dog\n\xff\xfe\n").expect("write");
+        let err = cal.load_seen_names().expect_err("binary").to_string();
+        assert!(err.contains("seen.txt") && err.contains("not UTF-8"), "{err}");
         std::fs::write(&cal.seen_names, "Dog Face\nred_car\n  hot   dog \n").expect("write");
         let names = cal.load_seen_names().expect("names");
         assert!(names.contains("dog face") && names.contains("red car") && names.contains("hot dog"));

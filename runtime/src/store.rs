@@ -1512,6 +1512,17 @@ mod tests {
         bytes[n - 4..].copy_from_slice(&crc.to_le_bytes());
         let err = PromptStore::from_bytes("o.store", &bytes).expect_err("out of range").to_string();
         assert!(err.contains("similarity offset of 'dog' is 2.25, outside -1..=1"), "{err}");
+
+        let fix_crc = |b: &mut Vec<u8>| {
+            let n = b.len();
+            let crc = crc32fast::hash(&b[..n - 4]);
+            b[n - 4..].copy_from_slice(&crc.to_le_bytes());
+        };
+        let at = bytes.windows(14).position(|w| w == b"[0.0,2.25,0.0]").expect("offsets in metadata");
+        bytes[at..at + 14].copy_from_slice(b"[0.25,0.0]    ");
+        fix_crc(&mut bytes);
+        let err = PromptStore::from_bytes("o.store", &bytes).expect_err("too few").to_string();
+        assert!(err.contains("o.store") && err.contains("2 similarity offsets for 3 entries"), "{err}");
     }
 
     #[test]
