@@ -11,7 +11,9 @@ similarity (calibrated stacking, Chao et al. 2016; see docs/bundle.md).
 The bonus is chosen without looking at a single held-out image: on fresh
 camera-like frames of the *seen* concepts (seeds distinct from training and
 from eval_default.py), scored among all concept names, it is the largest bonus
-on the grid that costs seen top-1 at most --max-seen-drop. The held-out
+on the grid that costs seen top-1 at most --max-seen-drop. Frames are embedded
+with `clip-edge embed` (tract, the device's path); the class rows are read
+from a store built by `clip-edge prompts build --no-calibration`. The held-out
 figures are then measured by eval_default.py.
 
   .venv/bin/python tools/python/calibrate_default.py --bundle models/default --write
@@ -36,6 +38,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import emoji_data  # noqa: E402
 from eval_default import labels_toml, load_inputs, make_set  # noqa: E402
+from export_bundle import tract_embed, unit  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -85,27 +88,18 @@ def read_store(path: pathlib.Path):
     else:
         s = np.frombuffer(b, "<f4", rows, emb)
         e = np.frombuffer(b, np.int8, rows * dim, emb + 4 * rows).astype(np.float32).reshape(rows, dim) * s[:, None]
-    return labels, e / np.linalg.norm(e, axis=1, keepdims=True)
+    return labels, unit(e)
 
 
-def embed_folder(session, folder: pathlib.Path, size: int):
-    """Unit image embeddings of every frame under folder/<class>/, with their class names.
-    Frames are written at the model's input size, so preprocessing is the normalisation only."""
-    import numpy as np
-    from PIL import Image
-
-    xs, ys = [], []
-    for cdir in sorted(p for p in folder.iterdir() if p.is_dir()):
-        for f in sorted(cdir.iterdir()):
-            im = Image.open(f).convert("RGB")
-            if im.size != (size, size):
-                raise SystemExit(f"error: {f}: {im.size}, expected {size}x{size}")
-            xs.append(((np.asarray(im, np.float32) / 255 - 0.5) / 0.5).transpose(2, 0, 1))
-            ys.append(cdir.name)
-    x = np.stack(xs)
-    name = session.get_inputs()[0].name
-    z = np.concatenate([session.run(None, {name: x[i:i + 64]})[0] for i in range(0, len(x), 64)])
-    return z / np.linalg.norm(z, axis=1, keepdims=True), ys
+def embed_folder(binary: pathlib.Path, bundle: pathlib.Path, folder: pathlib.Path):
+    """Unit image embeddings of every frame under folder/<class>/ through `clip-edge
+    embed` (tract, the device's preprocessing), with their class names."""
+    frames = [(f, cdir.name) for cdir in sorted(p for p in folder.iterdir() if p.is_dir())
+              for f in sorted(cdir.iterdir())]
+    z, err = tract_embed(binary, bundle, "f32", [f for f, _ in frames])
+    if err:
+        raise SystemExit(f"error: clip-edge embed on {folder}: {err}")
+    return unit(z), [name for _, name in frames]
 
 
 def write_calibration(manifest: pathlib.Path, bonus: float, names_file: str) -> None:
@@ -130,7 +124,6 @@ def main() -> int:
     p.add_argument("--write", action="store_true", help="write the result into the bundle")
     args = p.parse_args()
     import numpy as np
-    import onnxruntime as ort
 
     inputs = load_inputs(args.clip_edge, args.bundle)
     if inputs is None:
@@ -155,8 +148,6 @@ def main() -> int:
         log("warning: the classes outside seen_names are not exactly the held-out concepts")
     index = {n: i for i, n in enumerate(class_names)}
 
-    session = ort.InferenceSession(str(bundle / "image_encoder_f32.onnx"), providers=["CPUExecutionProvider"])
-    size = session.get_inputs()[0].shape[-1]
     sims, truth, seeds = [], [], []
     for d in range(args.draws):
         style = emoji_data.STYLES[d % 2]
@@ -164,7 +155,7 @@ def main() -> int:
         seed = args.seed + d
         folder = work / "seen-camera" / f"draw{d}"
         n = make_set(folder, seen_c, icons, have, seed, None, 1.0)
-        z, ys = embed_folder(session, folder, size)
+        z, ys = embed_folder(binary, bundle, folder)
         sims.append(z @ text.T)
         truth.append(np.array([index[y] for y in ys]))
         seeds.append(seed)
