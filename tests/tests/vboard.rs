@@ -39,8 +39,12 @@ fn daemon_on_a_virtual_arm_board_handles_gpio_edges_v4l2_frames_a_camera_loss_an
         .arg(&out)
         .status()
         .expect("run tools/vboard/run.sh");
+    assert!(
+        status.success(),
+        "tools/vboard/run.sh failed ({status}): its output is above; the guest console, if it booted, in {}",
+        out.join("console.txt").display()
+    );
     let console = std::fs::read_to_string(out.join("console.txt")).expect("console.txt");
-    assert!(status.success(), "tools/vboard/run.sh failed; console in {}", out.display());
 
     let ours = lines_with(&console, "vboard: ");
     let find = |p: &str| {

@@ -12,15 +12,18 @@
 # the checkout so that a machine that keeps its home keeps the packages across
 # fresh clones).
 set -euo pipefail
+caller=$PWD
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
+# Paths on the command line are the caller's, relative to where it ran.
+absolute() { case "$1" in /*) echo "$1" ;; *) echo "$caller/$1" ;; esac; }
 bin=""
 out="$root/target/vboard"
 while [ $# -gt 0 ]; do
   case "$1" in
-    --bin) bin=$2; shift 2 ;;
-    --out) out=$2; shift 2 ;;
-    -h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --bin) bin=$(absolute "$2"); shift 2 ;;
+    --out) out=$(absolute "$2"); shift 2 ;;
+    -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "build.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -75,14 +78,24 @@ if [ -z "$bin" ]; then
 fi
 [ -x "$bin" ] || { echo "build.sh: no device binary at $bin" >&2; exit 1; }
 
-debs=$(mktemp -d)
+# Unpacked under target/, not /tmp: /tmp may be a small tmpfs.
+mkdir -p "$root/target"
+debs=$(mktemp -d "$root/target/vboard-debs.XXXXXX")
 trap 'rm -rf "$debs"' EXIT
-for p in "${pkgs[@]}"; do
-  # The newest cached version of each package (older ones may linger in a kept cache).
-  dpkg-deb -x "$(ls "$cache/debs/${p}_"*_arm64.deb | sort -V | tail -n 1)" "$debs"
+newest_deb() {
+  # Older versions may linger in a kept cache.
+  ls "$cache/debs/${1}_"*_arm64.deb | sort -V | tail -n 1
+}
+for p in "${pkgs[@]:1}"; do
+  dpkg-deb -x "$(newest_deb "$p")" "$debs"
 done
+# The kernel package unpacks to ~360 MB, nearly all of it modules the board
+# never loads: take the kernel image and the media drivers, and any other
+# module vivid comes to depend on one file at a time (add_module below).
+kdeb=$(newest_deb "$kpkg")
 kver=${kpkg#linux-image-}
-[ -d "$debs/lib/modules/$kver" ] || { echo "build.sh: $kpkg has no lib/modules/$kver" >&2; exit 1; }
+dpkg-deb --fsys-tarfile "$kdeb" | tar -x -C "$debs" --wildcards "./boot/vmlinuz-$kver" "./lib/modules/$kver/kernel/drivers/media/*"
+[ -f "$debs/boot/vmlinuz-$kver" ] || { echo "build.sh: $kdeb has no boot/vmlinuz-$kver" >&2; exit 1; }
 
 rm -rf "$out"
 mkdir -p "$out"
@@ -131,7 +144,12 @@ add_module() {
   local name=$1 dep file
   for m in "${order[@]}"; do [ "$m" = "$name" ] && return 0; done
   file=$(find "$moddir/kernel" -name "$name.ko" | head -1)
-  [ -n "$file" ] || { echo "build.sh: module $name not in $kpkg" >&2; exit 1; }
+  if [ -z "$file" ]; then
+    file=$(dpkg-deb --fsys-tarfile "$kdeb" | tar -t | grep -m1 "^\./lib/modules/$kver/kernel/.*/$name\.ko$" || true)
+    [ -n "$file" ] || { echo "build.sh: module $name not in $kdeb" >&2; exit 1; }
+    dpkg-deb --fsys-tarfile "$kdeb" | tar -x -C "$debs" "$file"
+    file="$debs/${file#./}"
+  fi
   for dep in $(tr '\0' '\n' <"$file" | sed -n 's/^depends=//p' | tr ',' ' '); do
     add_module "$dep"
   done

@@ -13,8 +13,11 @@
 #   --bin PATH   aarch64 device binary to put on the board (default: cross-build it)
 # Exit status: 0 when the guest's script finished ("vboard: done"), 1 otherwise.
 set -euo pipefail
+caller=$PWD
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
+# Paths on the command line are the caller's, relative to where it ran.
+absolute() { case "$1" in /*) echo "$1" ;; *) echo "$caller/$1" ;; esac; }
 presses=3
 out="$root/target/vboard/run"
 limit=600
@@ -23,10 +26,10 @@ build_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --presses) presses=$2; shift 2 ;;
-    --out) out=$2; shift 2 ;;
+    --out) out=$(absolute "$2"); shift 2 ;;
     --timeout) limit=$2; shift 2 ;;
     --no-build) build=no; shift ;;
-    --bin) build_args+=(--bin "$2"); shift 2 ;;
+    --bin) build_args+=(--bin "$(absolute "$2")"); shift 2 ;;
     -h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
