@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The few-shot figures of docs/fewshot.md: `clip-edge eval --shots 0,1,2,4,8`
+# on the three test sets of tools/python/fewshot_data.py, every class enrolled
+# and only the worst fifth, each as a table (DATA/results/*.text) and as JSON
+# merged into OUT; then the held-out set among all concepts (needs
+# .cache/eval/prompts_all.store from tools/python/eval_default.py) and with the
+# int8 image encoder, and the seen tuning set.
+# Usage: tools/bench/fewshot_report.sh [BUNDLE] [DATA] [OUT]
+#   defaults: models/default .cache/fewshot models/default/fewshot_report.json
+# Run tools/python/fewshot_data.py --bundle BUNDLE --out DATA first.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+# Relative defaults keep the report free of this machine's paths.
+cd "$root"
+bundle=${1:-models/default}
+data=${2:-.cache/fewshot}
+out=${3:-$bundle/fewshot_report.json}
+draws=${DRAWS:-5}
+for s in heldout openmoji-heldout openmoji-seen; do
+  [ -d "$data/$s" ] && [ -f "$data/prompts_$s.store" ] \
+    || { echo "fewshot_report.sh: no $data/$s or its store; run tools/python/fewshot_data.py --out $data" >&2; exit 1; }
+done
+# The dev profile builds the runtime and every dependency at opt-level 3.
+cargo build -q -p clip-edge-tools --bin clip-edge
+bin=target/debug/clip-edge
+mkdir -p "$data/results"
+run() {
+  local name=$1 set=$2
+  shift 2
+  echo "== $name" >&2
+  "$bin" -q eval --bundle "$bundle" --data "$data/$set" --shots 0,1,2,4,8 --draws "$draws" "$@" \
+    | tee "$data/results/$name.text" >&2
+  "$bin" -q eval --bundle "$bundle" --data "$data/$set" --shots 0,1,2,4,8 --draws "$draws" --json "$@" \
+    >"$data/results/$name.json"
+}
+names=()
+for s in heldout openmoji-heldout openmoji-seen; do
+  for f in 1 0.2; do
+    run "$s-f$f" "$s" --prompts "$data/prompts_$s.store" --enrol-fraction "$f"
+    names+=("$s-f$f")
+  done
+done
+if [ -f .cache/eval/prompts_all.store ]; then
+  run heldout-among-all heldout --prompts .cache/eval/prompts_all.store
+else
+  echo "skipped the held-out set among all concepts: no .cache/eval/prompts_all.store" >&2
+fi
+run heldout-int8 heldout --prompts "$data/prompts_heldout.store" --precision int8
+[ -d "$data/tune" ] && run tune tune --prompts "$data/prompts_tune.store"
+python3 - "$data/results" "$out" "${names[@]}" <<'EOF'
+import json, pathlib, sys
+folder, out, names = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
+report = {n: json.loads((folder / f"{n}.json").read_text()) for n in names}
+pathlib.Path(out).write_text(json.dumps(report, indent=1) + "\n")
+print(f"wrote {out} ({', '.join(names)})", file=sys.stderr)
+EOF
