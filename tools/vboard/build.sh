@@ -143,7 +143,7 @@ order=()
 add_module() {
   local name=$1 dep file
   for m in "${order[@]}"; do [ "$m" = "$name" ] && return 0; done
-  file=$(find "$moddir/kernel" -name "$name.ko" | head -1)
+  file=$(find "$moddir/kernel" -name "$name.ko" 2>/dev/null | head -1 || true)
   if [ -z "$file" ]; then
     file=$(dpkg-deb --fsys-tarfile "$kdeb" | tar -t | grep -m1 "^\./lib/modules/$kver/kernel/.*/$name\.ko$" || true)
     [ -n "$file" ] || { echo "build.sh: module $name not in $kdeb" >&2; exit 1; }
