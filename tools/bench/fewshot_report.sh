@@ -24,14 +24,28 @@ done
 cargo build -q -p clip-edge-tools --bin clip-edge
 bin=target/debug/clip-edge
 mkdir -p "$data/results"
+# One evaluation per view (every image is embedded once); its table is printed
+# from the JSON and kept beside it.
+table='import json, sys
+d = json.load(open(sys.argv[1]))
+print("%d classes in %s, %d candidates; %d draws" % (d["classes"], d["data"], d["candidates"], d["draws"]))
+print("shots  top-1 (mean ± sd)  top-5 (mean ± sd)  worst  others  score µs/frame")
+for r in d["results"]:
+    print("%5d  %6.1f ± %.1f       %6.1f ± %.1f      %5.1f  %6.1f  %8.1f" % (r["shots"], 100 * r["top1"],
+          100 * r["top1_sd"], 100 * r["top5"], 100 * r["top5_sd"], 100 * r["worst_top1"],
+          100 * r["others_top1"], r["score_us_median"]))
+print("%d classes better, %d worse with the most shots than with none" % (d["classes_better"], d["classes_worse"]))
+for kind in ("winners", "losers"):
+    print(kind + ":")
+    for m in d[kind]:
+        print("  %-42s %5.1f%% -> %5.1f%%" % (m["class"], 100 * m["zero_shot"], 100 * m["few_shot"]))'
 run() {
   local name=$1 set=$2
   shift 2
   echo "== $name" >&2
-  "$bin" -q eval --bundle "$bundle" --data "$data/$set" --shots 0,1,2,4,8 --draws "$draws" "$@" \
-    | tee "$data/results/$name.text" >&2
   "$bin" -q eval --bundle "$bundle" --data "$data/$set" --shots 0,1,2,4,8 --draws "$draws" --json "$@" \
     >"$data/results/$name.json"
+  python3 -c "$table" "$data/results/$name.json" | tee "$data/results/$name.text" >&2
 }
 names=()
 for s in heldout openmoji-heldout openmoji-seen; do
@@ -46,7 +60,9 @@ else
   echo "skipped the held-out set among all concepts: no .cache/eval/prompts_all.store" >&2
 fi
 run heldout-int8 heldout --prompts "$data/prompts_heldout.store" --precision int8
-[ -d "$data/tune" ] && run tune tune --prompts "$data/prompts_tune.store"
+if [ -d "$data/tune" ]; then
+  run tune tune --prompts "$data/prompts_tune.store"
+fi
 python3 - "$data/results" "$out" "${names[@]}" <<'EOF'
 import json, pathlib, sys
 folder, out, names = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
