@@ -23,14 +23,21 @@ pub const MANIFEST_FORMAT: u32 = 1;
 
 /// Numeric form of an image-encoder file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// 32-bit float reference graph.
+    #[serde(rename = "f32")]
     F32,
-    /// 16-bit float weights.
+    /// 16-bit float weights, computed in f32.
+    #[serde(rename = "f16")]
     F16,
-    /// 8-bit integer quantised graph.
+    /// 8-bit integer weights (storage form: folded to f32 at load, computed in f32).
+    #[serde(rename = "int8")]
     Int8,
+    /// 8-bit integer weights computed in int8: matrix products and convolutions
+    /// on tract's int8 kernels with activations quantised at run time
+    /// ([`crate::int8`]). Usually the same file as [`Precision::Int8`].
+    #[serde(rename = "int8-compute")]
+    Int8Compute,
 }
 
 impl Precision {
@@ -40,6 +47,7 @@ impl Precision {
             Precision::F32 => "f32",
             Precision::F16 => "f16",
             Precision::Int8 => "int8",
+            Precision::Int8Compute => "int8-compute",
         }
     }
 }
@@ -57,7 +65,8 @@ impl FromStr for Precision {
             "f32" => Ok(Precision::F32),
             "f16" => Ok(Precision::F16),
             "int8" => Ok(Precision::Int8),
-            other => Err(format!("unknown precision '{other}' (expected f32, f16 or int8)")),
+            "int8-compute" => Ok(Precision::Int8Compute),
+            other => Err(format!("unknown precision '{other}' (expected f32, f16, int8 or int8-compute)")),
         }
     }
 }

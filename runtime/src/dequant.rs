@@ -57,18 +57,13 @@ pub fn fold_weight_dequant(graph: &mut GraphProto) -> TractResult<usize> {
             continue;
         }
         // Weights kept in external files are left to tract.
-        let (Ok(q), Ok(s)) = (tensor(&graph.initializer[qi]), tensor(scale_proto)) else { continue };
-        let q = q.to_plain_array_view::<i8>()?.mapv(|v| v as f32);
-        let s = s.to_plain_array_view::<f32>()?;
-        if s.ndim() > q.ndim() || s.broadcast(q.shape()).is_none() {
-            continue;
-        }
-        let w = &q * &s;
+        let (Ok(q), Ok(scale)) = (tensor(&graph.initializer[qi]), tensor(scale_proto)) else { continue };
+        let Some(w) = dequantise(&q, &scale)? else { continue };
         let mut raw = Vec::with_capacity(w.len() * 4);
         w.iter().for_each(|v| raw.extend_from_slice(&v.to_le_bytes()));
         let folded = TensorProto {
             name: n.output[0].clone(),
-            dims: w.shape().iter().map(|&d| d as i64).collect(),
+            dims: q.shape().iter().map(|&d| d as i64).collect(),
             data_type: DataType::Float as i32,
             raw_data: raw,
             ..Default::default()
@@ -94,13 +89,52 @@ pub fn fold_weight_dequant(graph: &mut GraphProto) -> TractResult<usize> {
     Ok(count)
 }
 
-/// Parses ONNX bytes, folds weight dequantisation, and builds tract's model.
-pub fn load_onnx(bytes: &[u8]) -> TractResult<(InferenceModel, usize)> {
+/// `q * scale` as f32 in `q`'s row-major order, when `scale` broadcasts
+/// along at most one axis of `q` (one scale per output channel, or one for
+/// all); `None` for any other shape.
+fn dequantise(q: &Tensor, scale: &Tensor) -> TractResult<Option<Vec<f32>>> {
+    let (qs, ss) = (q.shape(), scale.shape());
+    if ss.len() > qs.len() {
+        return Ok(None);
+    }
+    // The scale's shape aligned to the right of q's, as numpy broadcasts.
+    let aligned: Vec<usize> = std::iter::repeat_n(1, qs.len() - ss.len()).chain(ss.iter().copied()).collect();
+    let axes: Vec<usize> = (0..qs.len()).filter(|&a| aligned[a] != 1).collect();
+    let values = q.to_plain_array_view::<i8>()?;
+    let Some(values) = values.as_slice() else { return Ok(None) };
+    let scales = scale.to_plain_array_view::<f32>()?;
+    let Some(scales) = scales.as_slice() else { return Ok(None) };
+    let w = match axes.as_slice() {
+        [] => values.iter().map(|&v| v as f32 * scales[0]).collect(),
+        [axis] if aligned[*axis] == qs[*axis] => {
+            let inner: usize = qs[axis + 1..].iter().product();
+            let len = qs[*axis];
+            let mut w = Vec::with_capacity(values.len());
+            for block in values.chunks(len * inner.max(1)) {
+                if inner == 1 {
+                    w.extend(block.iter().zip(scales).map(|(&v, &s)| v as f32 * s));
+                } else {
+                    for (row, &s) in block.chunks(inner).zip(scales) {
+                        w.extend(row.iter().map(|&v| v as f32 * s));
+                    }
+                }
+            }
+            w
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(w))
+}
+
+/// Parses ONNX bytes, folds weight dequantisation unless `fold` is false
+/// (the int8-compute form takes the int8 weights as they are, see
+/// [`crate::int8`]), and builds tract's model.
+pub fn load_onnx(bytes: &[u8], fold: bool) -> TractResult<(InferenceModel, usize)> {
     let onnx = tract_onnx::onnx();
     let mut proto: pb::ModelProto = onnx.proto_model_for_read(&mut &bytes[..])?;
     let folded = match proto.graph.as_mut() {
-        Some(g) => fold_weight_dequant(g)?,
-        None => 0,
+        Some(g) if fold => fold_weight_dequant(g)?,
+        _ => 0,
     };
     Ok((onnx.model_for_proto_model(&proto)?, folded))
 }

@@ -85,6 +85,7 @@ pub struct ImageEncoder {
     state: TypedSimpleState,
     input: Option<Arc<Tensor>>,
     load_timing: LoadTiming,
+    int8: Option<crate::int8::Int8Report>,
     executor: Executor,
     threads: usize,
 }
@@ -194,7 +195,27 @@ impl ImageEncoder {
         let model_err =
             |e: &dyn std::fmt::Display| Error::Model { path: loaded.to_path_buf(), message: one_line(e) };
         let t2 = Instant::now();
-        let optimised = typed.into_optimized().map_err(|e| model_err(&e))?;
+        let (optimised, int8) = optimise(typed, file.precision).map_err(|e| model_err(&e))?;
+        if let Some(r) = &int8 {
+            if r.int8_layers() == 0 {
+                return Err(model_err(&format!(
+                    "precision {}: no layer of this graph can be computed in int8 (it has {} weighted layers \
+                     with constant f32 weights); use precision int8 or f32",
+                    file.precision,
+                    r.layers.len()
+                )));
+            }
+            log::info!(
+                "{}: {} of {} weighted layers in int8 ({:.1}% of their multiply-accumulates)",
+                loaded.display(),
+                r.int8_layers(),
+                r.layers.len(),
+                100.0 * r.int8_mac_share()
+            );
+            for l in &r.layers {
+                log::debug!("  {:?} {} ({} MACs)", l.compute, l.name, l.macs);
+            }
+        }
         let out_fact = optimised.output_fact(0).map_err(|e| model_err(&e))?.clone();
         let out_shape: Option<Vec<usize>> = out_fact.shape.as_concrete().map(|s| s.to_vec());
         let dim = match out_shape.as_deref() {
@@ -232,6 +253,7 @@ impl ImageEncoder {
             state,
             input: None,
             load_timing,
+            int8,
             executor: Executor::SingleThread,
             threads: 1,
         })
@@ -255,6 +277,27 @@ impl ImageEncoder {
     /// How long loading took.
     pub fn load_timing(&self) -> LoadTiming {
         self.load_timing
+    }
+
+    /// For the int8-compute form: how each weighted layer is computed.
+    pub fn int8_report(&self) -> Option<&crate::int8::Int8Report> {
+        self.int8.as_ref()
+    }
+
+    /// The names of tract's matrix-multiplication kernels in the optimised
+    /// plan, with the accumulator type of each (`I32` for int8 products), sorted.
+    pub fn matmul_kernels(&self) -> Vec<(String, DatumType)> {
+        let mut kernels: Vec<(String, DatumType)> = self
+            .state
+            .model()
+            .nodes()
+            .iter()
+            .filter_map(|n| n.op_as::<tract_core::ops::matmul::optimized::OptMatMul>())
+            .flat_map(|op| op.mmm.iter().map(|m| (m.name().to_string(), m.internal_type())))
+            .collect();
+        kernels.sort_by(|a, b| a.0.cmp(&b.0));
+        kernels.dedup();
+        kernels
     }
 
     /// The preprocessor (for its geometry and spec).
@@ -372,7 +415,8 @@ pub fn typed_onnx(bundle: &Bundle, file: &EncoderFile, bytes: &[u8]) -> Result<T
     let size = bundle.preprocess.size as usize;
     let model_err =
         |e: &dyn std::fmt::Display| Error::Model { path: file.path.clone(), message: one_line(e) };
-    let (mut model, folded) = crate::dequant::load_onnx(bytes)
+    let fold = file.precision != Precision::Int8Compute;
+    let (mut model, folded) = crate::dequant::load_onnx(bytes, fold)
         .map_err(|e| model_err(&format!("not a readable ONNX model: {e:#}")))?;
     if folded > 0 {
         log::debug!("{}: {folded} int8 weights dequantised to f32 at load", file.path.display());
@@ -392,6 +436,25 @@ pub fn typed_onnx(bundle: &Bundle, file: &EncoderFile, bytes: &[u8]) -> Result<T
         .into_typed()
         .map_err(|e| model_err(&format!("graph does not accept a 1x3x{size}x{size} f32 image: {e:#}")))?;
     fix_batch(typed, batch).map_err(|e| model_err(&e))
+}
+
+/// Declutters and optimises a typed encoder for `precision`. The int8-compute
+/// form is rewritten onto tract's int8 kernels ([`crate::int8::rewrite`])
+/// between the two steps; its report comes back with the model.
+pub fn optimise(
+    mut typed: TypedModel,
+    precision: Precision,
+) -> TractResult<(TypedModel, Option<crate::int8::Int8Report>)> {
+    typed.declutter()?;
+    let report = match precision {
+        Precision::Int8Compute => Some(crate::int8::rewrite(&mut typed)?),
+        _ => None,
+    };
+    typed.optimize()?;
+    if report.is_some() {
+        crate::int8::replace_im2col(&mut typed)?;
+    }
+    Ok((typed, report))
 }
 
 /// Milliseconds as a float, for logs and reports.

@@ -15,6 +15,7 @@ mod dequant;
 pub mod encoder;
 mod error;
 pub mod frame;
+pub mod int8;
 pub mod nnef;
 pub mod preprocess;
 pub mod process;

@@ -1,6 +1,6 @@
 //! Damaged bundles and models give typed, one-line errors that name the file.
 
-use clip_edge_runtime::{Bundle, Classifier, ErrorKind, ImageEncoder};
+use clip_edge_runtime::{Bundle, Classifier, ErrorKind, ImageEncoder, Precision};
 use clip_edge_tests::{reseal_manifest, scratch_bundle};
 
 fn load_err(dir: &std::path::Path) -> clip_edge_runtime::Error {
@@ -89,4 +89,29 @@ fn bundle_without_default_store_needs_an_explicit_one() {
     let err = Classifier::load(&bundle, None, None).expect_err("no store");
     assert_eq!(err.kind(), ErrorKind::Usage);
     assert!(err.to_string().contains("key 'prompts'"), "{err}");
+}
+
+/// A dynamic-int8 file (MatMulInteger: no constant f32 or weight-only int8
+/// weights) has no int8-compute form: refused at load, not run in f32.
+#[test]
+fn int8_compute_of_a_dynamic_int8_file_is_refused() {
+    let src = clip_edge_tests::data_dir().join("arch/vit-b-32");
+    let dir = tempfile::tempdir().expect("tmp");
+    for f in ["image_encoder_f32.onnx", "image_encoder_int8.onnx"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).expect("copy");
+    }
+    let fixture = Bundle::load(&src).expect("fixture");
+    let sha = |p| fixture.encoder(Some(p)).expect("encoder").sha256.clone();
+    let (f32_sha, int8_sha) = (sha(Precision::F32), sha(Precision::Int8));
+    let entry = |file: &str, sha: &str| {
+        format!("precision = \"int8-compute\"\nfile = \"{file}\"\nsha256 = \"{sha}\"")
+    };
+    let manifest = std::fs::read_to_string(src.join("bundle.toml"))
+        .expect("manifest")
+        .replace(&entry("image_encoder_f32.onnx", &f32_sha), &entry("image_encoder_int8.onnx", &int8_sha));
+    std::fs::write(dir.path().join("bundle.toml"), manifest).expect("write");
+    let bundle = Bundle::load(dir.path()).expect("manifest");
+    let err = ImageEncoder::load(&bundle, Some(Precision::Int8Compute)).expect_err("refused");
+    assert_eq!(err.kind(), ErrorKind::Model);
+    assert_one_line_naming(&err, "image_encoder_int8.onnx", "no layer of this graph can be computed in int8");
 }

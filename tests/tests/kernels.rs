@@ -33,3 +33,37 @@ fn tract_picks_native_kernels_and_reports_them() {
         }
     }
 }
+
+/// The default model's int8-compute form in the plan itself: its int8
+/// products run on the architecture's int8 kernel, the dot-product one
+/// wherever the CPU has it (x86 VNNI, aarch64 `sdot` on a Cortex-A76) and the
+/// plain SIMD one otherwise (a Cortex-A72 has no `sdot`).
+#[test]
+fn int8_compute_uses_the_cpus_int8_kernels() {
+    use clip_edge_runtime::{Bundle, ImageEncoder, Precision};
+    use tract_linalg::isa::Isa;
+    let bundle = Bundle::load(clip_edge_tests::repo_root().join("models/default")).expect("bundle");
+    let encoder = ImageEncoder::load(&bundle, Some(Precision::Int8Compute)).expect("int8-compute");
+    let int8: Vec<String> = encoder
+        .matmul_kernels()
+        .into_iter()
+        .filter(|(_, acc)| *acc == DatumType::I32)
+        .map(|(n, _)| n)
+        .collect();
+    let native = isa::native();
+    println!("int8-compute kernels on {native:?}: {int8:?}");
+    assert!(!int8.is_empty(), "no int8 kernel in the int8-compute plan");
+    if cfg!(target_arch = "aarch64") {
+        let dot = native.has(Isa::Aarch64DotProd);
+        for k in &int8 {
+            assert!(k.starts_with("arm64"), "{k}: not an aarch64 kernel");
+            assert_eq!(k.contains("dot"), dot, "{k}: the CPU {} sdot", if dot { "has" } else { "has no" });
+        }
+    } else if cfg!(target_arch = "x86_64") {
+        let vnni = native.has(Isa::X86_64Avx512Vnni) || native.has(Isa::X86_64AvxVnni);
+        for k in &int8 {
+            assert!(!k.starts_with("generic"), "{k}: the portable fallback");
+            assert_eq!(k.contains("vnni"), vnni, "{k}: the CPU {} VNNI", if vnni { "has" } else { "has no" });
+        }
+    }
+}

@@ -1,26 +1,32 @@
 #!/usr/bin/env bash
 # tract (clip-edge bench) against ONNX Runtime on the same image-encoder files,
-# the same thread count, in the same run: one table of model x precision x
-# engine -> inference median, ratio to ONNX Runtime, cold start, peak RSS, file.
+# the same thread counts, in the same run: one table of model x form x threads
+# -> inference median in both engines, their ratio, cold start, peak RSS, file.
 #
-#   tools/bench/compare.sh [--threads N] [--frames N] [BUNDLE ...]
+#   tools/bench/compare.sh [--threads "1 2"] [--frames N] [BUNDLE ...]
+#
+# Forms: f32; int8 (the bundle's weight-only file, computed in f32);
+# int8-compute (the same file on tract's int8 kernels; ONNX Runtime has no
+# such form, so its row runs ONNX Runtime's dynamic int8 of the f32 file, the
+# closest it has); int8-dynamic (ONNX Runtime's quantize_dynamic of the f32
+# file, run in both engines). tract's figure is inference only (preprocessing
+# and decoding are reported by clip-edge bench separately); ONNX Runtime gets a
+# ready 1x3xSxS tensor.
 #
 # Default bundles: models/default, and random-weight ViT-B-32 and MobileCLIP2-S0
 # exports in .cache/bench (made with tools/python/export_bundle.py on first use;
-# that needs the venv's torch). Installs the venv (tools/python/setup_venv.sh)
-# if onnxruntime is missing. tract's figure is inference only (preprocessing
-# and decoding are reported by clip-edge bench separately); ONNX Runtime gets a
-# ready 1x3xSxS tensor. "int8" is the bundle's shipped int8 file;
-# "int8-dynamic" is ONNX Runtime's dynamic quantisation of the f32 file, made
-# here, run in both engines.
+# that needs the venv's torch). A bundle without an int8-compute entry gets one
+# (export_bundle.py requantise). Installs the venv (tools/python/setup_venv.sh)
+# if onnxruntime is missing. Prints the CPU's SIMD flags first: the ratios
+# differ between AVX2-only, AVX-512 and VNNI machines.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-threads=1 frames=50
+threads_list="1 2" frames=50
 while [ $# -gt 0 ]; do
   case "$1" in
-    --threads) threads=$2; shift 2 ;;
+    --threads) threads_list=$2; shift 2 ;;
     --frames) frames=$2; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) break ;;
   esac
 done
@@ -28,6 +34,7 @@ py=.venv/bin/python
 if ! [ -x "$py" ] || ! "$py" -c "import onnxruntime" 2>/dev/null; then
   tools/python/setup_venv.sh
 fi
+echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs); simd: $(grep -o -w -E 'avx2|avx512f|avx512_vnni|avx_vnni|amx_int8|asimddp|asimd' /proc/cpuinfo | sort -u | xargs)"
 bundles=("$@")
 if [ ${#bundles[@]} -eq 0 ]; then
   bundles=(models/default)
@@ -41,17 +48,24 @@ if [ ${#bundles[@]} -eq 0 ]; then
   done
 fi
 cargo build -q -p clip-edge-tools
+for b in "${bundles[@]}"; do
+  if grep -q 'precision = "int8"' "$b/bundle.toml" && ! grep -q 'precision = "int8-compute"' "$b/bundle.toml"; then
+    echo "compare: adding the int8-compute form to $b (export_bundle.py requantise)" >&2
+    "$py" tools/python/export_bundle.py requantise --bundle "$b" --clip-edge target/debug/clip-edge >/dev/null
+  fi
+done
 image=models/default/samples/dog-google.png
 rows=$(mktemp)
 for b in "${bundles[@]}"; do
   size=$(sed -n 's/^size = \([0-9]*\)/\1/p' "$b/bundle.toml")
-  dyn="$b/.image_encoder_int8_dynamic.onnx"
+  mkdir -p .cache/bench/dynamic
+  dyn=".cache/bench/dynamic/$(basename "$b").onnx"
   if ! [ -f "$dyn" ]; then
     "$py" -c "import sys; sys.path.insert(0, 'tools/python'); import export_bundle as e, pathlib; \
 e.quantise_int8_dynamic(pathlib.Path('$b/image_encoder_f32.onnx'), pathlib.Path('$dyn'))"
   fi
   store=$(mktemp --suffix .store)
-  target/debug/clip-edge -q prompts random --bundle "$b" --labels a,b,c,d,e,f,g,h --out "$store"
+  target/debug/clip-edge -q prompts random --bundle "$b" --labels a,b,c,d,e,f,g,h --out "$store" >/dev/null
   dynbundle=$(mktemp -d)
   cp "$b/bundle.toml" "$dynbundle/"
   cp "$dyn" "$dynbundle/image_encoder_int8.onnx"
@@ -62,41 +76,48 @@ d = pathlib.Path(sys.argv[1])
 t = (d / "bundle.toml").read_text()
 t = t.split("\n[text]")[0]
 t = re.sub(r'prompts = "[^"]*"\n', "", t)
+t = re.sub(r'\n\[\[image\.encoder\]\]\nprecision = "(f16|int8-compute)"\nfile = "[^"]+"\nsha256 = "[0-9a-f]+"\n*', "\n", t)
 h = hashlib.sha256((d / "image_encoder_int8.onnx").read_bytes()).hexdigest()
 t = re.sub(r'(precision = "int8"\nfile = "[^"]+"\nsha256 = ")[0-9a-f]+', r"\g<1>" + h, t)
-t = re.sub(r'\[\[image\.encoder\]\]\nprecision = "f16"\nfile = "[^"]+"\nsha256 = "[0-9a-f]+"\n*', "", t)
+t = re.sub(r'\nnnef[a-z_0-9]* = "[^"]*"', "", t)
 (d / "bundle.toml").write_text(t)
 PY
-  for form in f32 int8 int8-dynamic; do
-    case $form in
-      int8-dynamic) tb=$dynbundle p=int8 file=$dyn ;;
-      *) tb=$b p=$form file=$(sed -n "/precision = \"$form\"/{n;s/^file = \"\(.*\)\"/\1/p}" "$b/bundle.toml"); file="$b/$file" ;;
-    esac
-    grep -q "precision = \"$p\"" "$tb/bundle.toml" || continue
-    t=$(target/debug/clip-edge bench --bundle "$tb" --precision "$p" --threads "$threads" --frames "$frames" \
-        --prompts "$store" --json "$image" 2>/dev/null) || t='{"error": "tract failed"}'
-    o=$("$py" tools/bench/ort_bench.py --model "$file" --size "$size" --threads "$threads" --frames "$frames" \
-        2>/dev/null) || o='{"error": "onnxruntime failed"}'
-    echo "{\"model\": \"$(basename "$b")\", \"form\": \"$form\", \"file\": \"$file\", \"tract\": $t, \"ort\": $o}" >> "$rows"
+  for threads in $threads_list; do
+    for form in f32 int8 int8-compute int8-dynamic; do
+      case $form in
+        int8-dynamic) tb=$dynbundle p=int8 file=$dyn ortfile=$dyn ;;
+        *) tb=$b p=$form
+           file=$(sed -n "/^precision = \"$form\"/{n;s/^file = \"\(.*\)\"/\1/p}" "$b/bundle.toml"); file="$b/$file"
+           ortfile=$file; [ "$form" = int8-compute ] && ortfile=$dyn ;;
+      esac
+      grep -q "precision = \"$p\"" "$tb/bundle.toml" || continue
+      t=$(target/debug/clip-edge bench --bundle "$tb" --precision "$p" --threads "$threads" --frames "$frames" \
+          --prompts "$store" --json "$image" 2>/dev/null) || t='{"error": "tract failed"}'
+      o=$("$py" tools/bench/ort_bench.py --model "$ortfile" --size "$size" --threads "$threads" --frames "$frames" \
+          2>/dev/null) || o='{"error": "onnxruntime failed"}'
+      echo "{\"model\": \"$(basename "$b")\", \"form\": \"$form\", \"threads\": $threads, \"file\": \"$file\", \"tract\": $t, \"ort\": $o}" >> "$rows"
+    done
   done
   rm -rf "$dynbundle" "$store"
 done
-"$py" - "$rows" "$threads" <<'PY'
+"$py" - "$rows" <<'PY'
 import json, os, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-print(f"threads {sys.argv[2]}; inference median per frame (ms); cold start = load + first frame")
-print("| model | form | file | engine | infer median | tract / ORT | cold start | peak RSS |")
-print("|---|---|---|---|---|---|---|---|")
+print("inference median per frame (ms); cold start = load + first frame; ORT for int8-compute = its dynamic int8")
+print("| model | form | threads | file | tract | ONNX Runtime | tract / ORT | tract vs its f32 | tract cold start | tract peak RSS |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+f32 = {(r["model"], r["threads"]): r["tract"].get("infer_ms_median") for r in rows if r["form"] == "f32"}
 for r in rows:
     size = f"{os.path.getsize(r['file']) / 1e6:.1f} MB"
     t, o = r["tract"], r["ort"]
-    ratio = (f"{t['infer_ms_median'] / o['infer_ms_median']:.2f}"
-             if "infer_ms_median" in t and "infer_ms_median" in o else "-")
-    for name, e in (("tract", t), ("ONNX Runtime", o)):
-        if "error" in e:
-            print(f"| {r['model']} | {r['form']} | {size} | {name} | {e['error']} | | | |")
-            continue
-        print(f"| {r['model']} | {r['form']} | {size} | {name} | {e['infer_ms_median']:.2f} | "
-              f"{ratio if name == 'tract' else ''} | {e['cold_start_ms']:.0f} ms | {e['peak_rss_mb']:.0f} MB |")
+    tm, om = t.get("infer_ms_median"), o.get("infer_ms_median")
+    ratio = f"{tm / om:.2f}" if tm and om else "-"
+    base = f32.get((r["model"], r["threads"]))
+    speed = f"{base / tm:.2f}x" if tm and base else "-"
+    tcell = f"{tm:.2f}" if tm else t.get("error", "-")
+    ocell = f"{om:.2f}" if om else o.get("error", "-")
+    cold = f"{t['cold_start_ms']:.0f} ms" if "cold_start_ms" in t else "-"
+    rss = f"{t['peak_rss_mb']:.0f} MB" if t.get("peak_rss_mb") else "-"
+    print(f"| {r['model']} | {r['form']} | {r['threads']} | {size} | {tcell} | {ocell} | {ratio} | {speed} | {cold} | {rss} |")
 PY
 rm -f "$rows"

@@ -9,12 +9,13 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clip_edge_runtime::encoder::typed_onnx;
+use clip_edge_runtime::encoder::{optimise, typed_onnx};
 use clip_edge_runtime::{Bundle, Precision};
 use tract_onnx::prelude::*;
 
 /// Loads the encoder, runs it, prints the profile.
 fn main() -> anyhow::Result<()> {
+    env_logger::init();
     let mut args = std::env::args().skip(1);
     let dir = args.next().context("usage: profile BUNDLE [PRECISION] [RUNS]")?;
     let precision: Option<Precision> =
@@ -23,7 +24,16 @@ fn main() -> anyhow::Result<()> {
     let bundle = Bundle::load(&dir)?;
     let file = bundle.encoder(precision)?;
     let bytes = file.read_verified()?;
-    let plan = typed_onnx(&bundle, file, &bytes)?.into_optimized()?.into_runnable()?;
+    let (optimised, int8) = optimise(typed_onnx(&bundle, file, &bytes)?, file.precision)?;
+    if let Some(r) = &int8 {
+        println!("int8 rewrite: {r:?}");
+    }
+    if std::env::var_os("PROFILE_DUMP").is_some() {
+        for n in optimised.nodes() {
+            println!("{:>4} {:<24} {:<40} {:?}", n.id, n.op().name(), n.name, n.op().info()?);
+        }
+    }
+    let plan = optimised.into_runnable()?;
     let mut state = TypedSimpleState::new(&plan)?;
     let size = bundle.preprocess.size as usize;
     let input: TValue = Tensor::zero::<f32>(&[1, 3, size, size])?.into();
@@ -71,7 +81,9 @@ fn main() -> anyhow::Result<()> {
     let mut nodes: Vec<_> = per_node.into_values().collect();
     nodes.sort_by_key(|(_, _, d)| std::cmp::Reverse(*d));
     println!("heaviest nodes:");
-    for (op, name, d) in nodes.iter().take(8) {
+    for (op, name, d) in
+        nodes.iter().take(std::env::var("PROFILE_TOP").ok().and_then(|v| v.parse().ok()).unwrap_or(8))
+    {
         println!("  {:>7.3} ms  {op:<14} {name}", d.as_secs_f64() * 1e3 / runs as f64);
     }
     Ok(())

@@ -56,6 +56,10 @@ F32_MAX_ABS = 1e-3          # on unit-normalised embeddings
 QUANT_MIN_COSINE = 0.98     # a quantised form must stay this close to f32 (mean over test images)
 
 
+# The int8 file run on tract's int8 kernels (runtime/src/int8/): no file of its own.
+COMPUTE_FORM = "int8-compute"
+
+
 class ExportError(Exception):
     """A refusal with a message for the user; nothing has been written."""
 
@@ -134,8 +138,15 @@ def write_bundle(out: pathlib.Path, *, name: str, description: str, encoders: di
             'default_precision = "f32"',
         ]
         for precision, src in sorted(encoders.items()):
-            dst = stage / f"image_encoder_{precision}.onnx"
-            shutil.copyfile(src, dst)
+            if precision == COMPUTE_FORM:
+                # A way of running the int8 (or f32) file, not another file (docs/bundle.md).
+                owner = next((p for p in ("int8", "f32") if encoders.get(p) == src), None)
+                if owner is None:
+                    raise ExportError(f"{COMPUTE_FORM} must name the same file as int8 (or f32)")
+                dst = stage / f"image_encoder_{owner}.onnx"
+            else:
+                dst = stage / f"image_encoder_{precision}.onnx"
+                shutil.copyfile(src, dst)
             lines += ["", "[[image.encoder]]", f'precision = "{precision}"', f'file = "{dst.name}"',
                       f'sha256 = "{sha256(dst)}"']
         if text:
@@ -389,9 +400,16 @@ def verify_and_select(stage: pathlib.Path, candidates: dict[str, pathlib.Path], 
         entry: dict = {"file_bytes": path.stat().st_size,
                        "size_ratio_vs_f32": candidates["f32"].stat().st_size / path.stat().st_size}
         report["forms"][precision] = entry
+        if precision == COMPUTE_FORM and "int8" not in keep:
+            entry["kept"] = False
+            entry["reason"] = "the int8 file it runs was dropped"
+            continue
         try:
-            ort_q = np.concatenate([ort_run(path, {input_name: t}) for t in torch_tensors])
-            entry["onnxruntime_vs_f32"] = compare(ort_q, ort_f32)
+            # The int8-compute form's arithmetic has no ONNX Runtime counterpart
+            # here (the file is the weight-only int8 one): compared with f32 only.
+            if precision != COMPUTE_FORM:
+                ort_q = np.concatenate([ort_run(path, {input_name: t}) for t in torch_tensors])
+                entry["onnxruntime_vs_f32"] = compare(ort_q, ort_f32)
         except Exception as e:  # noqa: BLE001 - recorded, not fatal
             entry["onnxruntime_error"] = " ".join(str(e).split())[:400]
         tract_q, err = tract_embed(binary, stage, precision, images)
@@ -594,6 +612,8 @@ def run_export(src: Source, args) -> None:
             else:
                 raise ExportError(f"unknown precision {precision!r} (int8, f16)")
             candidates[precision] = dst
+            if precision == "int8" and args.int8_mode == "weights":
+                candidates[COMPUTE_FORM] = dst
         images = test_images(tmp / "verify")
         tensors = [src.transform(Image.open(p).convert("RGB")).unsqueeze(0).numpy() for p in images]
         tokens = src.tokenize([f"a photo of a {c}." for c in VERIFY_LABELS]).numpy().astype(np.int64)
@@ -729,6 +749,8 @@ def package(args) -> None:
     for spec in args.extra or []:
         precision, _, path = spec.partition("=")
         encoders[precision] = pathlib.Path(path)
+    if "int8" in encoders and not args.no_int8_compute:
+        encoders[COMPUTE_FORM] = encoders["int8"]
     text = None
     if args.text_onnx:
         if not args.tokenizer:
@@ -744,6 +766,8 @@ def package(args) -> None:
     for precision in ["f32"] + sorted(p for p in encoders if p != "f32"):
         emb, err = tract_embed(binary, out, precision, images)
         problem = f"tract cannot run the {precision} image encoder: {err}" if err else None
+        if problem and precision == COMPUTE_FORM:
+            problem += " (a dynamic-int8 file has no int8-compute form: pass --no-int8-compute)"
         if emb is not None and reference is None:
             reference = emb
         elif emb is not None:
@@ -781,7 +805,16 @@ def requantise(args) -> None:
         stage = pathlib.Path(tmp_s) / bundle.name
         shutil.copytree(bundle, stage)
         make_int8(f32, stage / m.group(2), args.int8_mode)
-        new_text = block.sub(lambda mm: mm.group(1) + sha256(stage / m.group(2)) + mm.group(4), text)
+        new_sha = sha256(stage / m.group(2))
+        new_text = block.sub(lambda mm: mm.group(1) + new_sha + mm.group(4), text)
+        # The int8-compute form runs the same file: weight-only int8 only.
+        compute = re.compile(r'\n*\[\[image\.encoder\]\]\nprecision = "int8-compute"\nfile = "[^"]+"\nsha256 = "[0-9a-f]{64}"\n')
+        new_text = compute.sub("\n", new_text)
+        if args.int8_mode == "weights":
+            entry = (f'\n[[image.encoder]]\nprecision = "{COMPUTE_FORM}"\nfile = "{m.group(2)}"\n'
+                     f'sha256 = "{new_sha}"\n')
+            end = block.search(new_text).end()
+            new_text = new_text[:end] + "\n" + entry + new_text[end + 1:]
         (stage / "bundle.toml").write_text(new_text)
         images = test_images(pathlib.Path(tmp_s) / "verify")
         ref, err = tract_embed(binary, stage, "f32", images)
@@ -791,6 +824,14 @@ def requantise(args) -> None:
         c = compare(q, ref)
         if c["cosine_mean"] < QUANT_MIN_COSINE:
             raise ExportError(f"the new int8 encoder is too far from f32 (mean cosine {c['cosine_mean']:.4f})")
+        if args.int8_mode == "weights":
+            qc, err_c = tract_embed(binary, stage, COMPUTE_FORM, images)
+            if err_c:
+                raise ExportError(f"tract cannot run the new encoder's {COMPUTE_FORM} form: {err_c}")
+            cc = compare(qc, ref)
+            if cc["cosine_mean"] < QUANT_MIN_COSINE:
+                raise ExportError(f"the {COMPUTE_FORM} form is too far from f32 (mean cosine {cc['cosine_mean']:.4f})")
+            log(f"{COMPUTE_FORM}: tract vs f32 mean cosine {cc['cosine_mean']:.5f}, min {cc['cosine_min']:.5f}")
         os.replace(stage / m.group(2), target)
         os.replace(stage / "bundle.toml", manifest)
     log(f"{target}: {args.int8_mode} int8, {target.stat().st_size} bytes "
@@ -829,6 +870,9 @@ def main() -> int:
     pk = sub.add_parser("package", help="write a bundle around ONNX towers exported elsewhere")
     pk.add_argument("--image-onnx", required=True, help="f32 image encoder")
     pk.add_argument("--extra", action="append", help="PRECISION=FILE, e.g. int8=enc_int8.onnx (repeatable)")
+    pk.add_argument("--no-int8-compute", action="store_true",
+                    help="do not list the int8 file's int8-compute form (added by default when --extra int8=... "
+                         "is given; it needs weight-only int8)")
     pk.add_argument("--text-onnx")
     pk.add_argument("--tokenizer")
     pk.add_argument("--context-length", type=int, default=77)

@@ -328,6 +328,8 @@ def package(args) -> None:
             elif precision == "f16":
                 eb.convert_f16_weights(img_f32, dst)
             extra[precision] = dst
+            if precision == "int8":
+                extra[eb.COMPUTE_FORM] = dst  # the same file, run on tract's int8 kernels
         text_file = text_f32
         if args.text_precision == "int8":
             text_file = tmp / "text_int8.onnx"
@@ -371,6 +373,8 @@ def package(args) -> None:
             if err or cos < eb.QUANT_MIN_COSINE:
                 log(f"dropping the {precision} image encoder: {err or f'mean cosine to f32 {cos:.4f}'}")
                 del encoders[precision]
+                if precision == "int8":
+                    encoders.pop(eb.COMPUTE_FORM, None)
             else:
                 log(f"{precision} image encoder: tract runs it, mean cosine to f32 {cos:.5f}")
         if len(encoders) != 1 + len(extra):

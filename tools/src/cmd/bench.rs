@@ -123,6 +123,12 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<ExitCode> {
             "infer_ms_median": round3(infer.median),
             "total_ms_median": round3(total.median),
             "peak_rss_mb": rss.map(|r| (r * 10.0).round() / 10.0),
+            "int8_compute": clf.encoder.int8_report().map(|r| json!({
+                "int8_layers": r.int8_layers(),
+                "weighted_layers": r.layers.len(),
+                "int8_mac_share": round3(r.int8_mac_share()),
+                "layers": r.layers,
+            })),
         });
         println!("{out}");
     } else {
@@ -142,6 +148,14 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<ExitCode> {
             ms(lt.optimise),
             ms(first)
         );
+        if let Some(r) = clf.encoder.int8_report() {
+            println!(
+                "int8 compute {} of {} weighted layers ({:.1}% of their multiply-accumulates; -vv lists them)",
+                r.int8_layers(),
+                r.layers.len(),
+                100.0 * r.int8_mac_share()
+            );
+        }
         if let Some(c) = &camera {
             println!(
                 "camera path  {:?} {}x{}, halved {} time(s) before the model's resize",

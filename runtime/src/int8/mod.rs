@@ -1,0 +1,612 @@
+//! Int8 compute: rewrites a decluttered tract model so that its matrix
+//! products and convolutions run on tract-linalg's int8 kernels (i8 x i8
+//! accumulated in i32: VNNI on x86, `sdot` on Cortex-A76, NEON `smlal` on
+//! Cortex-A72) instead of its f32 ones.
+//!
+//! Weights are quantised at load, symmetric with one scale per output
+//! channel (`s = max|w| / 127`, the scheme of the bundle's weight-only int8
+//! file, which this gives back exactly), and tract packs them once while it
+//! optimises the plan. Activations are quantised on every run, symmetric,
+//! with one scale per row of the product (per token for linear layers, per
+//! pixel for 1x1 convolutions) or one per tensor for spatial convolutions,
+//! whose im2col mixes pixels. The i32 result is rescaled to f32 by the
+//! product of the two scales, so every operator around the rewritten ones
+//! stays f32.
+//!
+//! Only stock tract operators are wired (`EinSum` and `Conv` with an i32
+//! accumulator and zero points of 0, which tract's optimiser turns into
+//! packed int8 products with no zero-point correction). Layers that stay f32:
+//! the first and the last weighted layer (the stem or patch embedding sees
+//! raw pixels; the projection writes the embedding itself), grouped and
+//! depthwise convolutions (no int8 kernel for them; memory-bound anyway),
+//! products of two activations (attention scores and attention-weighted
+//! values), and products too small to pay for the quantisation pass.
+
+use tract_core::internal::*;
+use tract_core::ops::cnn::{Conv, KernelFormat};
+use tract_core::ops::einsum::EinSum;
+use tract_core::ops::math;
+
+mod dequantise;
+mod patches;
+mod quantise;
+
+pub use dequantise::Dequantise;
+pub use patches::{replace_im2col, PackPatches};
+pub use quantise::{Granularity, QuantiseSym};
+
+/// The smallest contraction length (inputs per output value) worth an int8
+/// product: below it the per-run quantisation of the activations costs more
+/// than the faster product saves.
+pub const MIN_K: usize = 16;
+
+/// Why a weighted layer was left in f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeptF32 {
+    /// The first weighted layer (it sees the image itself).
+    First,
+    /// The last weighted layer (it writes the embedding).
+    Last,
+    /// A grouped or depthwise convolution.
+    Grouped,
+    /// Fewer than [`MIN_K`] inputs per output value.
+    Small,
+    /// A shape the rewrite does not handle (more than one contraction axis, ...).
+    Shape,
+}
+
+impl KeptF32 {
+    /// A short name for reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeptF32::First => "first layer",
+            KeptF32::Last => "last layer",
+            KeptF32::Grouped => "grouped/depthwise",
+            KeptF32::Small => "too small",
+            KeptF32::Shape => "unsupported shape",
+        }
+    }
+}
+
+/// How one weighted layer is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerCompute {
+    /// int8, with one activation scale per row of the product (per token of
+    /// a linear layer, per pixel of a 1x1 convolution).
+    Int8PerRow,
+    /// int8, with one activation scale for the whole input (spatial
+    /// convolutions, whose im2col mixes pixels).
+    Int8PerTensor,
+    /// f32, for the reason given.
+    F32(KeptF32),
+}
+
+/// One weighted layer (matrix product with a constant weight, or convolution).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Int8Layer {
+    /// The node's name in the model (the ONNX node's name, with tract's suffixes).
+    pub name: String,
+    /// Multiply-accumulates per frame.
+    pub macs: u64,
+    /// How it is computed.
+    pub compute: LayerCompute,
+}
+
+/// What [`rewrite`] did: every weighted layer of the model, in evaluation order.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Int8Report {
+    /// The weighted layers.
+    pub layers: Vec<Int8Layer>,
+}
+
+impl Int8Report {
+    /// Layers computed in int8.
+    pub fn int8_layers(&self) -> usize {
+        self.layers.iter().filter(|l| !matches!(l.compute, LayerCompute::F32(_))).count()
+    }
+
+    /// The share of the weighted layers' multiply-accumulates done in int8 (0..=1).
+    pub fn int8_mac_share(&self) -> f64 {
+        let total: u64 = self.layers.iter().map(|l| l.macs).sum();
+        let int8: u64 =
+            self.layers.iter().filter(|l| !matches!(l.compute, LayerCompute::F32(_))).map(|l| l.macs).sum();
+        int8 as f64 / total.max(1) as f64
+    }
+}
+
+enum Candidate {
+    /// A product whose output lays its axes out like the activation, with the
+    /// weight's output-channel axis where the activation's contraction axis was.
+    Product {
+        weight_input: usize,
+        /// The activation's contraction axes (consecutive).
+        k_axes: std::ops::Range<usize>,
+        /// The weight's output-channel axis.
+        weight_channel_axis: usize,
+        /// The output's channel axis.
+        channel_axis: usize,
+    },
+    /// A convolution; `out_axis` is the kernel's output-channel axis.
+    Conv { out_axis: usize },
+}
+
+struct Site {
+    node: usize,
+    name: String,
+    macs: u64,
+    verdict: std::result::Result<Candidate, KeptF32>,
+}
+
+/// Rewrites the weighted layers of a decluttered model (see the module
+/// documentation). Call between `declutter()` and `optimize()`.
+pub fn rewrite(model: &mut TypedModel) -> TractResult<Int8Report> {
+    let order = model.eval_order()?;
+    let mut sites: Vec<Site> = Vec::new();
+    for &id in &order {
+        let node = model.node(id);
+        if let Some(op) = node.op_as::<EinSum>() {
+            if let Some(site) = product_site(model, node, op)? {
+                sites.push(site);
+            }
+        } else if let Some(op) = node.op_as::<Conv>() {
+            if let Some(site) = conv_site(model, node, op)? {
+                sites.push(site);
+            }
+        }
+    }
+    if let Some(first) = sites.first_mut() {
+        first.verdict = Err(KeptF32::First);
+    }
+    if sites.len() > 1 {
+        if let Some(last) = sites.last_mut() {
+            last.verdict = Err(KeptF32::Last);
+        }
+    }
+    let mut report = Int8Report::default();
+    for site in sites {
+        let node = model.node(site.node).clone();
+        let compute = match site.verdict {
+            Err(why) => LayerCompute::F32(why),
+            Ok(Candidate::Product { weight_input, k_axes, weight_channel_axis, channel_axis }) => {
+                product_patch(model, &node, weight_input, k_axes, weight_channel_axis, channel_axis)?
+                    .apply(model)?;
+                LayerCompute::Int8PerRow
+            }
+            Ok(Candidate::Conv { out_axis }) => {
+                conv_patch(model, &node, out_axis)?.apply(model)?;
+                LayerCompute::Int8PerTensor
+            }
+        };
+        report.layers.push(Int8Layer { name: site.name, macs: site.macs, compute });
+    }
+    model.prop_consts()?;
+    model.compact()?;
+    Ok(report)
+}
+
+fn concrete(shape: &ShapeFact) -> Option<TVec<u64>> {
+    shape.as_concrete().map(|s| s.iter().map(|&d| d as u64).collect())
+}
+
+fn product_site(model: &TypedModel, node: &TypedNode, op: &EinSum) -> TractResult<Option<Site>> {
+    if op.q_params.is_some() || op.operating_dt != f32::datum_type() || node.inputs.len() != 2 {
+        return Ok(None);
+    }
+    let facts = model.node_input_facts(node.id)?;
+    let weights = [Weight::of(model, node.inputs[0])?, Weight::of(model, node.inputs[1])?];
+    let weight_input = match (&weights[0], &weights[1], facts[0].konst.is_some(), facts[1].konst.is_some()) {
+        (None, Some(_), false, _) => 1,
+        (Some(_), None, _, false) => 0,
+        // Two activations (attention) or two constants: not a weighted layer.
+        _ => return Ok(None),
+    };
+    let x_input = 1 - weight_input;
+    let (x_fact, w_fact) = (facts[x_input], facts[weight_input]);
+    let out_fact = model.outlet_fact(node.id.into())?;
+    let (Some(x_shape), Some(out_shape)) = (x_fact.shape.as_concrete(), out_fact.shape.as_concrete()) else {
+        return Ok(None);
+    };
+    let mut k_positions = Vec::new();
+    let mut m_axes = Vec::new();
+    let mut other_ok = true;
+    for axis in op.axes.iter_all_axes() {
+        match (axis.inputs[x_input].len(), axis.inputs[weight_input].len(), axis.outputs[0].len()) {
+            (1, 1, 0) => k_positions.push(axis.inputs[x_input][0]),
+            (0, 1, 1) => m_axes.push(axis),
+            (1, 0, 1) | (0, 0, 1) => {}
+            // A unit axis of the activation that the output drops.
+            (1, 0, 0) if x_shape[axis.inputs[x_input][0]] == 1 => {}
+            _ => other_ok = false,
+        }
+    }
+    k_positions.sort_unstable();
+    let k: usize = k_positions.iter().map(|&p| x_shape[p]).product();
+    let macs = out_shape.iter().product::<usize>() as u64 * k as u64;
+    let contiguous = k_positions.windows(2).all(|w| w[1] == w[0] + 1);
+    let shape_ok = other_ok
+        && !k_positions.is_empty()
+        && contiguous
+        && m_axes.len() == 1
+        && w_fact.rank() == k_positions.len() + 1
+        && scales_follow_output(op, x_input, x_shape);
+    let verdict = if !shape_ok {
+        Err(KeptF32::Shape)
+    } else if k < MIN_K {
+        Err(KeptF32::Small)
+    } else {
+        Ok(Candidate::Product {
+            weight_input,
+            k_axes: k_positions[0]..k_positions[k_positions.len() - 1] + 1,
+            weight_channel_axis: m_axes[0].inputs[weight_input][0],
+            channel_axis: m_axes[0].outputs[0][0],
+        })
+    }
+    .inspect_err(|why| {
+        log::debug!("{} stays f32 ({}): {} on {:?}", node.name, why.as_str(), op.axes, x_shape);
+    });
+    Ok(Some(Site { node: node.id, name: node.name.clone(), macs, verdict }))
+}
+
+/// Whether the activation's per-row scales, in the activation's row-major
+/// order, are also in the output's row-major order once the channel axis is
+/// taken out: the activation's other axes of length above 1 come in the same
+/// order in both.
+fn scales_follow_output(op: &EinSum, x_input: usize, x_shape: &[usize]) -> bool {
+    let mut in_x: Vec<(usize, char)> = Vec::new();
+    let mut in_out: Vec<(usize, char)> = Vec::new();
+    for axis in op.axes.iter_all_axes() {
+        if let (Some(&i), Some(&o)) = (axis.inputs[x_input].first(), axis.outputs[0].first()) {
+            if x_shape[i] > 1 {
+                in_x.push((i, axis.repr));
+                in_out.push((o, axis.repr));
+            }
+        }
+    }
+    in_x.sort_unstable();
+    in_out.sort_unstable();
+    in_x.iter().map(|a| a.1).eq(in_out.iter().map(|a| a.1))
+}
+
+fn conv_site(model: &TypedModel, node: &TypedNode, op: &Conv) -> TractResult<Option<Site>> {
+    if op.q_params.is_some() || node.inputs.len() != 3 {
+        return Ok(None);
+    }
+    let facts = model.node_input_facts(node.id)?;
+    let Some(kernel) = Weight::of(model, node.inputs[1])? else { return Ok(None) };
+    if facts[0].datum_type != f32::datum_type() {
+        return Ok(None);
+    }
+    let out_fact = model.outlet_fact(node.id.into())?;
+    let per_output = (op.input_channels() / op.group.max(1)) as u64
+        * op.pool_spec.kernel_shape.iter().map(|&d| d as u64).product::<u64>();
+    let macs = concrete(&out_fact.shape).map_or(0, |s| s.iter().product::<u64>()) * per_output;
+    let out_axis = match op.kernel_fmt {
+        KernelFormat::OIHW | KernelFormat::OHWI => 0,
+        KernelFormat::HWIO => kernel.shape().len() - 1,
+    };
+    let verdict = if op.group != 1 {
+        Err(KeptF32::Grouped)
+    } else if per_output < MIN_K as u64 {
+        Err(KeptF32::Small)
+    } else if facts[2].konst.is_none() {
+        Err(KeptF32::Shape)
+    } else {
+        Ok(Candidate::Conv { out_axis })
+    };
+    Ok(Some(Site { node: node.id, name: node.name.clone(), macs, verdict }))
+}
+
+/// A layer's constant weight: f32, or the int8 file's `Mul(Cast(q), scale)`
+/// that tract leaves unfolded when the f32 weight would be large (the
+/// int8-compute form loads the int8 file without folding it, see
+/// `dequant::load_onnx`).
+#[derive(Debug, Clone)]
+enum Weight {
+    F32(Arc<Tensor>),
+    Int8 { q: Arc<Tensor>, scale: Arc<Tensor> },
+}
+
+impl Weight {
+    fn of(model: &TypedModel, outlet: OutletId) -> TractResult<Option<Weight>> {
+        let fact = model.outlet_fact(outlet)?;
+        if let Some(k) = &fact.konst {
+            return Ok((k.datum_type() == f32::datum_type()).then(|| Weight::F32(k.clone())));
+        }
+        let node = model.node(outlet.node);
+        let is_mul =
+            node.op_as::<tract_core::ops::binary::TypedBinOp>().is_some_and(|b| b.0.is::<math::Mul>());
+        if !is_mul || node.inputs.len() != 2 || node.outputs[0].successors.len() != 1 {
+            return Ok(None);
+        }
+        for (a, b) in [(0, 1), (1, 0)] {
+            let cast = model.node(node.inputs[a].node);
+            let Some(scale) = model.outlet_fact(node.inputs[b])?.konst.clone() else { continue };
+            let is_cast =
+                cast.op_as::<tract_core::ops::cast::Cast>().is_some_and(|c| c.to == f32::datum_type());
+            if !is_cast || scale.datum_type() != f32::datum_type() {
+                continue;
+            }
+            if let Some(q) = &model.outlet_fact(cast.inputs[0])?.konst {
+                if q.datum_type() == i8::datum_type() && scale.rank() <= q.rank() {
+                    return Ok(Some(Weight::Int8 { q: q.clone(), scale }));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn shape(&self) -> &[usize] {
+        match self {
+            Weight::F32(w) => w.shape(),
+            Weight::Int8 { q, .. } => q.shape(),
+        }
+    }
+
+    /// The int8 values and one scale per channel along `axis`: the stored ones
+    /// when the file's scales are per channel along `axis`, else quantised here.
+    fn quantised(&self, axis: usize) -> TractResult<(Tensor, Vec<f32>)> {
+        match self {
+            Weight::F32(w) => quantise_weight(w, axis),
+            Weight::Int8 { q, scale } => {
+                let offset = q.rank() - scale.rank();
+                let along_axis = scale.shape().iter().enumerate().all(|(i, &d)| {
+                    if i + offset == axis {
+                        d == q.shape()[axis]
+                    } else {
+                        d == 1
+                    }
+                });
+                let scales: Vec<f32> = scale.to_plain_array_view::<f32>()?.iter().copied().collect();
+                let stored_ok = along_axis && scales.iter().all(|s| s.is_finite() && *s > 0.0);
+                if stored_ok {
+                    return Ok(((**q).clone(), scales));
+                }
+                // Any other scale layout: back to f32, then per channel.
+                let w = q.cast_to::<f32>()?.into_owned();
+                let w = (w.to_plain_array_view::<f32>()?.to_owned() * scale.to_plain_array_view::<f32>()?)
+                    .into_tensor();
+                quantise_weight(&w, axis)
+            }
+        }
+    }
+}
+
+/// Symmetric per-channel quantisation of a constant f32 weight along `axis`:
+/// the int8 values and one scale per channel (`max|w| / 127`; 1 for a
+/// channel of zeros).
+pub fn quantise_weight(w: &Tensor, axis: usize) -> TractResult<(Tensor, Vec<f32>)> {
+    let shape = w.shape();
+    let (len, inner) = (shape[axis], shape[axis + 1..].iter().product::<usize>());
+    let view = w.try_as_plain_ram()?;
+    let values = view.as_slice::<f32>()?;
+    // Values of channel c: every block of `len * inner`, at c * inner .. (c + 1) * inner.
+    let lanes = |c: usize| {
+        values.chunks_exact((len * inner).max(1)).flat_map(move |block| &block[c * inner..(c + 1) * inner])
+    };
+    let scales: Vec<f32> = (0..len)
+        .map(|c| {
+            let max = lanes(c).fold(0f32, |m, v| m.max(v.abs()));
+            if max > 0.0 && max.is_finite() {
+                max / 127.0
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    let mut q = vec![0i8; values.len()];
+    for (qb, vb) in q.chunks_exact_mut((len * inner).max(1)).zip(values.chunks_exact((len * inner).max(1))) {
+        for ((qr, vr), &s) in
+            qb.chunks_exact_mut(inner.max(1)).zip(vb.chunks_exact(inner.max(1))).zip(&scales)
+        {
+            qr.iter_mut()
+                .zip(vr)
+                .for_each(|(q, &v)| *q = (v / s).round_ties_even().clamp(-127.0, 127.0) as i8);
+        }
+    }
+    Ok((Tensor::from_shape(shape, &q)?, scales))
+}
+
+/// The constant that a single successor `Add` of `node` adds along
+/// `channel_axis` (a bias), if there is exactly such a successor.
+fn bias_successor(
+    model: &TypedModel,
+    node: &TypedNode,
+    channel_axis: usize,
+    channels: usize,
+) -> TractResult<Option<(usize, Vec<f32>)>> {
+    let succ = &node.outputs[0].successors;
+    if succ.len() != 1 || model.output_outlets()?.contains(&OutletId::new(node.id, 0)) {
+        return Ok(None);
+    }
+    let add = model.node(succ[0].node);
+    let is_add = add.op_as::<tract_core::ops::binary::TypedBinOp>().is_some_and(|b| b.0.is::<math::Add>());
+    if !is_add || add.inputs.len() != 2 {
+        return Ok(None);
+    }
+    let other = add.inputs[1 - succ[0].slot];
+    let Some(k) = &model.outlet_fact(other)?.konst else { return Ok(None) };
+    let out_rank = model.outlet_fact(node.id.into())?.rank();
+    if k.datum_type() != f32::datum_type() || k.len() != channels || k.rank() > out_rank {
+        return Ok(None);
+    }
+    // Aligned from the right, every axis but the channel axis has length 1.
+    let offset = out_rank - k.rank();
+    let along_channels =
+        k.shape()
+            .iter()
+            .enumerate()
+            .all(|(i, &d)| if i + offset == channel_axis { d == channels } else { d == 1 });
+    if !along_channels {
+        return Ok(None);
+    }
+    let values = k.to_plain_array_view::<f32>()?.iter().copied().collect();
+    Ok(Some((add.id, values)))
+}
+
+/// Wires the run-time quantisation of `x`: the i8 tensor and its f32 scales.
+fn wire_quantise(
+    patch: &mut TypedModelPatch,
+    name: &str,
+    x: OutletId,
+    granularity: Granularity,
+) -> TractResult<(OutletId, OutletId)> {
+    let q = patch.wire_node(format!("{name}.int8.quantise"), QuantiseSym { granularity }, &[x])?;
+    Ok((q[0], q[1]))
+}
+
+fn product_patch(
+    model: &TypedModel,
+    node: &TypedNode,
+    weight_input: usize,
+    k_axes: std::ops::Range<usize>,
+    weight_channel_axis: usize,
+    channel_axis: usize,
+) -> TractResult<TypedModelPatch> {
+    let op = node.op_as::<EinSum>().context("not an EinSum")?;
+    let x_input = 1 - weight_input;
+    let name = &node.name;
+    let mut patch = TypedModelPatch::new(format!("int8 product {name}"));
+    let x = patch.tap_model(model, node.inputs[x_input])?;
+    let w = Weight::of(model, node.inputs[weight_input])?.context("weight is not constant")?;
+    let (q, w_scale) = w.quantised(weight_channel_axis)?;
+    let (xq, x_scale) = wire_quantise(&mut patch, name, x, Granularity::Along(k_axes))?;
+    let wq = patch.add_const(format!("{name}.int8.weight"), q)?;
+    let mut inputs = [xq, xq];
+    inputs[weight_input] = wq;
+    let acc = patch.wire_node(
+        format!("{name}.int8.matmul"),
+        EinSum::new(op.axes.clone(), i32::datum_type()),
+        &inputs,
+    )?[0];
+    let bias = bias_successor(model, node, channel_axis, w_scale.len())?;
+    let dequantise = Dequantise {
+        channel_axis,
+        channel_scale: rctensor1(&w_scale),
+        bias: bias.as_ref().map(|(_, b)| rctensor1(b)),
+    };
+    let y = patch.wire_node(format!("{name}.int8.dequantise"), dequantise, &[acc, x_scale])?[0];
+    let replaced = bias.map_or(node.id, |(add, _)| add);
+    patch.shunt_outside(model, replaced.into(), y)?;
+    Ok(patch)
+}
+
+fn conv_patch(model: &TypedModel, node: &TypedNode, out_axis: usize) -> TractResult<TypedModelPatch> {
+    let op = node.op_as::<Conv>().context("not a Conv")?;
+    let name = &node.name;
+    let mut patch = TypedModelPatch::new(format!("int8 conv {name}"));
+    let x = patch.tap_model(model, node.inputs[0])?;
+    let kernel = Weight::of(model, node.inputs[1])?.context("kernel is not constant")?;
+    let bias = model.outlet_fact(node.inputs[2])?.konst.clone().context("bias is not constant")?;
+    let (q, k_scale) = kernel.quantised(out_axis)?;
+    let (xq, x_scale) = wire_quantise(&mut patch, name, x, Granularity::Tensor)?;
+    let i32_zero = patch.add_const(format!("{name}.int8.zero"), tensor0(0i32))?;
+    let f32_one = patch.add_const(format!("{name}.int8.one"), tensor0(1f32))?;
+    let kq = patch.add_const(format!("{name}.int8.kernel"), q)?;
+    // Zero points of 0 and unit scales: tract's optimiser drops every
+    // zero-point correction and leaves the packed i8 x i8 -> i32 product.
+    let conv = Conv { q_params: Some(i32::datum_type()), ..op.clone() };
+    let acc = patch.wire_node(
+        format!("{name}.int8.conv"),
+        conv,
+        &[xq, kq, i32_zero, i32_zero, f32_one, i32_zero, f32_one, i32_zero, f32_one],
+    )?[0];
+    let out_rank = model.outlet_fact(node.id.into())?.rank();
+    let fmt = op.pool_spec.data_format;
+    let channel_axis = if fmt.c_is_last() { out_rank - 1 } else { usize::from(fmt.has_n()) };
+    let channels = op.output_channels();
+    let bias_values: Vec<f32> = bias.to_plain_array_view::<f32>()?.iter().copied().collect();
+    let bias = match bias_values.len() {
+        _ if bias_values.iter().all(|&b| b == 0.0) => None,
+        n if n == channels => Some(rctensor1(&bias_values)),
+        1 => Some(rctensor1(&vec![bias_values[0]; channels])),
+        n => bail!("{name}: bias has {n} values for {channels} channels"),
+    };
+    let dequantise = Dequantise { channel_axis, channel_scale: rctensor1(&k_scale), bias };
+    let y = patch.wire_node(format!("{name}.int8.dequantise"), dequantise, &[acc, x_scale])?[0];
+    patch.shunt_outside(model, node.id.into(), y)?;
+    Ok(patch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_core::ops::cast::cast;
+
+    fn einsum(model: &mut TypedModel, name: &str, x: OutletId, w: OutletId) -> OutletId {
+        let axes: AxesMapping = "mk,kn->mn".parse().expect("axes");
+        model.wire_node(name, EinSum::new(axes, f32::datum_type()), &[x, w]).expect("einsum")[0]
+    }
+
+    fn weights(k: usize, n: usize, seed: usize) -> Vec<f32> {
+        (0..k * n).map(|i| (((i * 7919 + seed * 104729) % 2001) as f32 - 1000.0) / 1000.0).collect()
+    }
+
+    /// Three linear layers; the middle one's weight is the int8 file's
+    /// unfolded `Mul(Cast(q), scale)`. The middle one runs in int8 with the
+    /// stored values, the others stay f32, and the result stays close to f32.
+    #[test]
+    fn the_middle_of_three_layers_runs_in_int8_from_stored_int8_weights() {
+        let (m, k) = (4, 32);
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([m, k])).expect("source");
+        let w1 =
+            model.add_const("w1", Tensor::from_shape(&[k, k], &weights(k, k, 1)).expect("w1")).expect("c");
+        let h = einsum(&mut model, "first", x, w1);
+        let q: Vec<i8> = weights(k, k, 2).iter().map(|v| (v * 127.0).round() as i8).collect();
+        let scales: Vec<f32> = (0..k).map(|c| 0.01 + c as f32 * 0.001).collect();
+        let qc = model.add_const("q", Tensor::from_shape(&[k, k], &q).expect("q")).expect("c");
+        let sc = model.add_const("s", Tensor::from_shape(&[1, k], &scales).expect("s")).expect("c");
+        let qf = model.wire_node("cast", cast(f32::datum_type()), &[qc]).expect("cast")[0];
+        let w2 = model.wire_node("rescale", math::mul(), &[qf, sc]).expect("mul")[0];
+        let h = einsum(&mut model, "middle", h, w2);
+        let w3 =
+            model.add_const("w3", Tensor::from_shape(&[k, 8], &weights(k, 8, 3)).expect("w3")).expect("c");
+        let y = einsum(&mut model, "last", h, w3);
+        model.select_output_outlets(&[y]).expect("outputs");
+
+        let input: Vec<f32> = (0..m * k).map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0).collect();
+        let input = Tensor::from_shape(&[m, k], &input).expect("input");
+        let run = |model: TypedModel| -> Vec<f32> {
+            let plan = model.into_optimized().expect("optimise").into_runnable().expect("plan");
+            let out = plan.run(tvec!(input.clone().into_tvalue())).expect("run");
+            out[0].to_plain_array_view::<f32>().expect("f32").iter().copied().collect()
+        };
+        let reference = run(model.clone());
+
+        let mut rewritten = model;
+        let report = rewrite(&mut rewritten).expect("rewrite");
+        let computes: Vec<LayerCompute> = report.layers.iter().map(|l| l.compute).collect();
+        assert_eq!(
+            computes,
+            [LayerCompute::F32(KeptF32::First), LayerCompute::Int8PerRow, LayerCompute::F32(KeptF32::Last)]
+        );
+        let ours = run(rewritten);
+        let dot: f32 = ours.iter().zip(&reference).map(|(a, b)| a * b).sum();
+        let norm = |v: &[f32]| v.iter().map(|a| a * a).sum::<f32>().sqrt();
+        let cosine = dot / (norm(&ours) * norm(&reference));
+        assert!(cosine > 0.999, "int8 drifted: cosine {cosine}");
+    }
+
+    #[test]
+    fn stored_per_channel_scales_are_used_as_they_are() {
+        let q = rctensor2(&[[1i8, -127], [127, 5]]);
+        let scale = rctensor2(&[[0.5f32, 2.0]]);
+        let (values, scales) = Weight::Int8 { q: q.clone(), scale }.quantised(1).expect("quantised");
+        assert_eq!(values, *q);
+        assert_eq!(scales, [0.5, 2.0]);
+        // Asked along the other axis, the weight is quantised again from q * scale.
+        let (_, again) =
+            Weight::Int8 { q, scale: rctensor2(&[[0.5f32, 2.0]]) }.quantised(0).expect("quantised");
+        assert_eq!(again, [2.0 * 127.0 / 127.0, 0.5 * 127.0 / 127.0]);
+    }
+
+    #[test]
+    fn weights_quantise_per_channel_with_ties_to_even() {
+        let w = tensor2(&[[1.0f32, -0.5], [0.25, 0.0], [-2.0, 0.0]]);
+        let (q, s) = quantise_weight(&w, 1).expect("quantise");
+        assert_eq!(s, [2.0 / 127.0, 0.5 / 127.0]);
+        assert_eq!(q, tensor2(&[[64i8, -127], [16, 0], [-127, 0]]));
+    }
+}
