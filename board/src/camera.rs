@@ -344,10 +344,24 @@ impl Supervised {
         Ok(Supervised { opener, source: Some(source), backoff: BACKOFF_MIN, retry_at: None, name })
     }
 
+    /// The camera a configuration names (see [`open`]), supervised.
+    pub fn open(config: &CameraConfig, min_short_side: u32) -> Result<Supervised, CameraError> {
+        let config = config.clone();
+        Supervised::new(Box::new(move || open(&config, min_short_side)))
+    }
+
+    fn schedule_retry(&mut self) {
+        self.retry_at = Some(Instant::now() + self.backoff);
+        log::warn!("camera failed; reopening in {} ms", self.backoff.as_millis());
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+impl FrameSource for Supervised {
     /// Captures a frame, reopening the camera first if it failed before and the
     /// back-off has passed. On a device failure the camera is closed and the
     /// next attempt waits twice as long (up to [`BACKOFF_MAX`]).
-    pub fn capture(&mut self) -> Result<Frame, CameraError> {
+    fn capture(&mut self) -> Result<Frame, CameraError> {
         if self.source.is_none() {
             let now = Instant::now();
             if let Some(at) = self.retry_at {
@@ -389,15 +403,9 @@ impl Supervised {
         }
     }
 
-    fn schedule_retry(&mut self) {
-        self.retry_at = Some(Instant::now() + self.backoff);
-        log::warn!("camera failed; reopening in {} ms", self.backoff.as_millis());
-        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-    }
-
-    /// The camera's description.
-    pub fn describe(&self) -> &str {
-        &self.name
+    /// The camera's description, as it was first opened.
+    fn describe(&self) -> String {
+        self.name.clone()
     }
 }
 

@@ -1,15 +1,21 @@
 //! The daemon's configuration (TOML), parsed once into a validated [`Config`].
 //!
-//! Relative paths are resolved against the configuration file's folder, so a
-//! config and the bundle it names can move together. See `board/examples/`.
+//! The file's layout is declared with serde: tagged enums for the trigger and
+//! camera sources (`source = "..."`), unknown keys refused, so a key that does
+//! not apply to the chosen source is an error naming it. [`Config::parse`]
+//! adds what serde cannot say: ranges, cross-field rules, and relative paths
+//! resolved against the configuration file's folder, so a config and the
+//! bundle it names can move together. See `board/examples/`.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clip_edge_runtime::{DecisionRule, Precision};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
-/// A configuration error, naming the file and the key.
+/// A configuration error, naming the file and the key (and for what the
+/// TOML reader found, the line and column).
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {message}")]
 pub struct ConfigError {
@@ -20,9 +26,11 @@ pub struct ConfigError {
 }
 
 /// Which edges of a GPIO line trigger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Edge {
     /// Inactive to active.
+    #[default]
     Rising,
     /// Active to inactive.
     Falling,
@@ -31,9 +39,11 @@ pub enum Edge {
 }
 
 /// Pull resistor of an input line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Bias {
     /// Leave as configured.
+    #[default]
     AsIs,
     /// No pull.
     Disabled,
@@ -43,8 +53,9 @@ pub enum Bias {
     PullDown,
 }
 
-/// Where triggers come from.
-#[derive(Debug, Clone, PartialEq)]
+/// Where triggers come from (`source = "gpio" | "interval" | "stdin" | "fifo"`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "source", rename_all = "lowercase", deny_unknown_fields)]
 pub enum TriggerSource {
     /// A GPIO line through the Linux character device (uAPI v2).
     Gpio {
@@ -52,24 +63,30 @@ pub enum TriggerSource {
         chip: PathBuf,
         /// Line offset on the chip.
         line: u32,
-        /// Edges that trigger.
+        /// Edges that trigger (default rising).
+        #[serde(default)]
         edge: Edge,
-        /// Pull resistor.
+        /// Pull resistor (default as-is).
+        #[serde(default)]
         bias: Bias,
         /// Kernel debounce period (zero: none).
+        #[serde(rename = "debounce_ms", default, deserialize_with = "millis")]
         debounce: Duration,
         /// Line is active-low.
+        #[serde(default)]
         active_low: bool,
     },
     /// A trigger every `period`, `count` times (0: forever).
     Interval {
         /// Time between triggers.
+        #[serde(rename = "period_ms", deserialize_with = "millis")]
         period: Duration,
         /// Number of triggers, 0 for no limit.
+        #[serde(default)]
         count: u64,
     },
     /// One trigger per line read from standard input.
-    Stdin,
+    Stdin {},
     /// One trigger per line written to a FIFO (created if missing).
     Fifo {
         /// The FIFO's path.
@@ -77,34 +94,51 @@ pub enum TriggerSource {
     },
 }
 
-/// Trigger settings.
-#[derive(Debug, Clone, PartialEq)]
+/// Trigger settings: `[trigger]`, the source's keys and `cooldown_ms`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct TriggerConfig {
     /// The source.
+    #[serde(flatten)]
     pub source: TriggerSource,
     /// Triggers within this time after an accepted one are merged into it.
+    #[serde(rename = "cooldown_ms", default, deserialize_with = "millis")]
     pub cooldown: Duration,
 }
 
 /// Camera pixel format to negotiate: the runtime's `frame::CameraFormat`, which decodes it.
 pub use clip_edge_runtime::frame::CameraFormat as PixelFormat;
 
-/// Where frames come from.
-#[derive(Debug, Clone, PartialEq)]
+/// [`PixelFormat`]'s names in the file.
+#[derive(Deserialize)]
+#[serde(remote = "PixelFormat", rename_all = "lowercase")]
+enum PixelFormatName {
+    Mjpeg,
+    Yuyv,
+}
+
+/// Where frames come from (`source = "v4l2" | "replay"`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "source", rename_all = "lowercase", deny_unknown_fields)]
 pub enum CameraConfig {
     /// A V4L2 device.
     V4l2 {
-        /// Device node, e.g. `/dev/video0`.
+        /// Device node (default `/dev/video0`).
+        #[serde(default = "default_video")]
         device: PathBuf,
-        /// Pixel format.
+        /// Pixel format (default mjpeg).
+        #[serde(with = "PixelFormatName", default = "default_format")]
         format: PixelFormat,
-        /// Requested width.
+        /// Requested width (default 640).
+        #[serde(default = "int::<640>")]
         width: u32,
-        /// Requested height.
+        /// Requested height (default 480).
+        #[serde(default = "int::<480>")]
         height: u32,
-        /// Frames to drop after a trigger so the frame is from after it.
+        /// Frames to drop after a trigger so the frame is from after it (default 2).
+        #[serde(default = "int::<2>")]
         skip_frames: u32,
-        /// How long to wait for a frame.
+        /// How long to wait for a frame (default 2 s).
+        #[serde(rename = "timeout_ms", default = "ms::<2000>", deserialize_with = "millis")]
         timeout: Duration,
     },
     /// Images from a folder, in name order, cycling.
@@ -130,12 +164,19 @@ pub struct PinConfig {
 }
 
 /// Where events go.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EventsConfig {
     /// JSON lines on standard output.
     pub stdout: bool,
     /// JSON lines appended to this file.
     pub file: Option<PathBuf>,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig { stdout: true, file: None }
+    }
 }
 
 /// How frames become decisions.
@@ -152,15 +193,18 @@ pub struct DecisionConfig {
 }
 
 /// Few-shot enrolment from the device's own camera.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EnrollConfig {
     /// The class the button enrols frames for.
     pub class: String,
-    /// Most frames captured per press.
+    /// Most frames captured per press (default 8).
+    #[serde(default = "int::<8>")]
     pub frames: u32,
-    /// Time between frames while the button is held.
+    /// Time between frames while the button is held (default 200 ms).
+    #[serde(rename = "interval_ms", default = "ms::<200>", deserialize_with = "millis")]
     pub interval: Duration,
-    /// The enrolment button, if any (press and hold to capture).
+    /// The enrolment button, if any (press and hold to capture): the trigger's keys, without `cooldown_ms`.
     pub button: Option<TriggerSource>,
 }
 
@@ -194,78 +238,43 @@ pub struct Config {
     pub enroll: Option<EnrollConfig>,
 }
 
+/// The file as written; the sections without a public twin are below.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Raw {
-    model: RawModel,
-    trigger: RawTrigger,
-    camera: RawCamera,
-    output: Option<RawOutput>,
+struct File {
+    model: ModelSection,
+    trigger: TriggerConfig,
+    camera: CameraConfig,
     #[serde(default)]
-    events: RawEvents,
+    output: OutputSection,
     #[serde(default)]
-    decision: RawDecision,
-    enroll: Option<RawEnroll>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawEnroll {
-    class: String,
-    frames: Option<u32>,
-    interval_ms: Option<u64>,
-    button: Option<RawTrigger>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawModel {
-    bundle: String,
-    precision: Option<String>,
-    prompts: Option<String>,
-    threads: Option<usize>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTrigger {
-    source: String,
-    chip: Option<String>,
-    line: Option<u32>,
-    edge: Option<String>,
-    bias: Option<String>,
-    debounce_ms: Option<u64>,
-    active_low: Option<bool>,
-    period_ms: Option<u64>,
-    count: Option<u64>,
-    path: Option<String>,
+    events: EventsConfig,
     #[serde(default)]
-    cooldown_ms: u64,
+    decision: DecisionSection,
+    enroll: Option<EnrollConfig>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawCamera {
-    source: String,
-    device: Option<String>,
-    format: Option<String>,
-    width: Option<u32>,
-    height: Option<u32>,
-    skip_frames: Option<u32>,
-    timeout_ms: Option<u64>,
-    folder: Option<String>,
+struct ModelSection {
+    bundle: PathBuf,
+    #[serde(default, deserialize_with = "precision")]
+    precision: Option<Precision>,
+    prompts: Option<PathBuf>,
+    #[serde(default = "one")]
+    threads: usize,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct OutputSection {
+    pin: Option<PinSection>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawOutput {
-    pin: Option<RawPin>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPin {
-    chip: Option<String>,
+struct PinSection {
+    chip: Option<PathBuf>,
     line: u32,
     pulse_ms: u64,
     #[serde(default)]
@@ -277,28 +286,60 @@ struct RawPin {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawEvents {
-    stdout: bool,
-    file: Option<String>,
+#[serde(default, deny_unknown_fields)]
+struct DecisionSection {
+    min_score: f32,
+    min_similarity: f32,
+    shot_weight: f32,
+    shot_sharpness: f32,
+    burst: u32,
+    agree: u32,
+    top: usize,
 }
 
-impl Default for RawEvents {
+impl Default for DecisionSection {
     fn default() -> Self {
-        RawEvents { stdout: true, file: None }
+        let rule = DecisionRule::default();
+        DecisionSection {
+            min_score: rule.min_score,
+            min_similarity: rule.min_similarity,
+            shot_weight: rule.shot_weight,
+            shot_sharpness: rule.shot_sharpness,
+            burst: 1,
+            agree: 1,
+            top: 3,
+        }
     }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawDecision {
-    min_score: Option<f32>,
-    min_similarity: Option<f32>,
-    shot_weight: Option<f32>,
-    shot_sharpness: Option<f32>,
-    burst: Option<u32>,
-    agree: Option<u32>,
-    top: Option<usize>,
+fn millis<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    u64::deserialize(d).map(Duration::from_millis)
+}
+
+/// Read with the runtime's own names and message (`f32`, `f16`, `int8`, `int8-compute`).
+fn precision<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Precision>, D::Error> {
+    let name = Option::<String>::deserialize(d)?;
+    name.map(|p| p.parse().map_err(serde::de::Error::custom)).transpose()
+}
+
+fn int<const N: u32>() -> u32 {
+    N
+}
+
+fn ms<const N: u64>() -> Duration {
+    Duration::from_millis(N)
+}
+
+fn one() -> usize {
+    1
+}
+
+fn default_video() -> PathBuf {
+    PathBuf::from("/dev/video0")
+}
+
+fn default_format() -> PixelFormat {
+    PixelFormat::Mjpeg
 }
 
 impl Config {
@@ -317,239 +358,207 @@ impl Config {
 
     /// Parses configuration text; `path` names it in errors and anchors relative paths.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let file: File = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
         let err = |message: String| ConfigError { path: path.into(), message };
-        let raw: Raw = toml::from_str(text).map_err(|e| {
-            let at = e
-                .span()
-                .map(|s| {
-                    let before = &text[..s.start.min(text.len())];
-                    format!(" (line {})", before.matches('\n').count() + 1)
-                })
-                .unwrap_or_default();
-            err(format!("{}{at}", e.message().trim()))
-        })?;
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let resolve = |p: &str| if Path::new(p).is_absolute() { PathBuf::from(p) } else { base.join(p) };
         let key = |k: &str, m: String| err(format!("key '{k}': {m}"));
-        let need = |k: &str, what: &str| err(format!("key '{k}' is required for {what}"));
+        let base = path.parent().unwrap_or(Path::new(""));
+        // `join` keeps an absolute path as it is.
+        let resolve = |p: &Path| base.join(p);
+        let out_of_range =
+            |k: &str, v: &dyn std::fmt::Display, range: &str| key(k, format!("{v} is out of range {range}"));
 
-        let precision = raw
-            .model
-            .precision
-            .as_deref()
-            .map(|p| p.parse::<Precision>().map_err(|m| key("model.precision", m)))
-            .transpose()?;
+        let mut trigger = file.trigger;
+        trigger.source = checked_source(trigger.source, "trigger", &key, &resolve)?;
 
-        let source = parse_source(&raw.trigger, "trigger", &err, &resolve)?;
-
-        let c = &raw.camera;
-        let camera = match c.source.as_str() {
-            "v4l2" => {
-                let width = c.width.unwrap_or(640);
-                let height = c.height.unwrap_or(480);
-                if !(16..=8192).contains(&width) || !(16..=8192).contains(&height) {
-                    return Err(key("camera.width", format!("{width}x{height} is out of range 16..=8192")));
+        let mut camera = file.camera;
+        match &mut camera {
+            CameraConfig::V4l2 { device, width, height, timeout, .. } => {
+                if !(16..=8192).contains(width) || !(16..=8192).contains(height) {
+                    return Err(out_of_range("camera.width", &format!("{width}x{height}"), "16..=8192"));
                 }
-                CameraConfig::V4l2 {
-                    device: resolve(c.device.as_deref().unwrap_or("/dev/video0")),
-                    format: match c.format.as_deref().unwrap_or("mjpeg") {
-                        "mjpeg" => PixelFormat::Mjpeg,
-                        "yuyv" => PixelFormat::Yuyv,
-                        o => return Err(key("camera.format", format!("'{o}' is not mjpeg or yuyv"))),
-                    },
-                    width,
-                    height,
-                    skip_frames: c.skip_frames.unwrap_or(2),
-                    timeout: Duration::from_millis(c.timeout_ms.unwrap_or(2000).max(1)),
-                }
+                *device = resolve(device);
+                *timeout = (*timeout).max(Duration::from_millis(1));
             }
-            "replay" => CameraConfig::Replay {
-                folder: resolve(
-                    c.folder.as_deref().ok_or_else(|| need("camera.folder", "source = \"replay\""))?,
-                ),
-            },
-            o => return Err(key("camera.source", format!("'{o}' is not v4l2 or replay"))),
-        };
+            CameraConfig::Replay { folder } => *folder = resolve(folder),
+        }
 
-        let pin = match raw.output.and_then(|o| o.pin) {
+        let pin = match file.output.pin {
             None => None,
             Some(p) => {
-                if p.pulse_ms == 0 || p.pulse_ms > 60_000 {
-                    return Err(key(
-                        "output.pin.pulse_ms",
-                        format!("{} is out of range 1..=60000", p.pulse_ms),
-                    ));
+                if !(1..=60_000).contains(&p.pulse_ms) {
+                    return Err(out_of_range("output.pin.pulse_ms", &p.pulse_ms, "1..=60000"));
                 }
                 let chip = match (p.simulated, p.chip) {
                     (true, None) => None,
                     (true, Some(_)) => {
-                        return Err(key("output.pin.chip", "a simulated pin takes no chip".into()));
+                        return Err(key("output.pin.chip", "a simulated pin takes no chip".into()))
                     }
                     (false, Some(c)) => Some(resolve(&c)),
                     (false, None) => {
-                        return Err(need("output.pin.chip", "a real pin (or set simulated = true)"));
+                        return Err(err(
+                            "key 'output.pin.chip' is required for a real pin (or set simulated = true)"
+                                .into(),
+                        ))
                     }
                 };
-                Some(PinConfig {
-                    chip,
-                    line: p.line,
-                    pulse: Duration::from_millis(p.pulse_ms),
-                    labels: p.labels,
-                    active_low: p.active_low,
-                })
+                let (line, labels, active_low) = (p.line, p.labels, p.active_low);
+                Some(PinConfig { chip, line, pulse: Duration::from_millis(p.pulse_ms), labels, active_low })
             }
         };
 
-        let d = raw.decision;
+        let d = file.decision;
         let rule = DecisionRule {
-            min_score: d.min_score.unwrap_or(0.0),
-            min_similarity: d.min_similarity.unwrap_or(-1.0),
-            shot_weight: d.shot_weight.unwrap_or(clip_edge_runtime::score::DEFAULT_SHOT_WEIGHT),
-            shot_sharpness: d.shot_sharpness.unwrap_or(clip_edge_runtime::score::DEFAULT_SHOT_SHARPNESS),
+            min_score: d.min_score,
+            min_similarity: d.min_similarity,
+            shot_weight: d.shot_weight,
+            shot_sharpness: d.shot_sharpness,
         };
         rule.validate().map_err(|e| key("decision", e.to_string()))?;
-        let burst = d.burst.unwrap_or(1);
-        let agree = d.agree.unwrap_or(1);
-        if !(1..=16).contains(&burst) {
-            return Err(key("decision.burst", format!("{burst} is out of range 1..=16")));
+        if !(1..=16).contains(&d.burst) {
+            return Err(out_of_range("decision.burst", &d.burst, "1..=16"));
         }
-        if agree == 0 || agree > burst {
-            return Err(key("decision.agree", format!("{agree} must be between 1 and burst ({burst})")));
-        }
-        let top = d.top.unwrap_or(3);
-        if !(1..=clip_edge_runtime::score::MAX_TOP).contains(&top) {
-            return Err(key("decision.top", format!("{top} is out of range 1..=16")));
-        }
-
-        let threads = raw.model.threads.unwrap_or(1);
-        if !(1..=clip_edge_runtime::encoder::MAX_THREADS).contains(&threads) {
+        if d.agree == 0 || d.agree > d.burst {
             return Err(key(
-                "model.threads",
-                format!("{threads} is out of range 1..={}", clip_edge_runtime::encoder::MAX_THREADS),
+                "decision.agree",
+                format!("{} must be between 1 and burst ({})", d.agree, d.burst),
             ));
         }
-        let enroll = match &raw.enroll {
+        if !(1..=clip_edge_runtime::score::MAX_TOP).contains(&d.top) {
+            return Err(out_of_range("decision.top", &d.top, "1..=16"));
+        }
+
+        let m = file.model;
+        if !(1..=clip_edge_runtime::encoder::MAX_THREADS).contains(&m.threads) {
+            let range = format!("1..={}", clip_edge_runtime::encoder::MAX_THREADS);
+            return Err(out_of_range("model.threads", &m.threads, &range));
+        }
+
+        let enroll = match file.enroll {
             None => None,
-            Some(e) => {
+            Some(mut e) => {
                 if e.class.trim().is_empty() {
                     return Err(key("enroll.class", "must not be empty".into()));
                 }
-                let frames = e.frames.unwrap_or(8);
-                if !(1..=MAX_ENROLL_FRAMES).contains(&frames) {
-                    return Err(key(
-                        "enroll.frames",
-                        format!("{frames} is out of range 1..={MAX_ENROLL_FRAMES}"),
-                    ));
+                if !(1..=MAX_ENROLL_FRAMES).contains(&e.frames) {
+                    let range = format!("1..={MAX_ENROLL_FRAMES}");
+                    return Err(out_of_range("enroll.frames", &e.frames, &range));
                 }
-                let interval = e.interval_ms.unwrap_or(200);
-                if interval > 10_000 {
-                    return Err(key("enroll.interval_ms", format!("{interval} is out of range 0..=10000")));
+                if e.interval > Duration::from_secs(10) {
+                    return Err(out_of_range("enroll.interval_ms", &e.interval.as_millis(), "0..=10000"));
                 }
-                let button = e
-                    .button
-                    .as_ref()
-                    .map(|b| parse_source(b, "enroll.button", &err, &resolve))
-                    .transpose()?;
-                if button.is_some() && e.button.as_ref().is_some_and(|b| b.cooldown_ms != 0) {
-                    return Err(key(
-                        "enroll.button.cooldown_ms",
-                        "does not apply to the enrolment button".into(),
-                    ));
-                }
-                Some(EnrollConfig {
-                    class: e.class.clone(),
-                    frames,
-                    interval: Duration::from_millis(interval),
-                    button,
-                })
+                e.button =
+                    e.button.map(|b| checked_source(b, "enroll.button", &key, &resolve)).transpose()?;
+                Some(e)
             }
         };
 
         Ok(Config {
             path: path.into(),
-            bundle: resolve(&raw.model.bundle),
-            precision,
-            prompts: raw.model.prompts.as_deref().map(resolve),
-            threads,
-            trigger: TriggerConfig { source, cooldown: Duration::from_millis(raw.trigger.cooldown_ms) },
+            bundle: resolve(&m.bundle),
+            precision: m.precision,
+            prompts: m.prompts.as_deref().map(resolve),
+            threads: m.threads,
+            trigger,
             camera,
             pin,
-            events: EventsConfig { stdout: raw.events.stdout, file: raw.events.file.as_deref().map(resolve) },
-            decision: DecisionConfig { rule, burst, agree, top },
+            events: EventsConfig {
+                file: file.events.file.as_deref().map(resolve),
+                stdout: file.events.stdout,
+            },
+            decision: DecisionConfig { rule, burst: d.burst, agree: d.agree, top: d.top },
             enroll,
         })
     }
 }
 
-fn parse_source(
-    t: &RawTrigger,
+/// What serde cannot check of a trigger source (`prefix`: its table), with its paths resolved.
+fn checked_source(
+    mut source: TriggerSource,
     prefix: &str,
-    err: &dyn Fn(String) -> ConfigError,
-    resolve: &dyn Fn(&str) -> PathBuf,
+    key: &dyn Fn(&str, String) -> ConfigError,
+    resolve: &dyn Fn(&Path) -> PathBuf,
 ) -> Result<TriggerSource, ConfigError> {
-    let key = |k: &str, m: String| err(format!("key '{k}': {m}"));
-    let need = |k: &str, what: &str| err(format!("key '{k}' is required for {what}"));
-    let source = match t.source.as_str() {
-        "gpio" => TriggerSource::Gpio {
-            chip: resolve(
-                t.chip.as_deref().ok_or_else(|| need(&format!("{prefix}.chip"), "source = \"gpio\""))?,
-            ),
-            line: t.line.ok_or_else(|| need(&format!("{prefix}.line"), "source = \"gpio\""))?,
-            edge: match t.edge.as_deref().unwrap_or("rising") {
-                "rising" => Edge::Rising,
-                "falling" => Edge::Falling,
-                "both" => Edge::Both,
-                o => {
-                    return Err(key(
-                        &format!("{prefix}.edge"),
-                        format!("'{o}' is not rising, falling or both"),
-                    ))
-                }
-            },
-            bias: match t.bias.as_deref().unwrap_or("as-is") {
-                "as-is" => Bias::AsIs,
-                "disabled" => Bias::Disabled,
-                "pull-up" => Bias::PullUp,
-                "pull-down" => Bias::PullDown,
-                o => {
-                    return Err(key(
-                        &format!("{prefix}.bias"),
-                        format!("'{o}' is not as-is, disabled, pull-up or pull-down"),
-                    ))
-                }
-            },
-            debounce: Duration::from_millis(t.debounce_ms.unwrap_or(0)),
-            active_low: t.active_low.unwrap_or(false),
-        },
-        "interval" => {
-            let ms =
-                t.period_ms.ok_or_else(|| need(&format!("{prefix}.period_ms"), "source = \"interval\""))?;
-            if ms == 0 {
-                return Err(key(&format!("{prefix}.period_ms"), "must be at least 1".into()));
-            }
-            TriggerSource::Interval { period: Duration::from_millis(ms), count: t.count.unwrap_or(0) }
+    match &mut source {
+        TriggerSource::Gpio { chip, .. } => *chip = resolve(chip),
+        TriggerSource::Interval { period, .. } if period.is_zero() => {
+            return Err(key(&format!("{prefix}.period_ms"), "must be at least 1".into()));
         }
-        "stdin" => TriggerSource::Stdin,
-        "fifo" => TriggerSource::Fifo {
-            path: resolve(
-                t.path.as_deref().ok_or_else(|| need(&format!("{prefix}.path"), "source = \"fifo\""))?,
-            ),
-        },
-        o => {
-            return Err(key(
-                &format!("{prefix}.source"),
-                format!("'{o}' is not gpio, interval, stdin or fifo"),
-            ));
-        }
-    };
-    let unused: &[(&str, bool)] = match source {
-        TriggerSource::Gpio { .. } => &[("period_ms", t.period_ms.is_some()), ("path", t.path.is_some())],
-        _ => &[("chip", t.chip.is_some()), ("line", t.line.is_some()), ("edge", t.edge.is_some())],
-    };
-    if let Some((k, _)) = unused.iter().find(|(_, set)| *set) {
-        return Err(key(&format!("{prefix}.{k}"), format!("does not apply to source = \"{}\"", t.source)));
+        TriggerSource::Fifo { path } => *path = resolve(path),
+        TriggerSource::Interval { .. } | TriggerSource::Stdin {} => {}
     }
     Ok(source)
+}
+
+/// The board's one rendering of a TOML error: `file: line N col M: message`,
+/// with `key 'table.key': ` before the message when the text shows which key
+/// it is about.
+pub(crate) fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
+    let message = e.message().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ");
+    let (at, key) = e.span().map_or((0, None), |span| locate(text, span, &message));
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    let key = key.map(|k| format!("key '{k}': ")).unwrap_or_default();
+    ConfigError { path: path.into(), message: format!("line {line} col {col}: {key}{message}") }
+}
+
+/// Where an error is in `text`, and the dotted key it concerns. The reader
+/// reports a key's or a value's own span, except in tagged tables (trigger,
+/// camera, enrolment button), which serde reads whole: their errors span the
+/// table, and the key is the one the message quotes (an unknown or missing
+/// field), or the one whose value it quotes.
+fn locate(text: &str, span: Range<usize>, message: &str) -> (usize, Option<String>) {
+    let start = (0..=span.start.min(text.len())).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+    let rest = &text[start..];
+    if !rest.starts_with('[') || span.end <= span.start {
+        return (start, key_at(text, start));
+    }
+    let table = header_name(rest);
+    let quoted = message.split(['`', '"']).nth(1).unwrap_or_default();
+    let names_field =
+        ["unknown field", "missing field", "duplicate field"].iter().any(|p| message.starts_with(p));
+    let end = span.end.clamp(start, text.len());
+    let mut at = start;
+    for line in text[start..end].split_inclusive('\n') {
+        if let Some((k, v)) = line.split_once('=') {
+            let (k, v) = (k.trim(), value_text(v));
+            if !quoted.is_empty() && (if names_field { k == quoted } else { v == quoted }) {
+                return (at + line.len() - line.trim_start().len(), Some(format!("{table}.{k}")));
+            }
+        }
+        at += line.len();
+    }
+    let missing = message.starts_with("missing field") && !quoted.is_empty();
+    (start, missing.then(|| format!("{table}.{quoted}")))
+}
+
+/// The dotted key of the `key = value` line holding `at`, if it is one.
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let (key, _) = text[line_start..].lines().next()?.split_once('=')?;
+    let key = key.trim();
+    if key.is_empty() || key.starts_with(['[', '#']) {
+        return None;
+    }
+    let table = text[..line_start].lines().rev().map(str::trim_start).find(|l| l.starts_with('['));
+    Some(match table {
+        Some(header) => format!("{}.{key}", header_name(header)),
+        None => key.to_string(),
+    })
+}
+
+/// `trigger` for `[trigger]`, `enroll.button` for `[enroll.button]  # comment`.
+fn header_name(header: &str) -> &str {
+    header.trim_start_matches('[').split(']').next().unwrap_or_default().trim()
+}
+
+/// A value as written, without quotes or a trailing comment.
+fn value_text(v: &str) -> &str {
+    let v = v.trim_start();
+    match v.strip_prefix('"') {
+        Some(s) => s.split('"').next().unwrap_or_default(),
+        None => v.split('#').next().unwrap_or_default().trim(),
+    }
 }
 
 #[cfg(test)]
@@ -601,9 +610,13 @@ agree = 2
         let cases = [
             ("source = \"interval\"", "source = \"laser\"", "'trigger.source'"),
             ("period_ms = 100", "period_ms = 0", "'trigger.period_ms'"),
-            ("count = 3", "count = 3\nline = 3", "'trigger.line': does not apply"),
+            ("count = 3", "count = 3\nline = 3", "key 'trigger.line': unknown field `line`"),
+            ("period_ms = 100", "period_ms = \"fast\"", "key 'trigger.period_ms': invalid type"),
+            ("source = \"interval\"", "source = \"stdin\"", "key 'trigger.period_ms': unknown field"),
             ("source = \"replay\"", "source = \"webcam\"", "'camera.source'"),
-            ("folder = \"frames\"", "device = \"/dev/video0\"", "'camera.folder' is required"),
+            ("folder = \"frames\"", "", "key 'camera.folder': missing field `folder`"),
+            ("folder = \"frames\"", "folder = \"f\"\nwidth = 640", "key 'camera.width': unknown field"),
+            ("source = \"replay\"", "source = \"v4l2\"\nformat = \"rgb\"", "key 'camera.format'"),
             ("pulse_ms = 200", "pulse_ms = 0", "'output.pin.pulse_ms'"),
             ("simulated = true", "simulated = false", "'output.pin.chip' is required"),
             ("agree = 2", "agree = 4", "'decision.agree'"),
@@ -618,8 +631,14 @@ agree = 2
             (
                 "[decision]",
                 "[enroll]\nclass = \"van\"\n[enroll.button]\nsource = \"gpio\"\nline = 3\n[decision]",
-                "'enroll.button.chip' is required",
+                "key 'enroll.button.chip': missing field `chip`",
             ),
+            (
+                "[decision]",
+                "[enroll]\nclass = \"van\"\n[enroll.button]\nsource = \"stdin\"\ncooldown_ms = 5\n[decision]",
+                "key 'enroll.button.cooldown_ms': unknown field",
+            ),
+            ("[decision]", "[decision]\nburst = 2\nagree = 2\n[decision]", "duplicate key"),
         ];
         for (from, to, want) in cases {
             let text = SIM.replacen(from, to, 1);
@@ -674,11 +693,43 @@ agree = 2
     }
 
     #[test]
-    fn the_shipped_examples_are_valid() {
+    fn errors_found_by_the_reader_give_line_column_and_key() {
+        let text = SIM.replacen("count = 3", "count = 3\nedge = \"both\"", 1);
+        let e = parse(&text).expect_err("edge on an interval").to_string();
+        assert!(
+            e.starts_with("/etc/clip/sim.toml: line 8 col 1: key 'trigger.edge': unknown field `edge`"),
+            "{e}"
+        );
+        let text = SIM.replacen(
+            "source = \"interval\"",
+            "source = \"gpio\"\nchip = \"c\"\nline = 1\nedge = \"up\"",
+            1,
+        );
+        let text = text.replacen("period_ms = 100\ncount = 3\n", "", 1);
+        let e = parse(&text).expect_err("bad edge").to_string();
+        assert!(e.contains("line 8 col 1: key 'trigger.edge': unknown variant `up`"), "{e}");
+        let text = SIM.replacen("bundle = \"../../models/default\"", "bundle = \"x\"\nthreads = \"two\"", 1);
+        let e = parse(&text).expect_err("threads").to_string();
+        assert!(e.contains("line 4 col 11: key 'model.threads': invalid type"), "{e}");
+        let e = parse(&SIM.replacen("[camera]\nsource = \"replay\"\nfolder = \"frames\"\n", "", 1))
+            .expect_err("no camera")
+            .to_string();
+        assert!(e.ends_with("line 1 col 1: missing field `camera`"), "{e}");
+    }
+
+    #[test]
+    fn the_shipped_configs_are_valid() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-        for name in ["sim.toml", "raspberry-pi.toml"] {
-            let c = Config::load(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert!(c.bundle.ends_with("models/default"), "{name}");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .expect("examples")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        assert!(files.len() >= 2, "{files:?}");
+        files.push(dir.join("../../tools/vboard/board.toml"));
+        for path in &files {
+            let c = Config::load(path).unwrap_or_else(|e| panic!("{e}"));
+            assert!(c.bundle.ends_with("models/default"), "{}", path.display());
         }
         let pi = Config::load(&dir.join("raspberry-pi.toml")).expect("pi");
         let button = pi.enroll.and_then(|e| e.button).expect("enrolment button");

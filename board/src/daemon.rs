@@ -1,18 +1,19 @@
 //! The loop: wait for a trigger, capture, classify, decide, act, report.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clip_edge_runtime::store::EntryKind;
-use clip_edge_runtime::{Bundle, Classification, Classifier, Decision, ErrorKind};
+use clip_edge_runtime::{Bundle, Classification, Classifier, ErrorKind};
 
-use crate::camera::{self, Supervised};
+use crate::camera::{self, FrameSource};
 use crate::config::Config;
+use crate::decision;
+use crate::devices::Devices;
 use crate::events::{Event, EventSink, RankedLabel, Timing};
 use crate::notify::Notifier;
-use crate::output::{Pulser, SimPin};
+use crate::output::Pulser;
 use crate::trigger::{self, monotonic_ns, Trigger, TriggerEvent, Wait};
 
 /// Longest sleep of the loop, so shutdown and pulses stay responsive.
@@ -63,9 +64,8 @@ pub struct Daemon {
     bundle: Bundle,
     clf: Classifier,
     trigger: Box<dyn Trigger>,
-    camera: Supervised,
+    camera: Box<dyn FrameSource>,
     pulser: Option<Pulser>,
-    sim_pin: Option<SimPin>,
     sink: EventSink,
     notifier: Notifier,
     shutdown: Arc<AtomicBool>,
@@ -98,67 +98,67 @@ impl std::fmt::Debug for Daemon {
     }
 }
 
-impl Daemon {
-    /// The start-up self-check: loads the bundle and store (which must fit the
-    /// model), runs one frame through the model, opens the camera, the output
-    /// pin and the trigger. Any failure is returned before the trigger is armed.
-    pub fn start(config: Config, sink: EventSink, shutdown: Arc<AtomicBool>) -> Result<Daemon, StartError> {
-        let trigger = trigger::open(&config.trigger.source)?;
-        let button = config.enroll.as_ref().and_then(|e| e.button.as_ref()).map(trigger::open).transpose()?;
-        let mut d = Self::start_with(config, trigger, sink, shutdown)?;
-        if let Some(b) = button {
-            d.set_enroll_button(b);
-        }
-        Ok(d)
-    }
+/// The model half of the start-up self-check: the bundle, its image encoder
+/// and the prompt store (checked to belong to the model), with one frame run
+/// through the model.
+#[derive(Debug)]
+pub struct Model {
+    bundle: Bundle,
+    clf: Classifier,
+}
 
-    /// Arms an enrolment button: a press captures frames for `enroll.class`
-    /// while it is held (see [`crate::enroll`]). Needs an `[enroll]` section.
-    pub fn set_enroll_button(&mut self, button: Box<dyn Trigger>) {
-        match &self.config.enroll {
-            Some(e) => log::info!("enrolment button armed: {} enrols '{}'", button.describe(), e.class),
-            None => log::warn!("enrolment button ignored: the configuration has no [enroll] section"),
-        }
-        self.button = Some(button);
-    }
-
-    /// Like [`Daemon::start`] with a trigger made elsewhere (tests, custom sources).
-    pub fn start_with(
-        config: Config,
-        trigger: Box<dyn Trigger>,
-        sink: EventSink,
-        shutdown: Arc<AtomicBool>,
-    ) -> Result<Daemon, StartError> {
+impl Model {
+    /// Loads the bundle, encoder and prompt store `config` names and runs a grey frame through the model.
+    pub fn load(config: &Config) -> Result<Model, StartError> {
         let bundle = Bundle::load(&config.bundle)?;
         let mut clf = Classifier::load(&bundle, config.precision, config.prompts.as_deref())?;
         clf.encoder.set_threads(config.threads)?;
         let size = bundle.preprocess.size;
         let probe = image::RgbImage::from_pixel(size, size, image::Rgb([128, 128, 128]));
         clf.encoder.encode(&probe)?;
-        let cam_config = config.camera.clone();
-        let camera = Supervised::new(Box::new(move || camera::open(&cam_config, 2 * size)))?;
-        let (pulser, sim_pin) = match &config.pin {
-            Some(p) => {
-                let (pulser, sim) = Pulser::open(p)?;
-                for label in &p.labels {
-                    if !clf.store.entries().iter().any(|e| &e.label == label && e.kind == EntryKind::Class) {
-                        log::warn!(
-                            "output.pin.labels: '{label}' is not a class of {}",
-                            clf.store.path().display()
-                        );
-                    }
+        Ok(Model { bundle, clf })
+    }
+
+    /// The bundle.
+    pub fn bundle(&self) -> &Bundle {
+        &self.bundle
+    }
+
+    /// The encoder and the prompt store.
+    pub fn classifier(&self) -> &Classifier {
+        &self.clf
+    }
+}
+
+impl Daemon {
+    /// Starts the daemon on a loaded `model` (see [`Model::load`]) and opened
+    /// `devices` (see [`Devices::open`]; tests bring their own): the end of
+    /// the self-check. Writes the `ready` event; the trigger is armed by [`Daemon::run`].
+    pub fn start(
+        config: Config,
+        model: Model,
+        devices: Devices,
+        sink: EventSink,
+        shutdown: Arc<AtomicBool>,
+    ) -> Result<Daemon, StartError> {
+        let Model { bundle, clf } = model;
+        let Devices { trigger, camera, pin: pulser, button } = devices;
+        if let Some(p) = &pulser {
+            for label in p.labels() {
+                if !clf.store().entries().iter().any(|e| &e.label == label && e.kind == EntryKind::Class) {
+                    log::warn!(
+                        "output.pin.labels: '{label}' is not a class of {}",
+                        clf.store().path().display()
+                    );
                 }
-                (Some(pulser), sim)
             }
-            None => (None, None),
-        };
+        }
         let mut d = Daemon {
             bundle,
             clf,
             trigger,
             camera,
             pulser,
-            sim_pin,
             sink,
             notifier: Notifier::from_env(),
             shutdown,
@@ -170,26 +170,29 @@ impl Daemon {
             store_stamp: None,
             config,
         };
-        d.store_stamp = stamp(d.clf.store.path());
+        d.store_stamp = stamp(d.clf.store().path());
         let load_ms = d.clf.encoder.load_timing().total().as_secs_f64() * 1e3;
         let ready = Event::Ready {
             model: d.bundle.name.clone(),
             precision: d.clf.encoder.precision().to_string(),
-            prompts: d.clf.store.path().display().to_string(),
-            labels: d.clf.store.len(),
+            prompts: d.clf.store().path().display().to_string(),
+            labels: d.clf.store().len(),
             trigger: d.trigger.describe(),
-            camera: d.camera.describe().to_string(),
+            camera: d.camera.describe(),
             load_ms: (load_ms * 1e3).round() / 1e3,
         };
         log::info!("ready: {} on {}, {}", d.bundle.name, d.trigger.describe(), d.camera.describe());
         d.sink.emit(ready);
         d.notifier.send("READY=1");
+        if let Some(b) = button {
+            // A press captures frames for `enroll.class` while it is held (see [`crate::enroll`]).
+            match &d.config.enroll {
+                Some(e) => log::info!("enrolment button armed: {} enrols '{}'", b.describe(), e.class),
+                None => log::warn!("enrolment button ignored: the configuration has no [enroll] section"),
+            }
+            d.button = Some(b);
+        }
         Ok(d)
-    }
-
-    /// The simulated output pin, when the configuration asks for one.
-    pub fn sim_pin(&self) -> Option<&SimPin> {
-        self.sim_pin.as_ref()
     }
 
     /// Events written so far (memory sinks only).
@@ -279,29 +282,26 @@ impl Daemon {
     /// enrolment, or a new store copied over). A store that fails to load or
     /// belongs to another model is reported and the loaded one is kept.
     fn refresh_store(&mut self) {
-        let path = self.clf.store.path().to_path_buf();
+        let path = self.clf.store().path().to_path_buf();
         let now = stamp(&path);
         if now == self.store_stamp {
             return;
         }
         self.store_stamp = now;
-        let loaded = clip_edge_runtime::PromptStore::open(&path)
-            .and_then(|s| s.check_model(&self.bundle.fingerprint, self.bundle.embed_dim).map(|_| s));
+        let clf = &mut self.clf;
+        let loaded = clip_edge_runtime::PromptStore::open(&path).and_then(|s| {
+            let (labels, shots) = (s.len(), s.shots().len());
+            clf.replace_store(s).map(|()| (labels, shots))
+        });
         match loaded {
-            Ok(s) => {
-                log::info!(
-                    "prompt store reloaded: {} ({} labels, {} shots)",
-                    path.display(),
-                    s.len(),
-                    s.shots().len()
-                );
+            Ok((labels, shots)) => {
+                log::info!("prompt store reloaded: {} ({labels} labels, {shots} shots)", path.display());
                 self.sink.emit(Event::Store {
                     prompts: path.display().to_string(),
-                    labels: s.len(),
-                    shots: s.shots().len(),
+                    labels,
+                    shots,
                     reason: "changed on disk",
                 });
-                self.clf.store = s;
             }
             Err(e) => self.error(None, "store", format!("{e}; keeping the store loaded before")),
         }
@@ -344,7 +344,7 @@ impl Daemon {
         // enrolment; they must not start another.
         let _ = button.drain();
         self.button = Some(button);
-        let path = self.clf.store.path().to_path_buf();
+        let path = self.clf.store().path().to_path_buf();
         let result = captured.and_then(|shots| {
             crate::enroll::save(&path, &self.bundle, &cfg.class, &shots).map(|done| (done, shots.len()))
         });
@@ -385,8 +385,7 @@ impl Daemon {
         self.refresh_store();
         let burst = self.config.decision.burst;
         let mut timing = Timing::default();
-        let mut votes: HashMap<usize, u32> = HashMap::new();
-        let mut backgrounds = 0;
+        let mut frames = Vec::with_capacity(burst as usize);
         let mut last: Option<Classification> = None;
         for i in 0..burst {
             let frame = match self.camera.capture() {
@@ -408,24 +407,15 @@ impl Daemon {
                 Ok(c) => c,
                 Err(e) => return self.error(Some(ev.ts_ns), kind_of(&e), e.to_string()),
             };
-            match c.decision {
-                Decision::Match(i) => *votes.entry(i).or_default() += 1,
-                Decision::Background(_) => backgrounds += 1,
-                Decision::Unknown => {}
-            }
+            frames.push(c.decision);
             timing.decide += t0.elapsed().as_secs_f64() * 1e3;
             last = Some(c);
         }
         let t0 = Instant::now();
         let Some(last) = last else { return };
-        let best = votes.iter().max_by_key(|(i, n)| (**n, std::cmp::Reverse(**i))).map(|(i, n)| (*i, *n));
-        let (decision, label, n_votes) = match best {
-            Some((i, n)) if n >= self.config.decision.agree => {
-                ("match", Some(self.clf.label(i).to_string()), n)
-            }
-            _ if backgrounds * 2 > burst => ("background", None, backgrounds),
-            _ => ("unknown", None, 0),
-        };
+        let outcome = decision::vote(&frames, self.config.decision.agree);
+        let (decision, n_votes) = (outcome.verdict(), outcome.votes());
+        let label = outcome.index().map(|i| self.clf.label(i).to_string());
         let mut fired = false;
         if let (Some(l), Some(p)) = (&label, self.pulser.as_mut()) {
             if p.fires_for(l) {
@@ -442,7 +432,7 @@ impl Daemon {
             .iter()
             .map(|r| RankedLabel {
                 label: self.clf.label(r.index).to_string(),
-                kind: match self.clf.store.entries()[r.index].kind {
+                kind: match self.clf.store().entries()[r.index].kind {
                     EntryKind::Class => "class",
                     EntryKind::Background => "background",
                 },

@@ -5,6 +5,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::decision::Verdict;
+
 /// One ranked label of an event.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RankedLabel {
@@ -63,7 +65,7 @@ pub enum Event {
         /// CLOCK_MONOTONIC ns of the trigger (the kernel's for GPIO).
         trigger_ts_ns: u64,
         /// `match`, `unknown` or `background`.
-        decision: &'static str,
+        decision: Verdict,
         /// The matched label; null unless `decision` is `match`.
         label: Option<String>,
         /// Top score (softmax probability).

@@ -8,6 +8,8 @@
 //! - [`trigger`]: GPIO character device (uAPI v2) and simulated triggers.
 //! - [`camera`]: V4L2 and replay frame sources, supervised with back-off.
 //! - [`output`]: the pulsed output pin over embedded-hal's `OutputPin`.
+//! - [`devices`]: the trigger, camera, pin and button a daemon is started with.
+//! - [`decision`]: the burst's k-of-n vote.
 //! - [`events`]: the JSON-lines event schema (`docs/events.md`).
 //! - [`enroll`]: few-shot enrolment of frames into the prompt store.
 //! - [`daemon`]: the loop.
@@ -15,6 +17,8 @@
 pub mod camera;
 pub mod config;
 pub mod daemon;
+pub mod decision;
+pub mod devices;
 pub mod enroll;
 pub mod events;
 pub mod notify;
@@ -22,4 +26,5 @@ pub mod output;
 pub mod trigger;
 
 pub use config::Config;
-pub use daemon::{Daemon, Stats};
+pub use daemon::{Daemon, Model, StartError, Stats};
+pub use devices::Devices;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use clip_edge_board::events::EventSink;
-use clip_edge_board::{Config, Daemon};
+use clip_edge_board::{Config, Daemon, Devices, Model, StartError};
 
 /// clip-edge on the device: on each trigger (GPIO edge or simulated), capture
 /// a camera frame, classify it against the prompt store on flash, pulse the
@@ -98,7 +98,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         EventSink::open(config.events.stdout, config.events.file.as_deref())
     }
     .with_context(|| format!("cannot open the events file named in {}", path.display()))?;
-    let mut daemon = Daemon::start(config, sink, shutdown)
+    let mut daemon = start(config, sink, shutdown)
         .with_context(|| format!("start-up self-check failed ({})", path.display()))?;
     if check_only {
         println!("self-check passed");
@@ -113,6 +113,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         stats.pulses
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The self-check: the model first, then the devices the configuration names.
+fn start(config: Config, sink: EventSink, shutdown: Arc<AtomicBool>) -> Result<Daemon, StartError> {
+    let model = Model::load(&config)?;
+    let devices = Devices::open(&config, model.bundle())?;
+    Daemon::start(config, model, devices, sink, shutdown)
 }
 
 fn enroll(

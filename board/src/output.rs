@@ -124,22 +124,29 @@ impl Pulser {
         Ok(Pulser { pin, device, pulse, labels, until: None, pulses: 0 })
     }
 
-    /// Opens the pin a configuration names.
-    pub fn open(config: &PinConfig) -> Result<(Self, Option<SimPin>), OutputError> {
+    /// The configuration's output (pulse length, firing labels) on `pin`:
+    /// whatever drives the line, such as a [`SimPin`] or embedded-hal-mock's
+    /// pin in tests. Errors name the chip, or "simulated pin N" without one.
+    pub fn with_pin(config: &PinConfig, pin: Box<dyn Level>) -> Result<Self, OutputError> {
+        let device = match &config.chip {
+            Some(chip) => chip.clone(),
+            None => PathBuf::from(format!("simulated pin {}", config.line)),
+        };
+        Self::new(pin, device, config.pulse, config.labels.clone())
+    }
+
+    /// Opens the pin a configuration names: the chip's line, or a [`SimPin`]
+    /// that logs its transitions when it names no chip.
+    pub fn open(config: &PinConfig) -> Result<Self, OutputError> {
         match &config.chip {
-            Some(chip) => {
-                let pin = open_cdev(chip, config.line, config.active_low)?;
-                Ok((Self::new(Box::new(pin), chip.clone(), config.pulse, config.labels.clone())?, None))
-            }
-            None => {
-                let sim = SimPin::new(config.line);
-                let device = PathBuf::from(format!("simulated pin {}", config.line));
-                Ok((
-                    Self::new(Box::new(sim.clone()), device, config.pulse, config.labels.clone())?,
-                    Some(sim),
-                ))
-            }
+            Some(chip) => Self::with_pin(config, Box::new(open_cdev(chip, config.line, config.active_low)?)),
+            None => Self::with_pin(config, Box::new(SimPin::new(config.line))),
         }
+    }
+
+    /// The labels whose match fires the pin (empty: any match).
+    pub fn labels(&self) -> &[String] {
+        &self.labels
     }
 
     /// Whether a match on `label` fires the pin.
@@ -266,6 +273,28 @@ mod tests {
         p.blink(2, Duration::from_millis(1)).expect("blink");
         assert_eq!((p.pulses(), p.deadline()), (1, None));
         done.done();
+    }
+
+    #[test]
+    fn a_configured_pulser_drives_the_pin_it_is_given() {
+        let config = PinConfig {
+            chip: None,
+            line: 4,
+            pulse: Duration::from_millis(10),
+            labels: vec!["van".into()],
+            active_low: false,
+        };
+        let pin = SimPin::new(4);
+        let mut p = Pulser::with_pin(&config, Box::new(pin.clone())).expect("pin");
+        assert_eq!(
+            (format!("{p:?}").contains("simulated pin 4"), p.labels()),
+            (true, &["van".to_string()][..])
+        );
+        let t0 = Instant::now();
+        p.start(t0).expect("start");
+        p.poll(t0 + Duration::from_millis(11)).expect("poll");
+        assert_eq!(pin.transitions(), vec![false, true, false]);
+        assert!(Pulser::open(&config).is_ok(), "no chip: a simulated pin");
     }
 
     #[test]

@@ -93,7 +93,7 @@ pub fn open(source: &TriggerSource) -> Result<Box<dyn Trigger>, TriggerError> {
             });
             Box::new(trigger)
         }
-        TriggerSource::Stdin => {
+        TriggerSource::Stdin {} => {
             let (trigger, handle) = SimTrigger::new("standard input (one trigger per line)".into());
             std::thread::spawn(move || {
                 for line in std::io::stdin().lock().lines() {

@@ -2,13 +2,14 @@
 
 mod common;
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use clip_edge_board::camera::{CameraError, CameraErrorKind, Frame, FrameSource};
+use clip_edge_board::decision::Verdict;
 use clip_edge_board::events::{Event, EventSink, SharedEvents};
 use clip_edge_board::trigger::SimTrigger;
-use clip_edge_board::Daemon;
+use clip_edge_board::{Daemon, Devices, Model};
 use clip_edge_runtime::frame::load_rgb;
 use clip_edge_runtime::{Bundle, Classifier, Decision, DecisionRule};
 
@@ -42,7 +43,7 @@ fn each_trigger_classifies_the_next_frame_like_the_runtime_does() {
     let config = common::config(frames.path(), "");
     let (trigger, handle) = SimTrigger::new("test".into());
     let (sink, seen) = EventSink::memory_shared();
-    let mut d = Daemon::start_with(config, Box::new(trigger), sink, Arc::default()).expect("start");
+    let (mut d, pin) = common::start(config, trigger, None, sink).expect("start");
 
     // What the runtime says for each frame, in the replay camera's (name) order.
     let bundle = Bundle::load(common::root().join("models/default")).expect("bundle");
@@ -71,7 +72,7 @@ fn each_trigger_classifies_the_next_frame_like_the_runtime_does() {
     thread.join().expect("fired");
     assert_eq!(stats.events, expected.len() as u64);
     let evs = events(&d);
-    let n_labels = clf.store.len();
+    let n_labels = clf.store().len();
     assert!(matches!(evs[0], Event::Ready { labels, .. } if labels == n_labels), "{:?}", evs[0]);
     let got: Vec<Option<String>> = evs
         .iter()
@@ -92,7 +93,7 @@ fn each_trigger_classifies_the_next_frame_like_the_runtime_does() {
     }
     assert!(matches!(evs.last(), Some(Event::Stopped { events: 4, .. })));
     // Every match pulsed the simulated pin: high then low, once per event (any label fires).
-    let pin = d.sim_pin().expect("sim pin").transitions();
+    let pin = pin.transitions();
     assert_eq!(pin.first(), Some(&false));
     assert_eq!(pin.iter().filter(|h| **h).count() as u64, stats.pulses);
     assert_eq!(pin.last(), Some(&false), "pin released at shutdown");
@@ -104,7 +105,7 @@ fn camera_loss_is_an_error_event_and_the_daemon_recovers() {
     let config = common::config(frames.path(), "");
     let (trigger, handle) = SimTrigger::new("test".into());
     let (sink, seen) = EventSink::memory_shared();
-    let mut d = Daemon::start_with(config, Box::new(trigger), sink, Arc::default()).expect("start");
+    let (mut d, _pin) = common::start(config, trigger, None, sink).expect("start");
     let folder = frames.path().to_path_buf();
     let stash = tempfile::tempdir().expect("stash");
     let moved = stash.path().join("frames");
@@ -139,8 +140,7 @@ fn a_burst_needs_k_of_n_agreeing_frames() {
     let frames = common::frames();
     let (trigger, handle) = SimTrigger::new("test".into());
     let config = common::config(frames.path(), "[decision]\nburst = 4\nagree = 4\n");
-    let mut d =
-        Daemon::start_with(config, Box::new(trigger), EventSink::memory(), Arc::default()).expect("start");
+    let (mut d, _pin) = common::start(config, trigger, None, EventSink::memory()).expect("start");
     handle.fire();
     d.run(Some(1));
     let Some(Event::Event { frames, votes, decision, .. }) =
@@ -151,7 +151,7 @@ fn a_burst_needs_k_of_n_agreeing_frames() {
     assert_eq!(frames, 4);
     // Four different frames rarely all agree on the placeholder model; whatever
     // happened, a match must have all four votes.
-    assert!(decision != "match" || votes == 4, "{decision} with {votes} votes");
+    assert!(decision != Verdict::Match || votes == 4, "{decision} with {votes} votes");
 }
 
 #[test]
@@ -162,7 +162,7 @@ fn triggers_within_the_cooldown_are_merged_into_the_next_event() {
     let mut config = config;
     config.trigger.cooldown = Duration::from_millis(300);
     let (sink, seen) = EventSink::memory_shared();
-    let mut d = Daemon::start_with(config, Box::new(trigger), sink, Arc::default()).expect("start");
+    let (mut d, _pin) = common::start(config, trigger, None, sink).expect("start");
     let thread = std::thread::spawn(move || {
         // Two triggers 60 and 120 ms after the first (by their own timestamps)
         // fall in its cooldown, however long the first event takes.
@@ -201,9 +201,43 @@ fn start_up_fails_cleanly_on_a_store_for_another_model() {
     let mut config = common::config(frames.path(), "");
     config.prompts = Some(store);
     let (trigger, _h) = SimTrigger::new("test".into());
-    let err =
-        Daemon::start_with(config, Box::new(trigger), EventSink::memory(), Arc::new(AtomicBool::new(false)))
-            .expect_err("refused")
-            .to_string();
+    let err = common::start(config, trigger, None, EventSink::memory()).expect_err("refused").to_string();
     assert!(err.contains("other.store") && err.contains("built for model"), "{err}");
+}
+
+/// A camera whose every frame is undecodable.
+struct Garbled;
+
+impl FrameSource for Garbled {
+    fn capture(&mut self) -> Result<Frame, CameraError> {
+        Err(CameraError {
+            kind: CameraErrorKind::Decode,
+            device: "garbled".into(),
+            message: "bad frame".into(),
+        })
+    }
+
+    fn describe(&self) -> String {
+        "garbled camera".into()
+    }
+}
+
+#[test]
+fn injected_devices_drive_the_daemon() {
+    let frames = common::frames();
+    let config = common::config(frames.path(), "");
+    let (trigger, handle) = SimTrigger::new("test".into());
+    let model = Model::load(&config).expect("model");
+    let devices = Devices { trigger: Box::new(trigger), camera: Box::new(Garbled), pin: None, button: None };
+    let (sink, seen) = EventSink::memory_shared();
+    let mut d = Daemon::start(config, model, devices, sink, Arc::default()).expect("start");
+    handle.fire();
+    let stats = d.run(Some(1));
+    assert_eq!((stats.events, stats.errors, stats.pulses), (0, 1, 0));
+    let evs = seen.lock().expect("events").clone();
+    assert!(matches!(&evs[0], Event::Ready { camera, .. } if camera == "garbled camera"), "{evs:?}");
+    assert!(
+        matches!(&evs[1], Event::Error { kind: "camera", message, .. } if message == "garbled: bad frame"),
+        "{evs:?}"
+    );
 }

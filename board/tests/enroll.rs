@@ -5,13 +5,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use clip_edge_board::enroll::{self, EnrollError};
 use clip_edge_board::events::{Event, EventSink, SharedEvents};
 use clip_edge_board::trigger::SimTrigger;
-use clip_edge_board::{Config, Daemon};
+use clip_edge_board::Config;
 use clip_edge_runtime::PromptStore;
 
 /// A copy of the default model's prompt store in a temporary folder.
@@ -45,7 +44,7 @@ fn enroll_stores_an_image_only_class_and_the_running_daemon_reloads_it() {
 
     let (trigger, handle) = SimTrigger::new("test".into());
     let (sink, seen) = EventSink::memory_shared();
-    let mut d = Daemon::start_with(config.clone(), Box::new(trigger), sink, Arc::default()).expect("start");
+    let (mut d, _pin) = common::start(config.clone(), trigger, None, sink).expect("start");
     let enrol_config = config.clone();
     let thread = std::thread::spawn(move || {
         handle.fire();
@@ -143,8 +142,7 @@ fn the_enrolment_button_captures_while_held_and_blinks_the_pin() {
     let (trigger, handle) = SimTrigger::new("test".into());
     let (button, press) = SimTrigger::new("button".into());
     let (sink, seen) = EventSink::memory_shared();
-    let mut d = Daemon::start_with(config, Box::new(trigger), sink, Arc::default()).expect("start");
-    d.set_enroll_button(Box::new(button));
+    let (mut d, pin) = common::start(config, trigger, Some(button), sink).expect("start");
     let thread = std::thread::spawn(move || {
         // A source without a level: one press captures `frames` frames.
         press.fire();
@@ -172,6 +170,6 @@ fn the_enrolment_button_captures_while_held_and_blinks_the_pin() {
     assert_eq!(enrolled, vec![(4, 4), (1, 5)]);
     let s = PromptStore::open(&store).expect("store");
     assert_eq!(s.shot_count(s.find("dog").expect("dog")), 5);
-    let highs = d.sim_pin().expect("pin").transitions().iter().filter(|h| **h).count();
+    let highs = pin.transitions().iter().filter(|h| **h).count();
     assert!(highs >= 6, "two enrolments blink three times each: {highs} highs");
 }

@@ -5,12 +5,10 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clip_edge_board::events::{Event, EventSink};
 use clip_edge_board::trigger::SimTrigger;
-use clip_edge_board::Daemon;
 
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("status");
@@ -23,8 +21,7 @@ fn a_storm_of_triggers_is_coalesced_with_flat_memory() {
     let frames = common::frames();
     let config = common::config(frames.path(), "[events]\nstdout = false\n");
     let (trigger, handle) = SimTrigger::new("storm".into());
-    let mut d =
-        Daemon::start_with(config, Box::new(trigger), EventSink::memory(), Arc::default()).expect("start");
+    let (mut d, _pin) = common::start(config, trigger, None, EventSink::memory()).expect("start");
     // Warm up so allocations of the first frames are not counted as growth.
     handle.fire();
     d.run(Some(1));

@@ -438,14 +438,42 @@ pub fn typed_onnx(bundle: &Bundle, file: &EncoderFile, bytes: &[u8]) -> Result<T
     fix_batch(typed, batch).map_err(|e| model_err(&e))
 }
 
-/// Declutters and optimises a typed encoder for `precision`. The int8-compute
-/// form is rewritten onto tract's int8 kernels ([`crate::int8::rewrite`])
-/// between the two steps; its report comes back with the model.
+/// Declutters and optimises a typed encoder for `precision`. Between the two
+/// steps, depthwise convolutions become clip-edge's own op
+/// ([`crate::depthwise`]) and the int8-compute form is rewritten onto
+/// tract's int8 kernels ([`crate::int8::rewrite`]); its report comes back
+/// with the model.
 pub fn optimise(
-    mut typed: TypedModel,
+    typed: TypedModel,
     precision: Precision,
 ) -> TractResult<(TypedModel, Option<crate::int8::Int8Report>)> {
+    optimise_with(typed, precision, Rewrites::default())
+}
+
+/// Which of clip-edge's own rewrites [`optimise_with`] applies (all by
+/// default; benchmarks turn one off to measure it against tract's own op).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rewrites {
+    /// Depthwise and channel-multiplier convolutions as [`crate::depthwise::DepthwiseConv`].
+    pub depthwise: bool,
+}
+
+impl Default for Rewrites {
+    fn default() -> Self {
+        Rewrites { depthwise: true }
+    }
+}
+
+/// [`optimise`] with a choice of rewrites.
+pub fn optimise_with(
+    mut typed: TypedModel,
+    precision: Precision,
+    rewrites: Rewrites,
+) -> TractResult<(TypedModel, Option<crate::int8::Int8Report>)> {
     typed.declutter()?;
+    if rewrites.depthwise {
+        crate::depthwise::rewrite(&mut typed)?;
+    }
     let report = match precision {
         Precision::Int8Compute => Some(crate::int8::rewrite(&mut typed)?),
         _ => None,

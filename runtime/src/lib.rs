@@ -11,6 +11,7 @@
 //! - [`Classifier`]: all of it together for one bundle and one store.
 
 pub mod bundle;
+pub mod depthwise;
 mod dequant;
 pub mod encoder;
 mod error;
@@ -35,8 +36,12 @@ pub use store::PromptStore;
 pub struct Classifier {
     /// The loaded encoder.
     pub encoder: ImageEncoder,
-    /// The prompt store.
-    pub store: PromptStore,
+    /// The prompt store; only [`Classifier::replace_store`] changes it, so it
+    /// always belongs to the encoder's model.
+    store: PromptStore,
+    /// The model the store must have been built for: the bundle's fingerprint and embedding dimension.
+    fingerprint: [u8; 32],
+    embed_dim: usize,
     scorer: Scorer,
 }
 
@@ -65,7 +70,26 @@ impl Classifier {
     ) -> Result<Classifier> {
         store.check_model(&bundle.fingerprint, bundle.embed_dim)?;
         let encoder = ImageEncoder::load(bundle, precision)?;
-        Ok(Classifier { encoder, store, scorer: Scorer::new() })
+        Ok(Classifier {
+            encoder,
+            store,
+            fingerprint: bundle.fingerprint,
+            embed_dim: bundle.embed_dim,
+            scorer: Scorer::new(),
+        })
+    }
+
+    /// The prompt store scored against.
+    pub fn store(&self) -> &PromptStore {
+        &self.store
+    }
+
+    /// Scores against `store` from now on (a store that changed on disk),
+    /// rejecting a store built for another model; the store before stays then.
+    pub fn replace_store(&mut self, store: PromptStore) -> Result<()> {
+        store.check_model(&self.fingerprint, self.embed_dim)?;
+        self.store = store;
+        Ok(())
     }
 
     /// Scores an embedding against the store.

@@ -58,30 +58,13 @@ image=models/default/samples/dog-google.png
 rows=$(mktemp)
 for b in "${bundles[@]}"; do
   size=$(sed -n 's/^size = \([0-9]*\)/\1/p' "$b/bundle.toml")
-  mkdir -p .cache/bench/dynamic
   dyn=".cache/bench/dynamic/$(basename "$b").onnx"
-  if ! [ -f "$dyn" ]; then
-    "$py" -c "import sys; sys.path.insert(0, 'tools/python'); import export_bundle as e, pathlib; \
-e.quantise_int8_dynamic(pathlib.Path('$b/image_encoder_f32.onnx'), pathlib.Path('$dyn'))"
-  fi
   store=$(mktemp --suffix .store)
   target/debug/clip-edge -q prompts random --bundle "$b" --labels a,b,c,d,e,f,g,h --out "$store" >/dev/null
   dynbundle=$(mktemp -d)
-  cp "$b/bundle.toml" "$dynbundle/"
-  cp "$dyn" "$dynbundle/image_encoder_int8.onnx"
-  cp "$b/image_encoder_f32.onnx" "$dynbundle/"
-  "$py" - "$dynbundle" <<'PY'
-import hashlib, pathlib, re, sys
-d = pathlib.Path(sys.argv[1])
-t = (d / "bundle.toml").read_text()
-t = t.split("\n[text]")[0]
-t = re.sub(r'prompts = "[^"]*"\n', "", t)
-t = re.sub(r'\n\[\[image\.encoder\]\]\nprecision = "(f16|int8-compute)"\nfile = "[^"]+"\nsha256 = "[0-9a-f]+"\n*', "\n", t)
-h = hashlib.sha256((d / "image_encoder_int8.onnx").read_bytes()).hexdigest()
-t = re.sub(r'(precision = "int8"\nfile = "[^"]+"\nsha256 = ")[0-9a-f]+', r"\g<1>" + h, t)
-t = re.sub(r'\nnnef[a-z_0-9]* = "[^"]*"', "", t)
-(d / "bundle.toml").write_text(t)
-PY
+  # f32 + ONNX Runtime's dynamic int8 of it (made into $dyn on first use), manifest by clip_edge_tools.manifest.
+  PYTHONPATH=tools/python "$py" -m clip_edge_tools.bench dynamic-int8 --bundle "$b" --dynamic "$dyn" \
+    --out "$dynbundle"
   for threads in $threads_list; do
     for form in f32 int8 int8-compute int8-dynamic; do
       case $form in

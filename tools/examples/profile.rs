@@ -3,13 +3,18 @@
 //! listed for the heaviest nodes. A measurement harness for
 //! `docs/performance.md`, not part of the product.
 //!
-//!   cargo run --release -p clip-edge-tools --example profile -- models/default f32 50
+//!   cargo run --release -p clip-edge-tools --example profile -- models/default f32 50 [THREADS]
+//!
+//! `PROFILE_JSON=FILE` also writes every node's time (tools/bench/op_profile.py
+//! reads it), `PROFILE_DUMP=1` prints the optimised plan, `PROFILE_TOP=N` the
+//! N heaviest nodes, `PROFILE_TRACT_DEPTHWISE=1` keeps tract's own depthwise
+//! convolutions (for comparison with clip-edge's).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clip_edge_runtime::encoder::{optimise, typed_onnx};
+use clip_edge_runtime::encoder::{optimise_with, typed_onnx, Rewrites};
 use clip_edge_runtime::{Bundle, Precision};
 use tract_onnx::prelude::*;
 
@@ -17,14 +22,25 @@ use tract_onnx::prelude::*;
 fn main() -> anyhow::Result<()> {
     env_logger::init();
     let mut args = std::env::args().skip(1);
-    let dir = args.next().context("usage: profile BUNDLE [PRECISION] [RUNS]")?;
+    let dir = args.next().context("usage: profile BUNDLE [PRECISION] [RUNS] [THREADS]")?;
     let precision: Option<Precision> =
         args.next().map(|p| p.parse()).transpose().map_err(anyhow::Error::msg)?;
     let runs: usize = args.next().map(|r| r.parse()).transpose()?.unwrap_or(30);
-    let bundle = Bundle::load(&dir)?;
+    let threads: usize = args.next().map(|r| r.parse()).transpose()?.unwrap_or(1);
+    let executor = if threads > 1 {
+        tract_linalg::multithread::Executor::multithread(threads)
+    } else {
+        tract_linalg::multithread::Executor::SingleThread
+    };
+    tract_linalg::multithread::multithread_tract_scope(executor, || run(&dir, precision, runs, threads))
+}
+
+fn run(dir: &str, precision: Option<Precision>, runs: usize, threads: usize) -> anyhow::Result<()> {
+    let bundle = Bundle::load(dir)?;
     let file = bundle.encoder(precision)?;
     let bytes = file.read_verified()?;
-    let (optimised, int8) = optimise(typed_onnx(&bundle, file, &bytes)?, file.precision)?;
+    let rewrites = Rewrites { depthwise: std::env::var_os("PROFILE_TRACT_DEPTHWISE").is_none() };
+    let (optimised, int8) = optimise_with(typed_onnx(&bundle, file, &bytes)?, file.precision, rewrites)?;
     if let Some(r) = &int8 {
         println!("int8 rewrite: {r:?}");
     }
@@ -62,7 +78,7 @@ fn main() -> anyhow::Result<()> {
     }
     let total: Duration = per_op.values().map(|(_, d)| *d).sum();
     println!(
-        "{} ({}), {} nodes, {runs} runs: {:.2} ms per run ({:.2} ms inside nodes)",
+        "{} ({}, {threads} thread(s)), {} nodes, {runs} runs: {:.2} ms per run ({:.2} ms inside nodes)",
         bundle.name,
         file.precision,
         plan.model().nodes().len(),
@@ -80,6 +96,16 @@ fn main() -> anyhow::Result<()> {
     }
     let mut nodes: Vec<_> = per_node.into_values().collect();
     nodes.sort_by_key(|(_, _, d)| std::cmp::Reverse(*d));
+    if let Some(path) = std::env::var_os("PROFILE_JSON") {
+        // Every node's time per run, for tools/bench/op_profile.py.
+        let rows: Vec<serde_json::Value> = nodes
+            .iter()
+            .map(|(op, name, d)| serde_json::json!({"op": op, "name": name, "ms": d.as_secs_f64() * 1e3 / runs as f64}))
+            .collect();
+        let report = serde_json::json!({"bundle": bundle.name, "precision": file.precision, "threads": threads,
+            "runs": runs, "wall_ms": wall.as_secs_f64() * 1e3, "nodes": rows});
+        std::fs::write(&path, report.to_string())?;
+    }
     println!("heaviest nodes:");
     for (op, name, d) in
         nodes.iter().take(std::env::var("PROFILE_TOP").ok().and_then(|v| v.parse().ok()).unwrap_or(8))

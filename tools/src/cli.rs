@@ -145,7 +145,7 @@ pub struct ModelArgs {
     /// Model bundle folder (holds bundle.toml).
     #[arg(long, value_name = "DIR")]
     pub bundle: PathBuf,
-    /// Image-encoder precision (f32, f16, int8); the bundle's default if omitted.
+    /// Image-encoder precision (f32, f16, int8, int8-compute: the int8 file on int8 kernels); the bundle's default if omitted.
     #[arg(long, value_name = "P")]
     pub precision: Option<Precision>,
     /// Threads for the image encoder's matrix products (1: the calling thread only).

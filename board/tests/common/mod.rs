@@ -2,8 +2,13 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use clip_edge_board::Config;
+use clip_edge_board::camera::Supervised;
+use clip_edge_board::events::EventSink;
+use clip_edge_board::output::{Pulser, SimPin};
+use clip_edge_board::trigger::SimTrigger;
+use clip_edge_board::{Config, Daemon, Devices, Model, StartError};
 
 /// The repository root.
 pub fn root() -> PathBuf {
@@ -40,4 +45,25 @@ pub fn frames() -> tempfile::TempDir {
         std::fs::copy(root().join("tests/data/images").join(name), dir.path().join(name)).expect("copy");
     }
     dir
+}
+
+/// Starts a daemon on `config`'s model with the test's `trigger` and
+/// enrolment `button`, the replay camera `config` names (supervised, as
+/// [`Devices::open`] opens it) and a simulated pin, returned for watching.
+pub fn start(
+    config: Config,
+    trigger: SimTrigger,
+    button: Option<SimTrigger>,
+    sink: EventSink,
+) -> Result<(Daemon, SimPin), StartError> {
+    let model = Model::load(&config)?;
+    let pin_config = config.pin.as_ref().expect("the test config has a pin");
+    let pin = SimPin::new(pin_config.line);
+    let devices = Devices {
+        trigger: Box::new(trigger),
+        camera: Box::new(Supervised::open(&config.camera, 2 * model.bundle().preprocess.size)?),
+        pin: Some(Pulser::with_pin(pin_config, Box::new(pin.clone()))?),
+        button: button.map(|b| Box::new(b) as _),
+    };
+    Ok((Daemon::start(config, model, devices, sink, Arc::default())?, pin))
 }

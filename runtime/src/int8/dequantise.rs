@@ -2,6 +2,7 @@
 //! `y = acc * activation_scale * channel_scale (+ bias)`.
 
 use tract_core::internal::*;
+use tract_linalg::multithread::par_chunks_mut;
 
 /// Rescales the i32 accumulator of an int8 product or convolution.
 ///
@@ -34,30 +35,47 @@ impl Dequantise {
         ensure!(ws.len() == channels && bias.is_none_or(|b| b.len() == channels));
         ensure!(acc.len() == outer * channels * inner && y.len() == acc.len());
         ensure!(xs.len() == 1 || xs.len() == outer * inner);
-        let plane = channels * inner;
-        for (o, (acc, y)) in acc.chunks_exact(plane).zip(y.chunks_exact_mut(plane)).enumerate() {
-            if inner == 1 {
-                // Channels last (a linear layer): one activation scale per row.
-                let x = if xs.len() == 1 { xs[0] } else { xs[o] };
-                match bias {
-                    Some(b) => y.iter_mut().zip(acc).zip(ws).zip(b).for_each(|(((y, &a), &w), &b)| {
-                        *y = a as f32 * (x * w) + b;
-                    }),
-                    None => y.iter_mut().zip(acc).zip(ws).for_each(|((y, &a), &w)| *y = a as f32 * (x * w)),
-                }
-                continue;
-            }
-            for (c, (acc, y)) in acc.chunks_exact(inner).zip(y.chunks_exact_mut(inner)).enumerate() {
-                let (w, b) = (ws[c], bias.map_or(0.0, |b| b[c]));
-                if xs.len() == 1 {
-                    let s = xs[0] * w;
-                    y.iter_mut().zip(acc).for_each(|(y, &a)| *y = a as f32 * s + b);
+        // Row segments sharing one pattern: a row of channels (linear layers,
+        // one activation scale each) or a row of pixels (one channel each).
+        let row = if inner == 1 { channels } else { inner };
+        par_chunks_mut(y, 1, acc.len(), |first, chunk| {
+            let mut pos = first;
+            let mut rest = chunk;
+            while !rest.is_empty() {
+                let offset = pos % row;
+                let n = (row - offset).min(rest.len());
+                let (seg, tail) = rest.split_at_mut(n);
+                let a = &acc[pos..pos + n];
+                if inner == 1 {
+                    let x = if xs.len() == 1 { xs[0] } else { xs[pos / channels] };
+                    let ws = &ws[offset..offset + n];
+                    match bias {
+                        Some(b) => seg
+                            .iter_mut()
+                            .zip(a)
+                            .zip(ws)
+                            .zip(&b[offset..offset + n])
+                            .for_each(|(((y, &a), &w), &b)| *y = a as f32 * (x * w) + b),
+                        None => {
+                            seg.iter_mut().zip(a).zip(ws).for_each(|((y, &a), &w)| *y = a as f32 * (x * w))
+                        }
+                    }
                 } else {
-                    let xs = &xs[o * inner..(o + 1) * inner];
-                    y.iter_mut().zip(acc).zip(xs).for_each(|((y, &a), &x)| *y = a as f32 * (x * w) + b);
+                    let (o, c) = (pos / (channels * inner), (pos / inner) % channels);
+                    let (w, b) = (ws[c], bias.map_or(0.0, |b| b[c]));
+                    if xs.len() == 1 {
+                        let s = xs[0] * w;
+                        seg.iter_mut().zip(a).for_each(|(y, &a)| *y = a as f32 * s + b);
+                    } else {
+                        let xs = &xs[o * inner + offset..o * inner + offset + n];
+                        seg.iter_mut().zip(a).zip(xs).for_each(|((y, &a), &x)| *y = a as f32 * (x * w) + b);
+                    }
                 }
+                pos += n;
+                rest = tail;
             }
-        }
+            Ok(())
+        })?;
         Ok(())
     }
 }

@@ -14,6 +14,7 @@ use tract_core::internal::*;
 use tract_core::ops::cnn::conv::Im2Col;
 use tract_core::ops::cnn::PoolSpec;
 use tract_linalg::mmm::{EagerPackedInput, MMMInputValue, PackedExoticFact, PackedMatrixStorage};
+use tract_linalg::multithread::par_chunks_mut;
 use tract_linalg::pack::PackedI8K4;
 
 /// The geometry of one convolution's patches.
@@ -88,7 +89,9 @@ impl Geometry {
     }
 
     /// The packed patches of one image in `PackedI8K4(r)` layout: panels of
-    /// `r` output pixels, each `ceil(k / 4)` blocks of `r` x 4 bytes.
+    /// `r` output pixels, each `ceil(k / 4)` blocks of `r` x 4 bytes. Both
+    /// passes (im2col rows, then panels) are spread over the tract executor's
+    /// threads; the bytes do not depend on their number.
     fn pack(&self, image: &[i8], r: usize, packed: &mut [u8]) -> TractResult<()> {
         let (k, n) = (self.k(), self.n());
         let kb_count = k.div_ceil(4);
@@ -100,29 +103,39 @@ impl Geometry {
         if n == 0 {
             return Ok(());
         }
-        let mut rows = vec![0i8; 4 * n];
-        let mut words = vec![0u32; n];
-        for kb in 0..kb_count {
-            rows.iter_mut().for_each(|v| *v = 0);
-            for (kr, row) in rows.chunks_exact_mut(n).enumerate() {
-                if kb * 4 + kr < k {
-                    self.fill_row(image, kb * 4 + kr, row);
+        // Pass 1: the im2col matrix, k (rounded up to 4, zero rows) x n.
+        let mut rows = vec![0i8; kb_count * 4 * n];
+        par_chunks_mut(&mut rows, n, kb_count * 4 * n, |first, chunk| {
+            for (i, row) in chunk.chunks_exact_mut(n).enumerate() {
+                if first + i < k {
+                    self.fill_row(image, first + i, row);
                 }
             }
-            let (r0, rest) = rows.split_at(n);
-            let (r1, rest) = rest.split_at(n);
-            let (r2, r3) = rest.split_at(n);
-            // Interleave the four rows in one long (vectorised) pass, then
-            // copy each panel's `r` pixels into place.
-            for ((((w, &a), &b), &c), &d) in words.iter_mut().zip(r0).zip(r1).zip(r2).zip(r3) {
-                *w = u32::from_ne_bytes([a as u8, b as u8, c as u8, d as u8]);
+            Ok(())
+        })?;
+        // Pass 2: each panel takes its r columns of every group of four rows,
+        // interleaved byte by byte.
+        par_chunks_mut(packed, panel_len, packed.len(), |first, chunk| {
+            for (i, panel) in chunk.chunks_exact_mut(panel_len).enumerate() {
+                let p = first + i;
+                let cols = p * r..(p * r + r).min(n);
+                for (kb, block) in panel.chunks_exact_mut(4 * r).enumerate() {
+                    let four = &rows[kb * 4 * n..(kb + 1) * 4 * n];
+                    let (r0, rest) = four.split_at(n);
+                    let (r1, rest) = rest.split_at(n);
+                    let (r2, r3) = rest.split_at(n);
+                    let lanes = r0[cols.clone()]
+                        .iter()
+                        .zip(&r1[cols.clone()])
+                        .zip(&r2[cols.clone()])
+                        .zip(&r3[cols.clone()]);
+                    for (w, (((&a, &b), &c), &d)) in block.chunks_exact_mut(4).zip(lanes) {
+                        w.copy_from_slice(&[a as u8, b as u8, c as u8, d as u8]);
+                    }
+                }
             }
-            let bytes: &[u8] = bytemuck::cast_slice(&words);
-            for (panel, src) in packed.chunks_exact_mut(panel_len).zip(bytes.chunks(4 * r)) {
-                panel[kb * 4 * r..kb * 4 * r + src.len()].copy_from_slice(src);
-            }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 }
 

@@ -3,6 +3,7 @@
 //! scale per tensor or one per slice along an axis.
 
 use tract_core::internal::*;
+use tract_linalg::multithread::par_chunks_mut;
 
 /// Which values share a scale.
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
@@ -85,51 +86,81 @@ impl QuantiseSym {
 
     /// Quantises `x` (any shape, `outer x len x inner` around the shared axis)
     /// into `q`, writing one scale per `outer x inner` position into `scales`.
+    /// Both passes are spread over the threads of the tract executor in scope
+    /// (`ImageEncoder::set_threads`); the result does not depend on their number.
     pub fn run(&self, shape: &[usize], x: &[f32], q: &mut [i8], scales: &mut [f32]) -> TractResult<()> {
         let (outer, len, inner) = self.split(shape);
         ensure!(x.len() == outer * len * inner && q.len() == x.len() && scales.len() == outer * inner);
-        if inner == 1 {
-            // Contiguous slices share a scale: per row, or the whole tensor.
-            for ((xs, qs), s) in x.chunks_exact(len.max(1)).zip(q.chunks_exact_mut(len.max(1))).zip(scales) {
-                let (scale, inv) = scale_of(abs_max(xs));
-                *s = scale;
-                qs.iter_mut().zip(xs).for_each(|(q, &v)| *q = quantise_value(v, inv));
-            }
+        if x.is_empty() {
             return Ok(());
         }
-        // The shared axis has a stride of `inner`: work on tiles of `TILE`
-        // positions, so the second pass reads what the first left in cache.
-        const TILE: usize = 256;
-        let mut inv = [0f32; TILE];
-        let mut max = [0f32; TILE];
-        for ((xs, qs), ss) in x
-            .chunks_exact(len * inner)
-            .zip(q.chunks_exact_mut(len * inner))
-            .zip(scales.chunks_exact_mut(inner))
-        {
-            for t0 in (0..inner).step_by(TILE) {
-                let w = TILE.min(inner - t0);
-                let (max, inv) = (&mut max[..w], &mut inv[..w]);
-                max.iter_mut().for_each(|m| *m = 0.0);
-                for row in xs.chunks_exact(inner) {
-                    max.iter_mut().zip(&row[t0..t0 + w]).for_each(|(m, v)| {
-                        let a = v.abs();
-                        *m = if a > *m { a } else { *m };
-                    });
+        // Pass 1: the largest magnitude per scale.
+        let mut max = vec![0f32; scales.len()];
+        if scales.len() == 1 {
+            // One scale for everything: partial maxima of blocks, then theirs.
+            const BLOCK: usize = 16_384;
+            let mut partial = vec![0f32; x.len().div_ceil(BLOCK)];
+            par_chunks_mut(&mut partial, 1, x.len(), |first, chunk| {
+                for (i, m) in chunk.iter_mut().enumerate() {
+                    let start = (first + i) * BLOCK;
+                    *m = abs_max(&x[start..(start + BLOCK).min(x.len())]);
                 }
-                for ((s, i), m) in ss[t0..t0 + w].iter_mut().zip(inv.iter_mut()).zip(max.iter()) {
-                    (*s, *i) = scale_of(*m);
+                Ok(())
+            })?;
+            max[0] = partial.iter().fold(0f32, |m, &v| if v > m { v } else { m });
+        } else {
+            par_chunks_mut(&mut max, 1, x.len(), |first, chunk| {
+                // Positions first .. first + chunk.len() of the outer x inner grid.
+                let mut pos = first;
+                let mut rest = chunk;
+                while !rest.is_empty() {
+                    let (o, i0) = (pos / inner, pos % inner);
+                    let w = (inner - i0).min(rest.len());
+                    let (seg, tail) = rest.split_at_mut(w);
+                    if inner == 1 {
+                        seg[0] = abs_max(&x[o * len..(o + 1) * len]);
+                    } else {
+                        let block = &x[o * len * inner..(o + 1) * len * inner];
+                        for row in block.chunks_exact(inner) {
+                            seg.iter_mut().zip(&row[i0..i0 + w]).for_each(|(m, v)| {
+                                let a = v.abs();
+                                *m = if a > *m { a } else { *m };
+                            });
+                        }
+                    }
+                    pos += w;
+                    rest = tail;
                 }
-                for (row, qrow) in xs.chunks_exact(inner).zip(qs.chunks_exact_mut(inner)) {
-                    let (row, qrow) = (&row[t0..t0 + w], &mut qrow[t0..t0 + w]);
-                    qrow.iter_mut()
-                        .zip(row)
-                        .zip(inv.iter())
-                        .for_each(|((q, &v), &i)| *q = quantise_value(v, i));
-                }
-            }
+                Ok(())
+            })?;
         }
-        Ok(())
+        let mut inv = vec![0f32; scales.len()];
+        for ((s, i), &m) in scales.iter_mut().zip(inv.iter_mut()).zip(&max) {
+            (*s, *i) = scale_of(m);
+        }
+        // Pass 2: scale and round, in row segments that share a scale pattern.
+        let row = if inner == 1 { len } else { inner };
+        par_chunks_mut(q, 1, x.len(), |first, chunk| {
+            let mut pos = first;
+            let mut rest = chunk;
+            while !rest.is_empty() {
+                let offset = pos % row;
+                let w = (row - offset).min(rest.len());
+                let (seg, tail) = rest.split_at_mut(w);
+                let xs = &x[pos..pos + w];
+                if inner == 1 {
+                    let i = inv[pos / len];
+                    seg.iter_mut().zip(xs).for_each(|(q, &v)| *q = quantise_value(v, i));
+                } else {
+                    let o = pos / (len * inner);
+                    let invs = &inv[o * inner + offset..o * inner + offset + w];
+                    seg.iter_mut().zip(xs).zip(invs).for_each(|((q, &v), &i)| *q = quantise_value(v, i));
+                }
+                pos += w;
+                rest = tail;
+            }
+            Ok(())
+        })
     }
 }
 

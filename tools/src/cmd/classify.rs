@@ -27,8 +27,8 @@ pub fn run(a: &ClassifyArgs) -> anyhow::Result<ExitCode> {
         bundle.name,
         clf.encoder.precision(),
         lt.total().as_secs_f64() * 1e3,
-        clf.store.len(),
-        clf.store.path().display()
+        clf.store().len(),
+        clf.store().path().display()
     );
 
     let mut failed = 0usize;
@@ -98,7 +98,7 @@ fn top_json(clf: &Classifier, c: &Classification) -> Vec<serde_json::Value> {
         .map(|r| {
             json!({
                 "label": clf.label(r.index),
-                "kind": kind_str(clf.store.entries()[r.index].kind),
+                "kind": kind_str(clf.store().entries()[r.index].kind),
                 "score": r.score,
                 "similarity": r.similarity,
             })
@@ -127,7 +127,7 @@ fn print_human(clf: &Classifier, path: &std::path::Path, c: &Classification, tot
     println!("{}: {verdict}  [{:.1} ms]", path.display(), total.as_secs_f64() * 1e3);
     let width = c.top.iter().map(|r| clf.label(r.index).len()).max().unwrap_or(0);
     for (rank, r) in c.top.iter().enumerate() {
-        let kind = clf.store.entries()[r.index].kind;
+        let kind = clf.store().entries()[r.index].kind;
         let tag = if kind == EntryKind::Background { " (background)" } else { "" };
         println!(
             "  {}. {:<width$}  {:6.2}%  cos {:+.3}{tag}",

@@ -243,9 +243,9 @@ pub fn run(a: &EvalArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             "bundle": bundle.dir.display().to_string(),
             "precision": clf.encoder.precision().as_str(),
             "data": a.data.display().to_string(),
-            "candidates": clf.store.len(),
+            "candidates": clf.store().len(),
             "candidates_from": source,
-            "calibrated_candidates": clf.store.meta().similarity_offsets.iter().filter(|&&o| o != 0.0).count(),
+            "calibrated_candidates": clf.store().meta().similarity_offsets.iter().filter(|&&o| o != 0.0).count(),
             "classes": classes.len(),
             "n": tally.n,
             "top1": tally.top1_rate(),
@@ -264,7 +264,7 @@ pub fn run(a: &EvalArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             clf.encoder.precision(),
             classes.len(),
             a.data.display(),
-            clf.store.len()
+            clf.store().len()
         );
         println!(
             "n {}  top-1 {:.1}%  top-5 {:.1}%  unreadable {}  ({:.1} ms per image)",

@@ -124,7 +124,7 @@ pub fn run(
         embeddings.push(v);
     }
     let embed_s = t0.elapsed().as_secs_f64();
-    let base = &clf.store;
+    let base = clf.store();
     let cap_class = (max_k as u32).max(base.header().shots_per_class);
     let cap_total = ((classes.len() * max_k + base.shots().len()) as u32).max(cap_class);
     let mut results: Vec<PerCount> = a

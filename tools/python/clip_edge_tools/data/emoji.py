@@ -22,8 +22,10 @@ from collections import defaultdict
 
 import numpy as np
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-CACHE = ROOT / ".cache" / "emoji"
+from ..errors import DataMissing
+from ..paths import CACHE as _CACHE
+
+CACHE = _CACHE / "emoji"
 VERSIONS = {"emoji-datasource": "16.0.0", "emoji-datasource-google": "16.0.0",
             "emoji-datasource-twitter": "16.0.0", "openmoji": "17.0.0"}
 STYLES = ("google", "twitter")
@@ -36,10 +38,6 @@ BACKGROUND_CAPTIONS = ["empty background", "nothing", "an empty scene", "a plain
                        "a blank surface", "no object", "a blurry empty photo"]
 NAME_TEMPLATES = ["{}", "{}", "an emoji of {}", "a picture of {}", "a photo of a {}.", "a blurry photo of a {}.",
                   "a close-up photo of a {}.", "a photo of the {}.", "an icon of {}"]
-
-
-class DataMissing(Exception):
-    """The npm or PyPI data is not installed; the message says how to get it."""
 
 
 def package_dir(name: str) -> pathlib.Path:

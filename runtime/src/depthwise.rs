@@ -1,0 +1,443 @@
+//! `DepthwiseConv`: clip-edge's own depthwise (and channel-multiplier)
+//! convolution for NCHW f32 images, put in place of tract's `Conv` before
+//! codegen.
+//!
+//! tract 0.23.9 runs depthwise convolutions on NCHW planes with a SIMD kernel
+//! only for long stride-1 runs of the centre zone; stride 2, short rows (16
+//! and 8 px maps) and every border zone take scalar loops, and a
+//! channel-multiplier convolution (`group == Cin`, `Cout = 2 Cin`, in every
+//! MobileCLIP stage) becomes one tiny matrix product per group. This op
+//! replaces those (and leaves tract's op on long stride-1 rows, where its AVX
+//! or NEON kernel is faster than this op's baseline SIMD). It pads
+//! each input plane once into a scratch buffer (split into `stride` phases,
+//! so every tap reads contiguous memory), then computes 16 outputs at a time
+//! in registers over all taps: no border cases, no scalar paths. Planes are
+//! spread over the encoder's threads. Summation order: bias, then taps in
+//! kernel order (row-major), as tract's reference loop.
+
+use tract_core::internal::*;
+use tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
+use tract_core::ops::nn::DataFormat;
+use tract_linalg::multithread::par_chunks_mut;
+
+/// Image width from which tract's own depthwise kernel, on stride-1 convolutions
+/// without a channel multiplier, beats this op (measured on MobileCLIP2-S0:
+/// tract wins at 64 px, they tie at 32 px, this op wins at 16 and 8 px, at
+/// stride 2 and with a multiplier; `docs/performance.md`).
+const LONG_ROWS: usize = 48;
+
+/// Output rows computed together: they share the input rows they read.
+const ROWS: usize = 2;
+
+/// One output plane's inputs: the padded input phases and the kernel.
+struct Plane<'a> {
+    scratch: &'a [f32],
+    phase_len: usize,
+    phase_w: usize,
+    taps: &'a [f32],
+    kh: usize,
+    kw: usize,
+    sy: usize,
+    sx: usize,
+    ow: usize,
+    bias: f32,
+}
+
+impl Plane<'_> {
+    /// Computes columns `x0..` of output rows `oy..oy + rows` in blocks of `L`
+    /// (accumulators held in registers over every tap) while a whole block
+    /// fits; returns the first column left.
+    #[inline(always)]
+    fn columns<const L: usize>(&self, oy: usize, rows: usize, mut x0: usize, out: &mut [f32]) -> usize {
+        while x0 + L <= self.ow {
+            let mut acc = [[self.bias; L]; ROWS];
+            // Input row j (of this pair's window) feeds output row r through kernel row j - r * sy.
+            for j in 0..self.kh + self.sy * (rows - 1) {
+                let in_row = oy * self.sy + j;
+                for kx in 0..self.kw {
+                    let start = (kx % self.sx) * self.phase_len + in_row * self.phase_w + x0 + kx / self.sx;
+                    let Some(v) =
+                        self.scratch.get(start..start + L).and_then(|s| <&[f32; L]>::try_from(s).ok())
+                    else {
+                        continue;
+                    };
+                    for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+                        let Some(ky) = j.checked_sub(r * self.sy).filter(|&ky| ky < self.kh) else {
+                            continue;
+                        };
+                        let t = self.taps[ky * self.kw + kx];
+                        for (a, &v) in acc.iter_mut().zip(v) {
+                            *a = fma(t, v, *a);
+                        }
+                    }
+                }
+            }
+            for (r, acc) in acc.iter().enumerate().take(rows) {
+                out[r * self.ow + x0..r * self.ow + x0 + L].copy_from_slice(acc);
+            }
+            x0 += L;
+        }
+        x0
+    }
+}
+
+/// The depthwise convolution of one NCHW image (batch 1).
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+pub struct DepthwiseConv {
+    /// `[Cout, KH, KW]`: one kernel per output channel.
+    kernel: Arc<Tensor>,
+    /// One bias per output channel.
+    bias: Arc<Tensor>,
+    /// Output channels per input channel.
+    multiplier: usize,
+    kernel_hw: [usize; 2],
+    strides: [usize; 2],
+    padding: PaddingSpec,
+    /// NCHW (with a batch axis of 1) rather than CHW.
+    has_n: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    pad_top: usize,
+    pad_left: usize,
+    /// Columns of one phase of the padded plane.
+    phase_w: usize,
+    /// Rows of the padded plane.
+    ph: usize,
+}
+
+impl DepthwiseConv {
+    fn geometry(&self, h: usize, w: usize) -> Geometry {
+        let spec = tract_core::ops::cnn::PoolSpec {
+            data_format: DataFormat::NCHW,
+            kernel_shape: self.kernel_hw.iter().copied().collect(),
+            padding: self.padding.clone(),
+            dilations: None,
+            strides: Some(self.strides.iter().copied().collect()),
+            input_channels: 1,
+            output_channels: 1,
+        };
+        let p = spec.computed_padding(&[h, w]);
+        let (oh, ow) = (p[0].convoluted, p[1].convoluted);
+        let [sy, sx] = self.strides;
+        let [kh, kw] = self.kernel_hw;
+        // Padded extent that every tap of every output reads (at least the image).
+        let ph = ((oh.max(1) - 1) * sy + kh).max(h + p[0].pad_before);
+        let pw = ((ow.max(1) - 1) * sx + kw).max(w + p[1].pad_before);
+        Geometry {
+            h,
+            w,
+            oh,
+            ow,
+            pad_top: p[0].pad_before,
+            pad_left: p[1].pad_before,
+            phase_w: pw.div_ceil(sx),
+            ph,
+        }
+    }
+
+    /// Computes output planes `first..first + out.len() / (oh * ow)` from `x`
+    /// (`Cin` planes of `h x w`), using `scratch` for the padded phases.
+    fn planes(
+        &self,
+        g: &Geometry,
+        x: &[f32],
+        first: usize,
+        out: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) -> TractResult<()> {
+        let [kh, kw] = self.kernel_hw;
+        let [sy, sx] = self.strides;
+        let kernel = self.kernel.try_as_plain_ram()?;
+        let kernel = kernel.as_slice::<f32>()?;
+        let bias = self.bias.try_as_plain_ram()?;
+        let bias = bias.as_slice::<f32>()?;
+        let plane_in = g.h * g.w;
+        let phase_len = g.ph * g.phase_w;
+        if g.oh * g.ow == 0 || plane_in == 0 {
+            return Ok(());
+        }
+        scratch.clear();
+        scratch.resize(sx * phase_len, 0.0);
+        let mut loaded: Option<usize> = None;
+        for (i, plane) in out.chunks_exact_mut(g.oh * g.ow).enumerate() {
+            let oc = first + i;
+            let ic = oc / self.multiplier;
+            if loaded != Some(ic) {
+                // Padded input plane: column px of the padded row goes to phase
+                // px % sx at px / sx (one phase, a plain copy, at stride 1).
+                scratch.iter_mut().for_each(|v| *v = 0.0);
+                let src = &x[ic * plane_in..(ic + 1) * plane_in];
+                for (y, row) in src.chunks_exact(g.w).enumerate() {
+                    let py = y + g.pad_top;
+                    for phase in 0..sx {
+                        // Image columns xx with (xx + pad_left) % sx == phase.
+                        let first = (phase + sx - g.pad_left % sx) % sx;
+                        if first >= g.w {
+                            continue;
+                        }
+                        let at = phase * phase_len + py * g.phase_w + (first + g.pad_left) / sx;
+                        let dst = &mut scratch[at..at + (g.w - first).div_ceil(sx)];
+                        dst.iter_mut().zip(row[first..].iter().step_by(sx)).for_each(|(d, &v)| *d = v);
+                    }
+                }
+                loaded = Some(ic);
+            }
+            let taps = &kernel[oc * kh * kw..(oc + 1) * kh * kw];
+            let b = bias.get(oc).copied().unwrap_or(0.0);
+            let ctx =
+                Plane { scratch, phase_len, phase_w: g.phase_w, taps, kh, kw, sy, sx, ow: g.ow, bias: b };
+            let mut oy = 0;
+            while oy < g.oh {
+                let rows = ROWS.min(g.oh - oy);
+                let out_rows = &mut plane[oy * g.ow..(oy + rows) * g.ow];
+                let mut x0 = 0;
+                x0 = ctx.columns::<16>(oy, rows, x0, out_rows);
+                x0 = ctx.columns::<8>(oy, rows, x0, out_rows);
+                x0 = ctx.columns::<4>(oy, rows, x0, out_rows);
+                ctx.columns::<1>(oy, rows, x0, out_rows);
+                oy += rows;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `a * b + c`: fused where the baseline instruction set has it (aarch64 NEON);
+/// x86-64's baseline (SSE2) has no FMA, where `mul_add` would be a library call.
+#[inline(always)]
+fn fma(a: f32, b: f32, c: f32) -> f32 {
+    #[cfg(target_arch = "aarch64")]
+    {
+        a.mul_add(b, c)
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    {
+        a * b + c
+    }
+}
+
+impl Op for DepthwiseConv {
+    fn name(&self) -> StaticName {
+        "ClipEdgeDepthwiseConv".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "kernel {:?}, strides {:?}, multiplier {}, {:?}",
+            self.kernel_hw, self.strides, self.multiplier, self.padding
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for DepthwiseConv {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let x = args_1!(inputs);
+        let shape = x.shape();
+        let chw = if self.has_n { &shape[1..] } else { shape };
+        ensure!(
+            chw.len() == 3 && shape.len() == 3 + usize::from(self.has_n),
+            "DepthwiseConv takes one image"
+        );
+        let (cin, h, w) = (chw[0], chw[1], chw[2]);
+        let cout = self.kernel.shape()[0];
+        ensure!(cin * self.multiplier == cout);
+        let g = self.geometry(h, w);
+        let mut y = if self.has_n {
+            Tensor::zero::<f32>(&[1, cout, g.oh, g.ow])?
+        } else {
+            Tensor::zero::<f32>(&[cout, g.oh, g.ow])?
+        };
+        {
+            let xv = x.try_as_plain_ram()?;
+            let xs = xv.as_slice::<f32>()?;
+            let mut yv = y.try_as_plain_ram_mut()?;
+            let ys = yv.as_slice_mut::<f32>()?;
+            let plane = (g.oh * g.ow).max(1);
+            let macs = ys.len() * self.kernel_hw[0] * self.kernel_hw[1];
+            par_chunks_mut(ys, plane, macs, |first, chunk| {
+                let mut scratch = Vec::new();
+                self.planes(&g, xs, first, chunk, &mut scratch)
+            })?;
+        }
+        Ok(tvec!(y.into_tvalue()))
+    }
+}
+
+impl TypedOp for DepthwiseConv {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let shape = inputs[0].shape.as_concrete().context("DepthwiseConv needs a concrete input shape")?;
+        ensure!(inputs[0].datum_type == f32::datum_type() && shape.len() == 3 + usize::from(self.has_n));
+        let (h, w) = (shape[shape.len() - 2], shape[shape.len() - 1]);
+        let g = self.geometry(h, w);
+        let cout = self.kernel.shape()[0];
+        Ok(tvec!(if self.has_n { f32::fact([1, cout, g.oh, g.ow]) } else { f32::fact([cout, g.oh, g.ow]) }))
+    }
+
+    fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let shape = inputs[0].shape.as_concrete().context("concrete shape")?;
+        let g = self.geometry(shape[shape.len() - 2], shape[shape.len() - 1]);
+        let macs = self.kernel.len() * g.oh * g.ow;
+        Ok(tvec!((Cost::FMA(f32::datum_type()), macs.to_dim())))
+    }
+
+    as_op!();
+}
+
+/// Replaces every depthwise or channel-multiplier convolution of a
+/// decluttered model (NCHW, f32, one image, 2-D, no dilation, constant
+/// kernel and bias) by [`DepthwiseConv`]; returns how many.
+pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
+    let mut count = 0;
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        let Some(conv) = node.op_as::<Conv>() else { continue };
+        let Some(op) = candidate(model, node, conv)? else { continue };
+        let inputs = [node.inputs[0]];
+        let patch = TypedModelPatch::replace_single_op(model, node, &inputs, op)?;
+        patch.apply(model)?;
+        count += 1;
+    }
+    if count > 0 {
+        model.compact()?;
+    }
+    Ok(count)
+}
+
+fn candidate(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<DepthwiseConv>> {
+    let ps = &conv.pool_spec;
+    let (cin, cout) = (conv.input_channels(), conv.output_channels());
+    let fits = conv.q_params.is_none()
+        && node.inputs.len() == 3
+        && matches!(ps.data_format, DataFormat::NCHW | DataFormat::CHW)
+        && ps.kernel_shape.len() == 2
+        && conv.group == cin
+        && cin > 1
+        && cout % cin == 0
+        && ps.dilations().iter().all(|&d| d == 1)
+        && conv.kernel_fmt == KernelFormat::OIHW;
+    if !fits {
+        if conv.group > 1 {
+            log::debug!("{}: depthwise stays tract's: {conv:?}", node.name);
+        }
+        return Ok(None);
+    }
+    let x = model.outlet_fact(node.inputs[0])?;
+    let has_n = ps.data_format == DataFormat::NCHW;
+    let concrete =
+        x.shape.as_concrete().is_some_and(|s| if has_n { s.len() == 4 && s[0] == 1 } else { s.len() == 3 });
+    let (Some(kernel), Some(bias)) =
+        (&model.outlet_fact(node.inputs[1])?.konst, &model.outlet_fact(node.inputs[2])?.konst)
+    else {
+        log::debug!("{}: depthwise stays tract's: kernel or bias not constant", node.name);
+        return Ok(None);
+    };
+    if !concrete || x.datum_type != f32::datum_type() || kernel.datum_type() != f32::datum_type() {
+        log::debug!("{}: depthwise stays tract's: input {x:?}", node.name);
+        return Ok(None);
+    }
+    let [kh, kw] = [ps.kernel_shape[0], ps.kernel_shape[1]];
+    let strides = ps.strides();
+    let width = x.shape.as_concrete().map_or(0, |s| s[s.len() - 1]);
+    if cout == cin && strides.iter().all(|&s| s == 1) && width >= LONG_ROWS {
+        // tract's own kernel (AVX on x86, NEON on aarch64) is faster on long
+        // stride-1 rows than this op's baseline-SIMD code: keep it there.
+        return Ok(None);
+    }
+    let kernel = kernel.clone().into_tensor().into_shape(&[cout, kh, kw])?;
+    let bias: Vec<f32> = match bias.len() {
+        1 => vec![bias.cast_to_scalar::<f32>()?; cout],
+        n if n == cout => bias.to_plain_array_view::<f32>()?.iter().copied().collect(),
+        _ => return Ok(None),
+    };
+    Ok(Some(DepthwiseConv {
+        kernel: kernel.into_arc_tensor(),
+        bias: rctensor1(&bias),
+        multiplier: cout / cin,
+        kernel_hw: [kh, kw],
+        strides: [strides[0], strides[1]],
+        padding: ps.padding.clone(),
+        has_n,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The convolution written out directly.
+    fn reference(
+        x: &[f32],
+        (cin, h, w): (usize, usize, usize),
+        k: &[f32],
+        (kh, kw): (usize, usize),
+        mult: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Vec<f32> {
+        let oh = (h + 2 * pad - kh) / stride + 1;
+        let ow = (w + 2 * pad - kw) / stride + 1;
+        let mut y = vec![0f32; cin * mult * oh * ow];
+        for oc in 0..cin * mult {
+            let c = oc / mult;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut s = 0.5 * oc as f32;
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let iy = (oy * stride + ky) as isize - pad as isize;
+                            let ix = (ox * stride + kx) as isize - pad as isize;
+                            if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                s += k[(oc * kh + ky) * kw + kx] * x[(c * h + iy as usize) * w + ix as usize];
+                            }
+                        }
+                    }
+                    y[(oc * oh + oy) * ow + ox] = s;
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn matches_the_direct_convolution() {
+        for (cin, h, w, kh, mult, stride, pad) in [
+            (3, 9, 20, 3, 1, 1, 1),
+            (2, 16, 16, 7, 1, 1, 3),
+            (4, 17, 13, 3, 1, 2, 1),
+            (2, 16, 16, 7, 2, 2, 3),
+            (3, 8, 8, 3, 2, 1, 1),
+            (2, 5, 37, 1, 1, 1, 0),
+        ] {
+            let x: Vec<f32> = (0..cin * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+            let k: Vec<f32> =
+                (0..cin * mult * kh * kh).map(|i| ((i * 13 % 29) as f32 - 14.0) / 10.0).collect();
+            let bias: Vec<f32> = (0..cin * mult).map(|c| 0.5 * c as f32).collect();
+            let op = DepthwiseConv {
+                kernel: Tensor::from_shape(&[cin * mult, kh, kh], &k).expect("k").into_arc_tensor(),
+                bias: rctensor1(&bias),
+                multiplier: mult,
+                kernel_hw: [kh, kh],
+                strides: [stride, stride],
+                padding: PaddingSpec::ExplicitOnnxPool(tvec![pad, pad], tvec![pad, pad], false),
+                has_n: true,
+            };
+            let input = Tensor::from_shape(&[1, cin, h, w], &x).expect("x");
+            let y = op.eval(&EvalContext::out_of_plan(), tvec![input.into_tvalue()]).expect("eval");
+            let got: Vec<f32> = y[0].to_plain_array_view::<f32>().expect("y").iter().copied().collect();
+            let want = reference(&x, (cin, h, w), &k, (kh, kh), mult, stride, pad);
+            assert_eq!(got.len(), want.len(), "shape for {cin}x{h}x{w} k{kh} m{mult} s{stride}");
+            let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(worst < 1e-4, "{cin}x{h}x{w} k{kh} m{mult} s{stride} p{pad}: max |d| {worst}");
+        }
+    }
+}
