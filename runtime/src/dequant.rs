@@ -19,9 +19,10 @@ use tract_onnx::prelude::*;
 use tract_onnx::tensor::load_tensor;
 
 /// Replaces every `Mul(Cast(int8 initializer, to=FLOAT), f32 initializer)`
-/// whose intermediate has no other use by one f32 initializer of the Mul's
-/// output name. Returns how many weights were folded.
-pub fn fold_weight_dequant(graph: &mut GraphProto) -> TractResult<usize> {
+/// whose intermediate has no other use, and whose weight has at most
+/// `max_values` values, by one f32 initializer of the Mul's output name.
+/// Returns how many weights were folded.
+pub fn fold_weight_dequant(graph: &mut GraphProto, max_values: usize) -> TractResult<usize> {
     let tensor = |t: &TensorProto| load_tensor(&FopenDataResolver, t, None);
     let init_index: HashMap<&str, usize> =
         graph.initializer.iter().enumerate().map(|(i, t)| (t.name.as_str(), i)).collect();
@@ -53,7 +54,14 @@ pub fn fold_weight_dequant(graph: &mut GraphProto) -> TractResult<usize> {
             continue;
         };
         let scale_proto = &graph.initializer[si];
-        if scale_proto.data_type != DataType::Float as i32 || uses.get(n.input[0].as_str()) != Some(&1) {
+        let values = graph.initializer[qi]
+            .dims
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?));
+        if scale_proto.data_type != DataType::Float as i32
+            || uses.get(n.input[0].as_str()) != Some(&1)
+            || values.is_none_or(|v| v > max_values)
+        {
             continue;
         }
         // Weights kept in external files are left to tract.
@@ -126,15 +134,31 @@ fn dequantise(q: &Tensor, scale: &Tensor) -> TractResult<Option<Vec<f32>>> {
     Ok(Some(w))
 }
 
-/// Parses ONNX bytes, folds weight dequantisation unless `fold` is false
-/// (the int8-compute form takes the int8 weights as they are, see
-/// [`crate::int8`]), and builds tract's model.
-pub fn load_onnx(bytes: &[u8], fold: bool) -> TractResult<(InferenceModel, usize)> {
+/// How much of a weight-only int8 file [`load_onnx`] folds back to f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fold {
+    /// Every weight: the model computes in f32.
+    All,
+    /// Only weights small enough for tract to fold anyway (4 MiB as f32,
+    /// tract-core's `CONST_FOLD_MEM_BUDGET`): folding them here is much faster
+    /// than tract's generic constant evaluation. Larger ones stay int8 for
+    /// the int8-compute rewrite ([`crate::int8`]), which takes them as stored,
+    /// so their f32 form never exists in memory.
+    Small,
+}
+
+/// Parses ONNX bytes, folds weight dequantisation as `fold` says, and
+/// builds tract's model.
+pub fn load_onnx(bytes: &[u8], fold: Fold) -> TractResult<(InferenceModel, usize)> {
     let onnx = tract_onnx::onnx();
     let mut proto: pb::ModelProto = onnx.proto_model_for_read(&mut &bytes[..])?;
+    let max_values = match fold {
+        Fold::All => usize::MAX,
+        Fold::Small => (4 << 20) / 4,
+    };
     let folded = match proto.graph.as_mut() {
-        Some(g) if fold => fold_weight_dequant(g)?,
-        _ => 0,
+        Some(g) => fold_weight_dequant(g, max_values)?,
+        None => 0,
     };
     Ok((onnx.model_for_proto_model(&proto)?, folded))
 }
@@ -195,7 +219,7 @@ mod tests {
     #[test]
     fn folds_cast_and_mul_into_one_f32_weight() {
         let mut g = graph(false);
-        assert_eq!(fold_weight_dequant(&mut g).expect("fold"), 1);
+        assert_eq!(fold_weight_dequant(&mut g, usize::MAX).expect("fold"), 1);
         assert_eq!(g.node.iter().map(|n| n.op_type.as_str()).collect::<Vec<_>>(), ["MatMul"]);
         assert_eq!(g.initializer.len(), 1);
         let w = &g.initializer[0];
@@ -209,9 +233,17 @@ mod tests {
     }
 
     #[test]
+    fn leaves_weights_above_the_limit_alone() {
+        let mut g = graph(false);
+        assert_eq!(fold_weight_dequant(&mut g, 5).expect("fold"), 0);
+        assert_eq!(g.node.len(), 3);
+        assert_eq!(fold_weight_dequant(&mut g, 6).expect("fold"), 1);
+    }
+
+    #[test]
     fn leaves_a_shared_intermediate_alone() {
         let mut g = graph(true);
-        assert_eq!(fold_weight_dequant(&mut g).expect("fold"), 0);
+        assert_eq!(fold_weight_dequant(&mut g, usize::MAX).expect("fold"), 0);
         assert_eq!(g.node.len(), 4);
         assert_eq!(g.initializer.len(), 2);
     }

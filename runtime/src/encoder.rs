@@ -415,7 +415,10 @@ pub fn typed_onnx(bundle: &Bundle, file: &EncoderFile, bytes: &[u8]) -> Result<T
     let size = bundle.preprocess.size as usize;
     let model_err =
         |e: &dyn std::fmt::Display| Error::Model { path: file.path.clone(), message: one_line(e) };
-    let fold = file.precision != Precision::Int8Compute;
+    let fold = match file.precision {
+        Precision::Int8Compute => crate::dequant::Fold::Small,
+        _ => crate::dequant::Fold::All,
+    };
     let (mut model, folded) = crate::dequant::load_onnx(bytes, fold)
         .map_err(|e| model_err(&format!("not a readable ONNX model: {e:#}")))?;
     if folded > 0 {

@@ -47,11 +47,14 @@ if [ ${#bundles[@]} -eq 0 ]; then
     bundles+=(".cache/bench/$m")
   done
 fi
-cargo build -q -p clip-edge-tools
+# Release build: the debug profile keeps overflow checks and debug assertions,
+# which slow the int8 ops in runtime/ about 2x and would skew the table.
+cargo build -q --release -p clip-edge-tools
+bin=target/release/clip-edge
 for b in "${bundles[@]}"; do
   if grep -q 'precision = "int8"' "$b/bundle.toml" && ! grep -q 'precision = "int8-compute"' "$b/bundle.toml"; then
     echo "compare: adding the int8-compute form to $b (export_bundle.py requantise)" >&2
-    "$py" tools/python/export_bundle.py requantise --bundle "$b" --clip-edge target/debug/clip-edge >/dev/null
+    "$py" tools/python/export_bundle.py requantise --bundle "$b" --clip-edge "$bin" >/dev/null
   fi
 done
 image=models/default/samples/dog-google.png
@@ -60,7 +63,7 @@ for b in "${bundles[@]}"; do
   size=$(sed -n 's/^size = \([0-9]*\)/\1/p' "$b/bundle.toml")
   dyn=".cache/bench/dynamic/$(basename "$b").onnx"
   store=$(mktemp --suffix .store)
-  target/debug/clip-edge -q prompts random --bundle "$b" --labels a,b,c,d,e,f,g,h --out "$store" >/dev/null
+  "$bin" -q prompts random --bundle "$b" --labels a,b,c,d,e,f,g,h --out "$store" >/dev/null
   dynbundle=$(mktemp -d)
   # f32 + ONNX Runtime's dynamic int8 of it (made into $dyn on first use), manifest by clip_edge_tools.manifest.
   PYTHONPATH=tools/python "$py" -m clip_edge_tools.bench dynamic-int8 --bundle "$b" --dynamic "$dyn" \
@@ -74,7 +77,7 @@ for b in "${bundles[@]}"; do
            ortfile=$file; [ "$form" = int8-compute ] && ortfile=$dyn ;;
       esac
       grep -q "precision = \"$p\"" "$tb/bundle.toml" || continue
-      t=$(target/debug/clip-edge bench --bundle "$tb" --precision "$p" --threads "$threads" --frames "$frames" \
+      t=$("$bin" bench --bundle "$tb" --precision "$p" --threads "$threads" --frames "$frames" \
           --prompts "$store" --json "$image" 2>/dev/null) || t='{"error": "tract failed"}'
       o=$("$py" tools/bench/ort_bench.py --model "$ortfile" --size "$size" --threads "$threads" --frames "$frames" \
           2>/dev/null) || o='{"error": "onnxruntime failed"}'
