@@ -7,10 +7,10 @@
 //! resolved against the configuration file's folder, so a config and the
 //! bundle it names can move together. See `board/examples/`.
 
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use clip_edge_runtime::toml_error::TomlErrorAt;
 use clip_edge_runtime::{DecisionRule, Precision};
 use serde::{Deserialize, Deserializer};
 
@@ -489,76 +489,10 @@ fn checked_source(
     Ok(source)
 }
 
-/// The board's one rendering of a TOML error: `file: line N col M: message`,
-/// with `key 'table.key': ` before the message when the text shows which key
-/// it is about.
+/// The board's rendering of a TOML error: `file: ` and the runtime's
+/// [`TomlErrorAt`].
 pub(crate) fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
-    let message = e.message().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ");
-    let (at, key) = e.span().map_or((0, None), |span| locate(text, span, &message));
-    let before = &text[..at];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    let key = key.map(|k| format!("key '{k}': ")).unwrap_or_default();
-    ConfigError { path: path.into(), message: format!("line {line} col {col}: {key}{message}") }
-}
-
-/// Where an error is in `text`, and the dotted key it concerns. The reader
-/// reports a key's or a value's own span, except in tagged tables (trigger,
-/// camera, enrolment button), which serde reads whole: their errors span the
-/// table, and the key is the one the message quotes (an unknown or missing
-/// field), or the one whose value it quotes.
-fn locate(text: &str, span: Range<usize>, message: &str) -> (usize, Option<String>) {
-    let start = (0..=span.start.min(text.len())).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
-    let rest = &text[start..];
-    if !rest.starts_with('[') || span.end <= span.start {
-        return (start, key_at(text, start));
-    }
-    let table = header_name(rest);
-    let quoted = message.split(['`', '"']).nth(1).unwrap_or_default();
-    let names_field =
-        ["unknown field", "missing field", "duplicate field"].iter().any(|p| message.starts_with(p));
-    let end = span.end.clamp(start, text.len());
-    let mut at = start;
-    for line in text[start..end].split_inclusive('\n') {
-        if let Some((k, v)) = line.split_once('=') {
-            let (k, v) = (k.trim(), value_text(v));
-            if !quoted.is_empty() && (if names_field { k == quoted } else { v == quoted }) {
-                return (at + line.len() - line.trim_start().len(), Some(format!("{table}.{k}")));
-            }
-        }
-        at += line.len();
-    }
-    let missing = message.starts_with("missing field") && !quoted.is_empty();
-    (start, missing.then(|| format!("{table}.{quoted}")))
-}
-
-/// The dotted key of the `key = value` line holding `at`, if it is one.
-fn key_at(text: &str, at: usize) -> Option<String> {
-    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
-    let (key, _) = text[line_start..].lines().next()?.split_once('=')?;
-    let key = key.trim();
-    if key.is_empty() || key.starts_with(['[', '#']) {
-        return None;
-    }
-    let table = text[..line_start].lines().rev().map(str::trim_start).find(|l| l.starts_with('['));
-    Some(match table {
-        Some(header) => format!("{}.{key}", header_name(header)),
-        None => key.to_string(),
-    })
-}
-
-/// `trigger` for `[trigger]`, `enroll.button` for `[enroll.button]  # comment`.
-fn header_name(header: &str) -> &str {
-    header.trim_start_matches('[').split(']').next().unwrap_or_default().trim()
-}
-
-/// A value as written, without quotes or a trailing comment.
-fn value_text(v: &str) -> &str {
-    let v = v.trim_start();
-    match v.strip_prefix('"') {
-        Some(s) => s.split('"').next().unwrap_or_default(),
-        None => v.split('#').next().unwrap_or_default().trim(),
-    }
+    ConfigError { path: path.into(), message: TomlErrorAt::new(text, e).to_string() }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::toml_error::TomlErrorAt;
 
 /// Name of the manifest file inside a bundle folder.
 pub const MANIFEST_FILE: &str = "bundle.toml";
@@ -22,7 +23,7 @@ pub const MANIFEST_FILE: &str = "bundle.toml";
 pub const MANIFEST_FORMAT: u32 = 1;
 
 /// Numeric form of an image-encoder file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, Deserialize)]
 pub enum Precision {
     /// 32-bit float reference graph.
     #[serde(rename = "f32")]
@@ -72,7 +73,8 @@ impl FromStr for Precision {
 }
 
 /// How a frame is brought to the square model input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ResizeMode {
     /// Resize so the shorter side equals the input size, then crop the centre (CLIP's way).
     ShortestCenterCrop,
@@ -81,7 +83,8 @@ pub enum ResizeMode {
 }
 
 /// Resampling filter used when resizing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Interpolation {
     /// Nearest neighbour.
     Nearest,
@@ -239,20 +242,20 @@ struct RawManifest {
 #[serde(deny_unknown_fields)]
 struct RawImage {
     size: u32,
-    resize: String,
-    interpolation: String,
+    resize: ResizeMode,
+    interpolation: Interpolation,
     mean: Vec<f32>,
     std: Vec<f32>,
     embed_dim: usize,
     logit_scale: f32,
-    default_precision: String,
+    default_precision: Precision,
     encoder: Vec<RawEncoder>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawEncoder {
-    precision: String,
+    precision: Precision,
     file: String,
     sha256: String,
     nnef: Option<String>,
@@ -300,7 +303,8 @@ impl Bundle {
 
     /// Parses manifest text; `dir` resolves relative file names, `path` names the manifest in errors.
     pub fn parse(dir: &Path, path: &Path, text: &str) -> Result<Bundle> {
-        let raw: RawManifest = toml::from_str(text).map_err(|e| Error::manifest(path, one_line_toml(&e)))?;
+        let raw: RawManifest = toml::from_str(text)
+            .map_err(|e| Error::manifest(path, TomlErrorAt::new(text, &e).to_string()))?;
         let bad = |key: &str, msg: String| Error::manifest(path, format!("key '{key}': {msg}"));
 
         if raw.format != MANIFEST_FORMAT {
@@ -318,27 +322,6 @@ impl Bundle {
         if !(16..=2048).contains(&img.size) {
             return Err(bad("image.size", format!("{} is out of range 16..=2048", img.size)));
         }
-        let resize = match img.resize.as_str() {
-            "shortest-center-crop" => ResizeMode::ShortestCenterCrop,
-            "squash" => ResizeMode::Squash,
-            other => {
-                return Err(bad(
-                    "image.resize",
-                    format!("unknown mode '{other}' (expected shortest-center-crop or squash)"),
-                ))
-            }
-        };
-        let interpolation = match img.interpolation.as_str() {
-            "nearest" => Interpolation::Nearest,
-            "bilinear" => Interpolation::Bilinear,
-            "bicubic" => Interpolation::Bicubic,
-            other => {
-                return Err(bad(
-                    "image.interpolation",
-                    format!("unknown filter '{other}' (expected nearest, bilinear or bicubic)"),
-                ))
-            }
-        };
         let mean = three(&img.mean).map_err(|m| bad("image.mean", m))?;
         let std = three(&img.std).map_err(|m| bad("image.std", m))?;
         if std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
@@ -359,8 +342,7 @@ impl Bundle {
         let mut encoders = Vec::with_capacity(img.encoder.len());
         for (i, e) in img.encoder.iter().enumerate() {
             let key = format!("image.encoder[{i}]");
-            let precision: Precision =
-                e.precision.parse().map_err(|m| bad(&format!("{key}.precision"), m))?;
+            let precision = e.precision;
             if encoders.iter().any(|x: &EncoderFile| x.precision == precision) {
                 return Err(bad(
                     &format!("{key}.precision"),
@@ -390,8 +372,7 @@ impl Bundle {
             encoders.push(EncoderFile { precision, path: file, sha256: e.sha256.to_ascii_lowercase(), nnef });
         }
         encoders.sort_by_key(|e| e.precision);
-        let default_precision: Precision =
-            img.default_precision.parse().map_err(|m| bad("image.default_precision", m))?;
+        let default_precision = img.default_precision;
         if !encoders.iter().any(|e| e.precision == default_precision) {
             return Err(bad(
                 "image.default_precision",
@@ -443,7 +424,13 @@ impl Bundle {
             dir: dir.to_path_buf(),
             name: raw.name,
             fingerprint,
-            preprocess: PreprocessSpec { size: img.size, resize, interpolation, mean, std },
+            preprocess: PreprocessSpec {
+                size: img.size,
+                resize: img.resize,
+                interpolation: img.interpolation,
+                mean,
+                std,
+            },
             embed_dim: img.embed_dim,
             logit_scale: img.logit_scale,
             encoders,
@@ -538,14 +525,6 @@ fn relative_file(dir: &Path, name: &str) -> std::result::Result<PathBuf, String>
     Ok(dir.join(p))
 }
 
-fn one_line_toml(e: &toml::de::Error) -> String {
-    let msg = e.message().trim().to_string();
-    match e.span() {
-        Some(span) => format!("{msg} (at byte {})", span.start),
-        None => msg,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -602,7 +581,11 @@ sha256 = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
             ("embed_dim = 64", "embed_dim = 0", "image.embed_dim"),
             ("logit_scale = 100.0", "logit_scale = -1.0", "image.logit_scale"),
             ("default_precision = \"f32\"", "default_precision = \"int8\"", "image.default_precision"),
-            ("precision = \"f32\"", "precision = \"f64\"", "image.encoder[0].precision"),
+            (
+                "[[image.encoder]]\nprecision = \"f32\"",
+                "[[image.encoder]]\nprecision = \"f64\"",
+                "image.encoder.precision",
+            ),
             ("file = \"image_f32.onnx\"", "file = \"../x.onnx\"", "image.encoder[0].file"),
             ("format = 1", "format = 2", "format"),
             ("prompts = \"prompts.store\"", "prompts = \"/etc/passwd\"", "prompts"),

@@ -22,6 +22,7 @@ pub mod preprocess;
 pub mod process;
 pub mod score;
 pub mod store;
+pub mod toml_error;
 
 use std::path::Path;
 

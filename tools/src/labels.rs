@@ -18,6 +18,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use clip_edge_runtime::store::EntryKind;
+use clip_edge_runtime::toml_error::TomlErrorAt;
 use serde::Deserialize;
 
 use crate::templates;
@@ -35,16 +36,12 @@ pub enum LabelsError {
         source: std::io::Error,
     },
     /// TOML syntax or type error, with its position.
-    #[error("{path}:{line}:{column}: {message}")]
+    #[error("{path}: {at}")]
     Syntax {
         /// The labels file.
         path: PathBuf,
-        /// 1-based line.
-        line: usize,
-        /// 1-based column.
-        column: usize,
-        /// The parser's message.
-        message: String,
+        /// Where in the file, the key and the reader's message.
+        at: TomlErrorAt,
     },
     /// Well-formed TOML with an invalid value.
     #[error("{path}: {message}")]
@@ -111,10 +108,8 @@ impl LabelSet {
 
     /// Parses labels-file text; `path` names it in errors.
     pub fn parse(path: &Path, text: &str, default_templates: &[&str]) -> Result<LabelSet, LabelsError> {
-        let raw: Raw = toml::from_str(text).map_err(|e| {
-            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
-            LabelsError::Syntax { path: path.into(), line, column, message: e.message().trim().to_string() }
-        })?;
+        let raw: Raw = toml::from_str(text)
+            .map_err(|e| LabelsError::Syntax { path: path.into(), at: TomlErrorAt::new(text, &e) })?;
         let invalid = |message: String| LabelsError::Invalid { path: path.into(), message };
         let templates: Vec<String> = match raw.templates {
             None => default_templates.iter().map(|s| s.to_string()).collect(),
@@ -194,13 +189,6 @@ impl LabelSet {
     }
 }
 
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,7 +236,7 @@ descriptions = ["an empty room", "a plain wall"]
     #[test]
     fn errors_name_the_problem() {
         let cases = [
-            ("[[class]]\nname = \"cat\"\nname2 = 1\n[[class\n", "labels.toml:4:"),
+            ("[[class]]\nname = \"cat\"\nname2 = 1\n[[class\n", "labels.toml: line 4 col "),
             ("[[class]]\nname = \"\"", "class entry 1 has an empty name"),
             ("[[class]]\nname = \"cat\"\n[[class]]\nname = \"Cat\"", "label 'Cat' is given twice"),
             ("[[class]]\nname = \"cat\"\n[[background]]\nname = \"cat\"", "label 'cat' is given twice"),
@@ -270,7 +258,9 @@ descriptions = ["an empty room", "a plain wall"]
     #[test]
     fn syntax_errors_carry_line_and_column() {
         match parse("[[class]]\nname = \"cat\"\nname = oops\n") {
-            Err(LabelsError::Syntax { line, column, .. }) => assert_eq!((line, column), (3, 8)),
+            Err(LabelsError::Syntax { at, .. }) => {
+                assert_eq!((at.line, at.column, at.key.as_deref()), (3, 8, Some("class.name")))
+            }
             other => panic!("{other:?}"),
         }
     }

@@ -247,7 +247,7 @@ fn broken_bundles_are_refused() {
     std::fs::write(&manifest, text.replace("interpolation = \"bicubic\"", "interpolation = \"cubic\""))
         .expect("w");
     let o = run(args!["classify", "--bundle", dir.path().as_os_str(), img.as_os_str()]);
-    assert_clean_failure(&o, "bundle.toml", "key 'image.interpolation': unknown filter 'cubic'");
+    assert_clean_failure(&o, "bundle.toml", "key 'image.interpolation': unknown variant `cubic`, expected one of `nearest`, `bilinear`, `bicubic`");
 
     std::fs::write(&manifest, &text).expect("restore");
     let o =

@@ -113,7 +113,11 @@ fn bad_labels_fail_cleanly_and_leave_the_output_untouched() {
     let dir = tempfile::tempdir().expect("tmp");
     let out = write(dir.path(), "prompts.store", "previous contents");
     let cases = [
-        ("syntax.toml", "[[class]]\nname = \"dog\"\nname = oops\n", "syntax.toml:3:8"),
+        (
+            "syntax.toml",
+            "[[class]]\nname = \"dog\"\nname = oops\n",
+            "syntax.toml: line 3 col 8: key 'class.name'",
+        ),
         ("empty.toml", "[[class]]\nname = \"  \"\n", "class entry 1 has an empty name"),
         ("dup.toml", "[[class]]\nname = \"dog\"\n[[class]]\nname = \"dog\"\n", "label 'dog' is given twice"),
         (
