@@ -293,6 +293,13 @@ impl TypedOp for DepthwiseConv {
     as_op!();
 }
 
+impl DepthwiseConv {
+    /// Multiply-accumulates per output value (the kernel's taps).
+    pub fn taps(&self) -> usize {
+        self.kernel_hw[0] * self.kernel_hw[1]
+    }
+}
+
 /// Replaces every depthwise or channel-multiplier convolution of a
 /// decluttered model (NCHW, f32, one image, 2-D, no dilation, constant
 /// kernel and bias) by [`DepthwiseConv`]; returns how many.

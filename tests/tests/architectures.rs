@@ -4,10 +4,13 @@
 
 use std::collections::BTreeMap;
 
+use clip_edge_runtime::encoder::typed_onnx;
 use clip_edge_runtime::frame::load_rgb;
+use clip_edge_runtime::int8::{KeptF32, LayerCompute};
 use clip_edge_runtime::{Bundle, ImageEncoder, Precision};
 use clip_edge_tests::{cosine, data_dir, max_abs_diff, normalise};
 use serde::Deserialize;
+use tract_core::ops::cnn::Conv;
 
 #[derive(Deserialize)]
 struct Reference {
@@ -43,9 +46,18 @@ fn every_architecture_matches_onnx_runtime_in_every_precision() {
                 let int8: Vec<&str> = report
                     .layers
                     .iter()
-                    .filter(|l| !matches!(l.compute, clip_edge_runtime::int8::LayerCompute::F32(_)))
+                    .filter(|l| !matches!(l.compute, LayerCompute::F32(_)))
                     .map(|l| l.name.as_str())
                     .collect();
+                // Every grouped convolution is reported, also those the depthwise rewrite made clip-edge's op.
+                let grouped =
+                    report.layers.iter().filter(|l| l.compute == LayerCompute::F32(KeptF32::Grouped)).count();
+                assert_eq!(
+                    grouped,
+                    grouped_convs(&bundle),
+                    "{}: grouped layers reported",
+                    reference.open_clip_model
+                );
                 assert_eq!(
                     int8, reference.int8_compute_layers,
                     "{}: the runtime now computes other layers in int8 than the reference emulates \
@@ -125,4 +137,12 @@ fn one_prompt_store_serves_every_precision_of_a_model() {
         let c = clf.score(&emb, 2, &DecisionRule::default()).expect("score");
         assert_eq!(clf.label(c.top[0].index), "scene", "{p}");
     }
+}
+
+/// Grouped convolutions in the bundle's decluttered f32 graph, counted by tract.
+fn grouped_convs(bundle: &Bundle) -> usize {
+    let file = bundle.encoder(Some(Precision::F32)).expect("f32 encoder");
+    let bytes = file.read_verified().expect("read");
+    let model = typed_onnx(bundle, file, &bytes).expect("typed").into_decluttered().expect("declutter");
+    model.nodes().iter().filter(|n| n.op_as::<Conv>().is_some_and(|c| c.group > 1)).count()
 }

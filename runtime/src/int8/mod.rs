@@ -137,6 +137,8 @@ struct Site {
     name: String,
     macs: u64,
     verdict: std::result::Result<Candidate, KeptF32>,
+    /// A [`crate::depthwise::DepthwiseConv`]: reported, and not a candidate for first or last layer.
+    depthwise: bool,
 }
 
 /// Rewrites the weighted layers of a decluttered model (see the module
@@ -154,15 +156,25 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<Int8Report> {
             if let Some(site) = conv_site(model, node, op)? {
                 sites.push(site);
             }
+        } else if let Some(op) = node.op_as::<crate::depthwise::DepthwiseConv>() {
+            // Already clip-edge's f32 op (the depthwise rewrite runs first): reported, never rewritten.
+            let out = concrete(&model.outlet_fact(node.id.into())?.shape);
+            let macs = out.map_or(0, |s| s.iter().product::<u64>()) * op.taps() as u64;
+            sites.push(Site {
+                node: id,
+                name: node.name.clone(),
+                macs,
+                verdict: Err(KeptF32::Grouped),
+                depthwise: true,
+            });
         }
     }
-    if let Some(first) = sites.first_mut() {
-        first.verdict = Err(KeptF32::First);
+    let dense: Vec<usize> = (0..sites.len()).filter(|&i| !sites[i].depthwise).collect();
+    if let Some(&first) = dense.first() {
+        sites[first].verdict = Err(KeptF32::First);
     }
-    if sites.len() > 1 {
-        if let Some(last) = sites.last_mut() {
-            last.verdict = Err(KeptF32::Last);
-        }
+    if let [_, .., last] = dense[..] {
+        sites[last].verdict = Err(KeptF32::Last);
     }
     let mut report = Int8Report::default();
     for site in sites {
@@ -246,7 +258,7 @@ fn product_site(model: &TypedModel, node: &TypedNode, op: &EinSum) -> TractResul
     .inspect_err(|why| {
         log::debug!("{} stays f32 ({}): {} on {:?}", node.name, why.as_str(), op.axes, x_shape);
     });
-    Ok(Some(Site { node: node.id, name: node.name.clone(), macs, verdict }))
+    Ok(Some(Site { node: node.id, name: node.name.clone(), macs, verdict, depthwise: false }))
 }
 
 /// Whether the activation's per-row scales, in the activation's row-major
@@ -295,7 +307,7 @@ fn conv_site(model: &TypedModel, node: &TypedNode, op: &Conv) -> TractResult<Opt
     } else {
         Ok(Candidate::Conv { out_axis })
     };
-    Ok(Some(Site { node: node.id, name: node.name.clone(), macs, verdict }))
+    Ok(Some(Site { node: node.id, name: node.name.clone(), macs, verdict, depthwise: false }))
 }
 
 /// A layer's constant weight: f32, or the int8 file's `Mul(Cast(q), scale)`
