@@ -89,10 +89,7 @@ impl Replay {
         })?;
         let mut files: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                let ext = p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
-                matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg" | "bmp" | "webp"))
-            })
+            .filter(|p| clip_edge_runtime::frame::is_image_file(p))
             .collect();
         files.sort();
         if files.is_empty() {

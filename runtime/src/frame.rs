@@ -20,6 +20,15 @@ fn limits() -> Limits {
     l
 }
 
+/// Whether `path` names an image file the decoder reads (by extension,
+/// case-insensitive): what folders of frames (replay cameras, evaluation
+/// sets) are filtered by.
+pub fn is_image_file(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| ["png", "jpg", "jpeg", "bmp", "webp"].iter().any(|x| e.eq_ignore_ascii_case(x)))
+}
+
 /// Reads and decodes an image file (PNG, JPEG, BMP, WebP) into RGB8.
 ///
 /// The format is detected from the content, not the extension; alpha is
@@ -211,6 +220,16 @@ mod tests {
             .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
             .expect("encode");
         out
+    }
+
+    #[test]
+    fn image_files_are_known_by_extension_in_any_case() {
+        for name in ["a.png", "b.JPG", "c.jpeg", "d.Bmp", "e.webp"] {
+            assert!(is_image_file(Path::new(name)), "{name}");
+        }
+        for name in ["notes.txt", "png", "f.png.tmp", "g"] {
+            assert!(!is_image_file(Path::new(name)), "{name}");
+        }
     }
 
     #[test]

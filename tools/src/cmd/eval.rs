@@ -16,8 +16,6 @@ use crate::cli::EvalArgs;
 use crate::labels::LabelSet;
 use crate::prompt_build::{build_store, BuildOptions};
 
-const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "webp"];
-
 /// One class folder of the data set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClassFolder {
@@ -42,8 +40,7 @@ pub fn scan(data: &Path) -> anyhow::Result<Vec<ClassFolder>> {
         let mut images = Vec::new();
         for f in std::fs::read_dir(&path).with_context(|| format!("cannot read {}", path.display()))? {
             let p = f.with_context(|| format!("cannot read {}", path.display()))?.path();
-            let ext = p.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
-            if p.is_file() && IMAGE_EXTENSIONS.contains(&ext.as_str()) {
+            if p.is_file() && clip_edge_runtime::frame::is_image_file(&p) {
                 images.push(p);
             } else if p.is_file() {
                 log::debug!("skipping {} (not an image file name)", p.display());
