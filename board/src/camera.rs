@@ -96,7 +96,7 @@ impl Replay {
             return Err(CameraError::new(
                 CameraErrorKind::Unavailable,
                 folder,
-                "no images (png, jpg, bmp, webp)",
+                format!("no images ({})", clip_edge_runtime::frame::IMAGE_EXTENSIONS.join(", ")),
             ));
         }
         Ok(Replay { folder: folder.into(), files, next: 0 })

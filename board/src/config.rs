@@ -258,7 +258,7 @@ struct File {
 #[serde(deny_unknown_fields)]
 struct ModelSection {
     bundle: PathBuf,
-    #[serde(default, deserialize_with = "precision")]
+    #[serde(default)]
     precision: Option<Precision>,
     prompts: Option<PathBuf>,
     #[serde(default = "one")]
@@ -314,12 +314,6 @@ impl Default for DecisionSection {
 
 fn millis<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     u64::deserialize(d).map(Duration::from_millis)
-}
-
-/// Read with the runtime's own names and message (`f32`, `f16`, `int8`, `int8-compute`).
-fn precision<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Precision>, D::Error> {
-    let name = Option::<String>::deserialize(d)?;
-    name.map(|p| p.parse().map_err(serde::de::Error::custom)).transpose()
 }
 
 fn int<const N: u32>() -> u32 {

@@ -24,6 +24,7 @@ pub const MANIFEST_FORMAT: u32 = 1;
 
 /// Numeric form of an image-encoder file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, Deserialize)]
+#[serde(try_from = "String")]
 pub enum Precision {
     /// 32-bit float reference graph.
     #[serde(rename = "f32")]
@@ -56,6 +57,13 @@ impl Precision {
 impl fmt::Display for Precision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl TryFrom<String> for Precision {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        s.parse()
     }
 }
 

@@ -154,7 +154,7 @@ pub fn load_onnx(bytes: &[u8], fold: Fold) -> TractResult<(InferenceModel, usize
     let mut proto: pb::ModelProto = onnx.proto_model_for_read(&mut &bytes[..])?;
     let max_values = match fold {
         Fold::All => usize::MAX,
-        Fold::Small => (4 << 20) / 4,
+        Fold::Small => usize::try_from(tract_core::optim::CONST_FOLD_MEM_BUDGET / 4).unwrap_or(usize::MAX),
     };
     let folded = match proto.graph.as_mut() {
         Some(g) => fold_weight_dequant(g, max_values)?,

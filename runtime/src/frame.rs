@@ -26,8 +26,11 @@ fn limits() -> Limits {
 pub fn is_image_file(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
-        .is_some_and(|e| ["png", "jpg", "jpeg", "bmp", "webp"].iter().any(|x| e.eq_ignore_ascii_case(x)))
+        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
 }
+
+/// The file extensions [`is_image_file`] accepts, lower case.
+pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "webp"];
 
 /// Reads and decodes an image file (PNG, JPEG, BMP, WebP) into RGB8.
 ///

@@ -48,16 +48,19 @@ impl fmt::Display for TomlErrorAt {
 /// table, and the key is the one the message quotes (an unknown or missing
 /// field), or the one whose value it quotes.
 fn locate(text: &str, span: Range<usize>, message: &str) -> (usize, Option<String>) {
-    let start = (0..=span.start.min(text.len())).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+    let boundary = |i: usize| (0..=i.min(text.len())).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+    let start = boundary(span.start);
     let rest = &text[start..];
-    if !rest.starts_with('[') || span.end <= span.start {
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let is_header = rest.starts_with('[') && text[line_start..start].trim().is_empty();
+    if !is_header || span.end <= span.start {
         return (start, key_at(text, start));
     }
-    let table = header_name(rest);
+    let table = table_path(text, start);
     let quoted = message.split(['`', '"']).nth(1).unwrap_or_default();
     let names_field =
         ["unknown field", "missing field", "duplicate field"].iter().any(|p| message.starts_with(p));
-    let end = span.end.clamp(start, text.len());
+    let end = boundary(span.end).max(start);
     let mut at = start;
     for line in text[start..end].split_inclusive('\n') {
         if let Some((k, v)) = line.split_once('=') {
@@ -80,11 +83,41 @@ fn key_at(text: &str, at: usize) -> Option<String> {
     if key.is_empty() || key.starts_with(['[', '#']) {
         return None;
     }
-    let table = text[..line_start].lines().rev().map(str::trim_start).find(|l| l.starts_with('['));
-    Some(match table {
-        Some(header) => format!("{}.{key}", header_name(header)),
+    Some(match header_before(text, line_start) {
+        Some(h) => format!("{}.{key}", table_path(text, h)),
         None => key.to_string(),
     })
+}
+
+/// Where the nearest table header above the line starting at `line_start` starts.
+fn header_before(text: &str, line_start: usize) -> Option<usize> {
+    let mut pos = line_start;
+    while pos > 0 {
+        let start = text[..pos - 1].rfind('\n').map_or(0, |i| i + 1);
+        let line = &text[start..pos - 1];
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('[') {
+            return Some(start + line.len() - trimmed.len());
+        }
+        pos = start;
+    }
+    None
+}
+
+/// The dotted path of the table whose header starts at `at`: `trigger` for
+/// `[trigger]`, `image.encoder[1]` for the second `[[image.encoder]]`.
+fn table_path(text: &str, at: usize) -> String {
+    let header = &text[at..];
+    let name = header_name(header);
+    if !header.starts_with("[[") {
+        return name.to_string();
+    }
+    let index = text[..at]
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with("[[") && header_name(l) == name)
+        .count();
+    format!("{name}[{index}]")
 }
 
 /// `trigger` for `[trigger]`, `enroll.button` for `[enroll.button]  # comment`.
@@ -117,6 +150,15 @@ mod tests {
     #[allow(dead_code)]
     struct Image {
         size: u32,
+        #[serde(default)]
+        encoder: Vec<Encoder>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Encoder {
+        file: String,
     }
 
     fn at(text: &str) -> TomlErrorAt {
@@ -130,6 +172,12 @@ mod tests {
         assert!(e.to_string().starts_with("line 2 col 8: key 'image.size': invalid type"), "{e}");
         let e = at("[image]\nsize = 3\nsise = 4\n");
         assert_eq!((e.line, e.key.as_deref()), (3, Some("image.sise")));
+        let e = at("[image]\nsize = [224]\n");
+        assert_eq!((e.line, e.column, e.key.as_deref()), (2, 8, Some("image.size")), "{e}");
+        let e = at("[image]\nsize = 3\n[[image.encoder]]\nfile = [\"a\"]\n");
+        assert_eq!((e.line, e.key.as_deref()), (4, Some("image.encoder[0].file")), "{e}");
+        let e = at("[image]\nsize = 3\n[[image.encoder]]\nfile = \"a\"\n[[image.encoder]]\nfile = 2\n");
+        assert_eq!((e.line, e.key.as_deref()), (6, Some("image.encoder[1].file")), "{e}");
         let e = at("[image]\nsize = \n");
         assert_eq!((e.line, e.key.as_deref()), (2, Some("image.size")));
         assert!(e.to_string().starts_with("line 2 col "), "{e}");

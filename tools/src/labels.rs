@@ -259,7 +259,7 @@ descriptions = ["an empty room", "a plain wall"]
     fn syntax_errors_carry_line_and_column() {
         match parse("[[class]]\nname = \"cat\"\nname = oops\n") {
             Err(LabelsError::Syntax { at, .. }) => {
-                assert_eq!((at.line, at.column, at.key.as_deref()), (3, 8, Some("class.name")))
+                assert_eq!((at.line, at.column, at.key.as_deref()), (3, 8, Some("class[0].name")))
             }
             other => panic!("{other:?}"),
         }

@@ -116,7 +116,7 @@ fn bad_labels_fail_cleanly_and_leave_the_output_untouched() {
         (
             "syntax.toml",
             "[[class]]\nname = \"dog\"\nname = oops\n",
-            "syntax.toml: line 3 col 8: key 'class.name'",
+            "syntax.toml: line 3 col 8: key 'class[0].name'",
         ),
         ("empty.toml", "[[class]]\nname = \"  \"\n", "class entry 1 has an empty name"),
         ("dup.toml", "[[class]]\nname = \"dog\"\n[[class]]\nname = \"dog\"\n", "label 'dog' is given twice"),

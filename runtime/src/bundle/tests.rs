@@ -55,7 +55,7 @@ fn each_bad_field_is_named() {
         (
             "[[image.encoder]]\nprecision = \"f32\"",
             "[[image.encoder]]\nprecision = \"f64\"",
-            "image.encoder.precision",
+            "image.encoder[0].precision",
         ),
         ("file = \"image_f32.onnx\"", "file = \"../x.onnx\"", "image.encoder[0].file"),
         ("format = 1", "format = 2", "format"),

@@ -137,8 +137,6 @@ struct Site {
     name: String,
     macs: u64,
     verdict: std::result::Result<Candidate, KeptF32>,
-    /// A [`crate::depthwise::DepthwiseConv`]: reported, and not a candidate for first or last layer.
-    depthwise: bool,
 }
 
 /// Rewrites the weighted layers of a decluttered model (see the module
@@ -160,16 +158,12 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<Int8Report> {
             // Already clip-edge's f32 op (the depthwise rewrite runs first): reported, never rewritten.
             let out = concrete(&model.outlet_fact(node.id.into())?.shape);
             let macs = out.map_or(0, |s| s.iter().product::<u64>()) * op.taps() as u64;
-            sites.push(Site {
-                node: id,
-                name: node.name.clone(),
-                macs,
-                verdict: Err(KeptF32::Grouped),
-                depthwise: true,
-            });
+            sites.push(Site { node: id, name: node.name.clone(), macs, verdict: Err(KeptF32::Grouped) });
         }
     }
-    let dense: Vec<usize> = (0..sites.len()).filter(|&i| !sites[i].depthwise).collect();
+    // First and last are chosen among the layers that could run in int8.
+    let dense: Vec<usize> =
+        (0..sites.len()).filter(|&i| !matches!(sites[i].verdict, Err(KeptF32::Grouped))).collect();
     if let Some(&first) = dense.first() {
         sites[first].verdict = Err(KeptF32::First);
     }
@@ -258,7 +252,7 @@ fn product_site(model: &TypedModel, node: &TypedNode, op: &EinSum) -> TractResul
     .inspect_err(|why| {
         log::debug!("{} stays f32 ({}): {} on {:?}", node.name, why.as_str(), op.axes, x_shape);
     });
-    Ok(Some(Site { node: node.id, name: node.name.clone(), macs, verdict, depthwise: false }))
+    Ok(Some(Site { node: node.id, name: node.name.clone(), macs, verdict }))
 }
 
 /// Whether the activation's per-row scales, in the activation's row-major
@@ -307,13 +301,13 @@ fn conv_site(model: &TypedModel, node: &TypedNode, op: &Conv) -> TractResult<Opt
     } else {
         Ok(Candidate::Conv { out_axis })
     };
-    Ok(Some(Site { node: node.id, name: node.name.clone(), macs, verdict, depthwise: false }))
+    Ok(Some(Site { node: node.id, name: node.name.clone(), macs, verdict }))
 }
 
 /// A layer's constant weight: f32, or the int8 file's `Mul(Cast(q), scale)`
 /// that tract leaves unfolded when the f32 weight would be large (the
-/// int8-compute form loads the int8 file without folding it, see
-/// `dequant::load_onnx`).
+/// int8-compute form loads the int8 file folding only its small weights,
+/// see `dequant::Fold::Small`).
 #[derive(Debug, Clone)]
 enum Weight {
     F32(Arc<Tensor>),
