@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clip_edge_runtime::store::EntryKind;
-use clip_edge_runtime::{Bundle, Classification, Classifier, ErrorKind};
+use clip_edge_runtime::{round3, Bundle, Classification, Classifier, ErrorKind};
 
 use crate::camera::{self, FrameSource};
 use crate::config::Config;
@@ -179,7 +179,7 @@ impl Daemon {
             labels: d.clf.store().len(),
             trigger: d.trigger.describe(),
             camera: d.camera.describe(),
-            load_ms: (load_ms * 1e3).round() / 1e3,
+            load_ms: round3(load_ms),
         };
         log::info!("ready: {} on {}, {}", d.bundle.name, d.trigger.describe(), d.camera.describe());
         d.sink.emit(ready);
@@ -484,7 +484,7 @@ fn ms_since_ns(ts_ns: u64) -> f64 {
 }
 
 fn round_timing(t: Timing) -> Timing {
-    let r = |v: f64| (v * 1e3).round() / 1e3;
+    let r = round3;
     Timing {
         trigger_to_frame: r(t.trigger_to_frame),
         decode: r(t.decode),

@@ -47,6 +47,12 @@ impl Embedding {
     }
 }
 
+/// `v` rounded to 3 decimals: how reports and events write times in ms
+/// (microseconds kept, no float noise).
+pub fn round3(v: f64) -> f64 {
+    (v * 1e3).round() / 1e3
+}
+
 /// Time spent in each stage of one [`ImageEncoder::encode`] call.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct EncodeTiming {

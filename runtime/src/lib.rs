@@ -27,7 +27,7 @@ pub mod toml_error;
 use std::path::Path;
 
 pub use bundle::{Bundle, Precision};
-pub use encoder::{Embedding, EncodeTiming, ImageEncoder, LoadTiming};
+pub use encoder::{round3, Embedding, EncodeTiming, ImageEncoder, LoadTiming};
 pub use error::{one_line, Error, ErrorKind, Result};
 pub use score::{Classification, Decision, DecisionRule, Scorer};
 pub use store::PromptStore;

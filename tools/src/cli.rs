@@ -137,6 +137,9 @@ pub struct FewshotRemoveArgs {
     /// The class whose shots are removed.
     #[arg(long, value_name = "NAME")]
     pub class: String,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Model selection shared by commands that run the image encoder.
@@ -374,6 +377,9 @@ pub struct RandomArgs {
     /// Output file (replaced atomically).
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn fraction(s: &str) -> Result<f64, String> {

@@ -199,20 +199,7 @@ mod tests {
 
     #[test]
     fn the_documented_form_parses() {
-        let s = parse(
-            r#"
-templates = ["a photo of a {}.", "a blurry photo of a {}."]
-[[class]]
-name = "dog"
-descriptions = ["a dog face", "a puppy"]
-[[class]]
-name = "cat"
-[[background]]
-name = "nothing"
-descriptions = ["an empty room", "a plain wall"]
-"#,
-        )
-        .expect("valid");
+        let s = parse(include_str!("../tests/fixtures/two_classes.labels.toml")).expect("valid");
         assert_eq!(s.entries.len(), 3);
         assert_eq!(
             s.entries[0].prompts,

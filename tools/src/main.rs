@@ -1,7 +1,9 @@
-//! `clip-edge`: the host command-line tool.
+//! `clip-edge`: the host command-line tool. Argument parsing is in `cli`,
+//! one module per command in `cmd`; the work itself is in the library.
 
-use std::process::ExitCode;
+mod cli;
+mod cmd;
 
-fn main() -> ExitCode {
-    clip_edge_tools::cli::main()
+fn main() -> std::process::ExitCode {
+    cli::main()
 }

@@ -10,7 +10,6 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
 use clip_edge_runtime::bundle::{sha256_hex, EncoderFile, NnefFile, MANIFEST_FILE};
 use clip_edge_runtime::encoder::typed_onnx;
 use clip_edge_runtime::store::write_atomic;
@@ -21,6 +20,53 @@ use crate::rng::SplitMix64;
 
 /// Lowest cosine between ONNX and NNEF embeddings of a probe frame that is accepted.
 pub const MIN_COSINE: f32 = 0.9999;
+
+/// Why a conversion stopped; the manifest is only rewritten when none occurs.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    /// The bundle, an encoder file or a write failed in the runtime.
+    #[error(transparent)]
+    Runtime(#[from] clip_edge_runtime::Error),
+    /// `bundle.toml` could not be edited.
+    #[error("{path}: {message}")]
+    Manifest {
+        /// The manifest.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// tract could not declutter the ONNX encoder.
+    #[error("{path}: tract cannot declutter it: {message}")]
+    Declutter {
+        /// The ONNX file.
+        path: PathBuf,
+        /// tract's error, on one line.
+        message: String,
+    },
+    /// The NNEF copy was written but is not what the runtime loads, or its
+    /// embeddings differ from the ONNX file's; it was removed again.
+    #[error("{path}: {message}; not recorded")]
+    Verify {
+        /// The NNEF archive.
+        path: PathBuf,
+        /// What differed.
+        message: String,
+    },
+}
+
+impl ConvertError {
+    /// The runtime's error kind this maps to, for callers that sort failures.
+    pub fn kind(&self) -> clip_edge_runtime::ErrorKind {
+        match self {
+            ConvertError::Runtime(e) => e.kind(),
+            _ => clip_edge_runtime::ErrorKind::Model,
+        }
+    }
+}
+
+fn manifest_err(path: &Path, message: impl Into<String>) -> ConvertError {
+    ConvertError::Manifest { path: path.to_path_buf(), message: message.into() }
+}
 
 /// What happened to one encoder.
 #[derive(Debug, Clone)]
@@ -60,13 +106,16 @@ pub struct Converted {
 /// Converts the encoders of the bundle in `dir` (all of them when `precisions`
 /// is empty). A copy is skipped when it would be more than `max_growth` times
 /// the ONNX file's size. The manifest is rewritten atomically once, at the end.
-pub fn convert_bundle(dir: &Path, precisions: &[Precision], max_growth: f64) -> anyhow::Result<Vec<Outcome>> {
-    let bundle = Bundle::load(dir).with_context(|| format!("cannot use bundle {}", dir.display()))?;
+pub fn convert_bundle(
+    dir: &Path,
+    precisions: &[Precision],
+    max_growth: f64,
+) -> Result<Vec<Outcome>, ConvertError> {
+    let bundle = Bundle::load(dir)?;
     let manifest = bundle.dir.join(MANIFEST_FILE);
-    let text =
-        std::fs::read_to_string(&manifest).with_context(|| format!("cannot read {}", manifest.display()))?;
+    let text = std::fs::read_to_string(&manifest).map_err(|e| manifest_err(&manifest, e.to_string()))?;
     let mut doc: toml_edit::DocumentMut =
-        text.parse().with_context(|| format!("{}: not valid TOML", manifest.display()))?;
+        text.parse().map_err(|e| manifest_err(&manifest, format!("not valid TOML: {e}")))?;
     for p in precisions {
         bundle.encoder(Some(*p))?;
     }
@@ -82,18 +131,19 @@ pub fn convert_bundle(dir: &Path, precisions: &[Precision], max_growth: f64) -> 
     if outcomes.iter().any(|o| matches!(o, Outcome::Converted(_))) {
         write_atomic(&manifest, doc.to_string().as_bytes())?;
         Bundle::load(dir)
-            .with_context(|| format!("{}: rewritten manifest does not load", manifest.display()))?;
+            .map_err(|e| manifest_err(&manifest, format!("rewritten manifest does not load: {e}")))?;
     }
     Ok(outcomes)
 }
 
-fn convert_one(bundle: &Bundle, file: &EncoderFile, max_growth: f64) -> anyhow::Result<Outcome> {
+fn convert_one(bundle: &Bundle, file: &EncoderFile, max_growth: f64) -> Result<Outcome, ConvertError> {
     let precision = file.precision;
     let bytes = file.read_verified()?;
     let typed = typed_onnx(bundle, file, &bytes)?;
-    let decluttered = typed
-        .into_decluttered()
-        .with_context(|| format!("{}: tract cannot declutter it", file.path.display()))?;
+    let decluttered = typed.into_decluttered().map_err(|e| ConvertError::Declutter {
+        path: file.path.clone(),
+        message: clip_edge_runtime::one_line(&e),
+    })?;
     let tar = match clip_edge_runtime::nnef::to_tar(&decluttered) {
         Ok(tar) => tar,
         Err(e) => {
@@ -143,7 +193,7 @@ fn verify(
     bundle: &Bundle,
     file: &EncoderFile,
     nnef: &NnefFile,
-) -> anyhow::Result<(LoadTiming, LoadTiming, f32, f32)> {
+) -> Result<(LoadTiming, LoadTiming, f32, f32), ConvertError> {
     let with = |n: Option<NnefFile>| {
         let mut b = bundle.clone();
         b.encoders.iter_mut().filter(|e| e.precision == file.precision).for_each(|e| e.nnef = n.clone());
@@ -152,7 +202,10 @@ fn verify(
     let mut onnx = with(None)?;
     let mut from_nnef = with(Some(nnef.clone()))?;
     if !from_nnef.load_timing().from_nnef {
-        bail!("{}: written but the runtime did not load it (see the warning above)", nnef.path.display());
+        return Err(ConvertError::Verify {
+            path: nnef.path.clone(),
+            message: "written but the runtime did not load it (see the warning above)".into(),
+        });
     }
     let (mut min_cosine, mut max_abs) = (1f32, 0f32);
     for frame in probe_frames(bundle.preprocess.size) {
@@ -163,10 +216,12 @@ fn verify(
         max_abs = max_abs.max(diff);
     }
     if min_cosine < MIN_COSINE {
-        bail!(
-            "{}: its embeddings differ from the ONNX file's (min cosine {min_cosine:.6} < {MIN_COSINE}); not recorded",
-            nnef.path.display()
-        );
+        return Err(ConvertError::Verify {
+            path: nnef.path.clone(),
+            message: format!(
+                "its embeddings differ from the ONNX file's (min cosine {min_cosine:.6} < {MIN_COSINE})"
+            ),
+        });
     }
     Ok((onnx.load_timing(), from_nnef.load_timing(), min_cosine, max_abs))
 }
@@ -199,18 +254,18 @@ fn record(
     manifest: &Path,
     file: &EncoderFile,
     c: &Converted,
-) -> anyhow::Result<()> {
+) -> Result<(), ConvertError> {
     let name = c.nnef.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tables = doc
         .get_mut("image")
         .and_then(|i| i.get_mut("encoder"))
         .and_then(|e| e.as_array_of_tables_mut())
-        .with_context(|| format!("{}: no [[image.encoder]] tables", manifest.display()))?;
+        .ok_or_else(|| manifest_err(manifest, "no [[image.encoder]] tables"))?;
     let entry = tables
         .iter_mut()
         .find(|t| t.get("precision").and_then(|p| p.as_str()) == Some(file.precision.as_str()))
-        .with_context(|| {
-            format!("{}: no [[image.encoder]] with precision {}", manifest.display(), file.precision)
+        .ok_or_else(|| {
+            manifest_err(manifest, format!("no [[image.encoder]] with precision {}", file.precision))
         })?;
     entry["nnef"] = toml_edit::value(name);
     entry["nnef_sha256"] = toml_edit::value(c.nnef.sha256.clone());

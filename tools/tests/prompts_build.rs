@@ -33,17 +33,7 @@ fn build_in(bundle: &Path, labels: &Path, out: &Path, extra: &[&str]) -> Output 
         .expect("run")
 }
 
-const LABELS: &str = r#"
-templates = ["a photo of a {}.", "a blurry photo of a {}."]
-[[class]]
-name = "dog"
-descriptions = ["a dog face", "a puppy"]
-[[class]]
-name = "cat"
-[[background]]
-name = "nothing"
-descriptions = ["an empty room", "a plain wall"]
-"#;
+const LABELS: &str = include_str!("fixtures/two_classes.labels.toml");
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);

@@ -16,7 +16,7 @@ import shutil
 import sys
 
 from . import manifest
-from .errors import ToolError
+from .errors import ToolError, exit_code
 from .manifest import COMPUTE_FORM
 
 
@@ -52,12 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--dynamic", type=pathlib.Path, required=True, help="the dynamic int8 file (made if missing)")
     d.add_argument("--out", type=pathlib.Path, required=True)
     args = p.parse_args(argv)
-    try:
-        dynamic_int8_bundle(args.bundle, args.dynamic, args.out)
-    except ToolError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return exit_code(lambda: dynamic_int8_bundle(args.bundle, args.dynamic, args.out))
 
 
 if __name__ == "__main__":

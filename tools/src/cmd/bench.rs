@@ -1,23 +1,31 @@
 //! `clip-edge bench`: cold start and per-frame latency of the classify path.
 
+use std::fmt::Display;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clip_edge_runtime::frame::{decode_camera_frame, decode_rgb, halvings, rgb_to_yuyv, CameraFormat};
 use clip_edge_runtime::{Classifier, DecisionRule};
-use serde_json::json;
+use clip_edge_tools::report::{ms, round3, Format, Progress};
+use serde::Serialize;
 
 use super::load_bundle;
 use crate::cli::BenchArgs;
 
 /// Median and 95th percentile of a set of durations, in ms.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Stats {
     /// Median.
+    #[serde(serialize_with = "ser_round3")]
     pub median: f64,
     /// 95th percentile (nearest rank).
+    #[serde(serialize_with = "ser_round3")]
     pub p95: f64,
+}
+
+fn ser_round3<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(round3(*v))
 }
 
 impl Stats {
@@ -33,14 +41,6 @@ impl Stats {
         };
         Stats { median, p95: at(0.95) }
     }
-
-    fn json(&self) -> serde_json::Value {
-        json!({"median": round3(self.median), "p95": round3(self.p95)})
-    }
-}
-
-fn round3(v: f64) -> f64 {
-    (v * 1e3).round() / 1e3
 }
 
 /// Peak resident set size of this process in MiB (Linux), if known.
@@ -49,6 +49,113 @@ pub fn peak_rss_mb() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+/// Where the model's start-up time went, in ms.
+#[derive(Debug, Serialize)]
+pub struct LoadMs {
+    read: f64,
+    parse: f64,
+    optimise: f64,
+    total: f64,
+}
+
+/// The camera path a `--camera` run decoded.
+#[derive(Debug, Serialize)]
+pub struct CameraReport {
+    format: String,
+    frame: [u32; 2],
+    halvings: u32,
+}
+
+/// Which layers run on int8 kernels (`int8-compute` only).
+#[derive(Debug, Serialize)]
+pub struct Int8Summary {
+    int8_layers: usize,
+    weighted_layers: usize,
+    int8_mac_share: f64,
+    layers: Vec<clip_edge_runtime::int8::Int8Layer>,
+}
+
+/// The report of `clip-edge bench`.
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    bundle: String,
+    precision: &'static str,
+    threads: usize,
+    image: String,
+    frames: u32,
+    warmup: u32,
+    cold_start_ms: f64,
+    model_form: &'static str,
+    load_ms: LoadMs,
+    first_frame_ms: f64,
+    decode_ms: Stats,
+    preprocess_ms: Stats,
+    infer_ms: Stats,
+    score_ms: Stats,
+    total_ms: Stats,
+    camera: Option<CameraReport>,
+    frame_budget_pct: f64,
+    infer_ms_median: f64,
+    total_ms_median: f64,
+    peak_rss_mb: Option<f64>,
+    int8_compute: Option<Int8Summary>,
+}
+
+impl Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "bundle {} ({}, {} thread(s)), image {}",
+            self.bundle, self.precision, self.threads, self.image
+        )?;
+        let l = &self.load_ms;
+        writeln!(
+            f,
+            "cold start   {:.1} ms from {} (read {:.1}, parse {:.1}, optimise {:.1}, first frame {:.1})",
+            self.cold_start_ms,
+            self.model_form.to_uppercase(),
+            l.read,
+            l.parse,
+            l.optimise,
+            self.first_frame_ms
+        )?;
+        if let Some(r) = &self.int8_compute {
+            writeln!(
+                f,
+                "int8 compute {} of {} weighted layers ({:.1}% of their multiply-accumulates; -vv lists them)",
+                r.int8_layers,
+                r.weighted_layers,
+                100.0 * r.int8_mac_share
+            )?;
+        }
+        if let Some(c) = &self.camera {
+            writeln!(
+                f,
+                "camera path  {} {}x{}, halved {} time(s) before the model's resize",
+                c.format.to_uppercase(),
+                c.frame[0],
+                c.frame[1],
+                c.halvings
+            )?;
+        }
+        writeln!(f, "per frame, {} frames after {} warm-up: median / p95 ms", self.frames, self.warmup)?;
+        for (name, s) in [
+            ("decode", self.decode_ms),
+            ("preprocess", self.preprocess_ms),
+            ("infer", self.infer_ms),
+            ("score", self.score_ms),
+            ("total", self.total_ms),
+        ] {
+            writeln!(f, "  {name:<11}{:>9.3} {:>9.3}", s.median, s.p95)?;
+        }
+        writeln!(f, "decode + preprocess = {:.1}% of inference", self.frame_budget_pct)?;
+        if let Some(r) = self.peak_rss_mb {
+            writeln!(f, "peak RSS     {r:.1} MiB")?;
+        }
+        Ok(())
+    }
 }
 
 /// Runs `bench`.
@@ -86,97 +193,54 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<ExitCode> {
         frame_once()?;
     }
     let mut samples: [Vec<Duration>; 5] = Default::default();
+    let progress = Progress::new("bench", "frames", a.frames as usize, 20, !a.json);
     for i in 0..a.frames {
         let s = frame_once()?;
         for (k, d) in s.iter().enumerate() {
             samples[k].push(*d);
         }
-        if !a.json && a.frames >= 20 && (i + 1) % (a.frames / 4).max(1) == 0 {
-            eprintln!("bench: {}/{} frames", i + 1, a.frames);
-        }
+        progress.tick(i as usize + 1);
     }
     let [decode, preprocess, infer, score, total] = samples.map(|s| Stats::of(&s));
     let lt = clf.encoder.load_timing();
-    let ms = |d: Duration| round3(d.as_secs_f64() * 1e3);
-    let rss = peak_rss_mb();
-    let budget = 100.0 * (decode.median + preprocess.median) / infer.median;
-    if a.json {
-        let out = json!({
-            "bundle": bundle.name,
-            "precision": clf.encoder.precision().as_str(),
-            "threads": clf.encoder.threads(),
-            "image": a.image.display().to_string(),
-            "frames": a.frames,
-            "cold_start_ms": ms(cold_start),
-            "model_form": if lt.from_nnef { "nnef" } else { "onnx" },
-            "load_ms": {"read": ms(lt.read), "parse": ms(lt.parse), "optimise": ms(lt.optimise), "total": ms(load)},
-            "first_frame_ms": ms(first),
-            "decode_ms": decode.json(),
-            "preprocess_ms": preprocess.json(),
-            "infer_ms": infer.json(),
-            "score_ms": score.json(),
-            "total_ms": total.json(),
-            "camera": camera.as_ref().map(|c| json!({
-                "format": format!("{:?}", c.format).to_lowercase(), "frame": [c.width, c.height], "halvings": c.halvings,
-            })),
-            "frame_budget_pct": round3(budget),
-            "infer_ms_median": round3(infer.median),
-            "total_ms_median": round3(total.median),
-            "peak_rss_mb": rss.map(|r| (r * 10.0).round() / 10.0),
-            "int8_compute": clf.encoder.int8_report().map(|r| json!({
-                "int8_layers": r.int8_layers(),
-                "weighted_layers": r.layers.len(),
-                "int8_mac_share": round3(r.int8_mac_share()),
-                "layers": r.layers,
-            })),
-        });
-        println!("{out}");
-    } else {
-        println!(
-            "bundle {} ({}, {} thread(s)), image {}",
-            bundle.name,
-            clf.encoder.precision(),
-            clf.encoder.threads(),
-            a.image.display()
-        );
-        println!(
-            "cold start   {:.1} ms from {} (read {:.1}, parse {:.1}, optimise {:.1}, first frame {:.1})",
-            ms(cold_start),
-            if lt.from_nnef { "NNEF" } else { "ONNX" },
-            ms(lt.read),
-            ms(lt.parse),
-            ms(lt.optimise),
-            ms(first)
-        );
-        if let Some(r) = clf.encoder.int8_report() {
-            println!(
-                "int8 compute {} of {} weighted layers ({:.1}% of their multiply-accumulates; -vv lists them)",
-                r.int8_layers(),
-                r.layers.len(),
-                100.0 * r.int8_mac_share()
-            );
-        }
-        if let Some(c) = &camera {
-            println!(
-                "camera path  {:?} {}x{}, halved {} time(s) before the model's resize",
-                c.format, c.width, c.height, c.halvings
-            );
-        }
-        println!("per frame, {} frames after {} warm-up: median / p95 ms", a.frames, a.warmup);
-        for (name, s) in [
-            ("decode", decode),
-            ("preprocess", preprocess),
-            ("infer", infer),
-            ("score", score),
-            ("total", total),
-        ] {
-            println!("  {name:<11}{:>9.3} {:>9.3}", s.median, s.p95);
-        }
-        println!("decode + preprocess = {budget:.1}% of inference");
-        if let Some(r) = rss {
-            println!("peak RSS     {r:.1} MiB");
-        }
-    }
+    let report = BenchReport {
+        bundle: bundle.name.clone(),
+        precision: clf.encoder.precision().as_str(),
+        threads: clf.encoder.threads(),
+        image: a.image.display().to_string(),
+        frames: a.frames,
+        warmup: a.warmup,
+        cold_start_ms: ms(cold_start),
+        model_form: if lt.from_nnef { "nnef" } else { "onnx" },
+        load_ms: LoadMs {
+            read: ms(lt.read),
+            parse: ms(lt.parse),
+            optimise: ms(lt.optimise),
+            total: ms(load),
+        },
+        first_frame_ms: ms(first),
+        decode_ms: decode,
+        preprocess_ms: preprocess,
+        infer_ms: infer,
+        score_ms: score,
+        total_ms: total,
+        camera: camera.as_ref().map(|c| CameraReport {
+            format: format!("{:?}", c.format).to_lowercase(),
+            frame: [c.width, c.height],
+            halvings: c.halvings,
+        }),
+        frame_budget_pct: round3(100.0 * (decode.median + preprocess.median) / infer.median),
+        infer_ms_median: round3(infer.median),
+        total_ms_median: round3(total.median),
+        peak_rss_mb: peak_rss_mb().map(|r| (r * 10.0).round() / 10.0),
+        int8_compute: clf.encoder.int8_report().map(|r| Int8Summary {
+            int8_layers: r.int8_layers(),
+            weighted_layers: r.layers.len(),
+            int8_mac_share: round3(r.int8_mac_share()),
+            layers: r.layers.clone(),
+        }),
+    };
+    Format::from_flag(a.json).print(&report)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,5 +1,6 @@
-//! `clip-edge classify`: images in, labels out.
+//! `clip-edge classify`: images in, labels out (one report per image).
 
+use std::fmt::Display;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -7,10 +8,108 @@ use anyhow::Context;
 use clip_edge_runtime::frame::load_rgb;
 use clip_edge_runtime::store::EntryKind;
 use clip_edge_runtime::{Classification, Classifier, Decision};
-use serde_json::json;
+use clip_edge_tools::report::{ms, Format};
+use serde::Serialize;
 
-use super::{load_bundle, round_ms};
+use super::load_bundle;
 use crate::cli::ClassifyArgs;
+
+/// One candidate of an image's top-k.
+#[derive(Debug, Serialize)]
+pub struct Ranked {
+    label: String,
+    kind: EntryKind,
+    score: f32,
+    similarity: f32,
+}
+
+/// Where one image's time went, in ms.
+#[derive(Debug, Serialize)]
+pub struct Timing {
+    decode: f64,
+    preprocess: f64,
+    infer: f64,
+    score: f64,
+}
+
+/// The report for one classified image.
+#[derive(Debug, Serialize)]
+pub struct ImageReport {
+    image: String,
+    decision: &'static str,
+    label: Option<String>,
+    score: f32,
+    similarity: f32,
+    top: Vec<Ranked>,
+    latency_ms: f64,
+    timing_ms: Timing,
+}
+
+/// The report for an image that could not be classified.
+#[derive(Debug, Serialize)]
+pub struct ImageError {
+    image: String,
+    error: String,
+    kind: String,
+}
+
+impl ImageReport {
+    fn new(clf: &Classifier, image: String, c: &Classification, latency_ms: f64, timing_ms: Timing) -> Self {
+        let top = c
+            .top
+            .iter()
+            .map(|r| Ranked {
+                label: clf.label(r.index).to_string(),
+                kind: clf.store().entries()[r.index].kind,
+                score: r.score,
+                similarity: r.similarity,
+            })
+            .collect();
+        let label = match c.decision {
+            Decision::Match(i) => Some(clf.label(i).to_string()),
+            _ => None,
+        };
+        ImageReport {
+            image,
+            decision: c.decision.as_str(),
+            label,
+            score: c.top[0].score,
+            similarity: c.top[0].similarity,
+            top,
+            latency_ms,
+            timing_ms,
+        }
+    }
+}
+
+impl Display for ImageReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let best = &self.top[0];
+        let verdict = match (self.decision, &self.label) {
+            (_, Some(label)) => format!("{label} ({:.1}%)", best.score * 100.0),
+            ("background", None) => format!("nothing of interest (background '{}')", best.label),
+            _ => format!(
+                "unknown (best '{}' at {:.1}% is below the threshold)",
+                best.label,
+                best.score * 100.0
+            ),
+        };
+        writeln!(f, "{}: {verdict}  [{:.1} ms]", self.image, self.latency_ms)?;
+        let width = self.top.iter().map(|r| r.label.len()).max().unwrap_or(0);
+        for (rank, r) in self.top.iter().enumerate() {
+            let tag = if r.kind == EntryKind::Background { " (background)" } else { "" };
+            writeln!(
+                f,
+                "  {}. {:<width$}  {:6.2}%  cos {:+.3}{tag}",
+                rank + 1,
+                r.label,
+                r.score * 100.0,
+                r.similarity
+            )?;
+        }
+        Ok(())
+    }
+}
 
 /// Runs `classify`. Images that cannot be read are reported and skipped; the
 /// exit code is non-zero if any image failed.
@@ -30,7 +129,7 @@ pub fn run(a: &ClassifyArgs) -> anyhow::Result<ExitCode> {
         clf.store().len(),
         clf.store().path().display()
     );
-
+    let format = Format::from_flag(a.json);
     let mut failed = 0usize;
     for path in &a.images {
         let t0 = Instant::now();
@@ -44,35 +143,20 @@ pub fn run(a: &ClassifyArgs) -> anyhow::Result<ExitCode> {
         let total = t0.elapsed();
         match result {
             Ok((c, decode, timing, score)) => {
-                if a.json {
-                    let line = json!({
-                        "image": path.display().to_string(),
-                        "decision": c.decision.as_str(),
-                        "label": match_label(&clf, &c),
-                        "score": c.top[0].score,
-                        "similarity": c.top[0].similarity,
-                        "top": top_json(&clf, &c),
-                        "latency_ms": round_ms(total),
-                        "timing_ms": {
-                            "decode": round_ms(decode),
-                            "preprocess": round_ms(timing.preprocess),
-                            "infer": round_ms(timing.infer),
-                            "score": round_ms(score),
-                        },
-                    });
-                    println!("{line}");
-                } else {
-                    print_human(&clf, path, &c, total);
-                }
+                let timing = Timing {
+                    decode: ms(decode),
+                    preprocess: ms(timing.preprocess),
+                    infer: ms(timing.infer),
+                    score: ms(score),
+                };
+                format.print(&ImageReport::new(&clf, path.display().to_string(), &c, ms(total), timing))?;
             }
             Err(err) => {
                 failed += 1;
                 if a.json {
                     let kind = format!("{:?}", err.kind()).to_lowercase();
-                    println!(
-                        "{}",
-                        json!({"image": path.display().to_string(), "error": err.to_string(), "kind": kind})
-                    );
+                    let e = ImageError { image: path.display().to_string(), error: err.to_string(), kind };
+                    println!("{}", serde_json::to_string(&e)?);
                 }
                 eprintln!("error: {err}");
             }
@@ -83,58 +167,4 @@ pub fn run(a: &ClassifyArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn match_label<'a>(clf: &'a Classifier, c: &Classification) -> Option<&'a str> {
-    match c.decision {
-        Decision::Match(i) => Some(clf.label(i)),
-        _ => None,
-    }
-}
-
-fn top_json(clf: &Classifier, c: &Classification) -> Vec<serde_json::Value> {
-    c.top
-        .iter()
-        .map(|r| {
-            json!({
-                "label": clf.label(r.index),
-                "kind": kind_str(clf.store().entries()[r.index].kind),
-                "score": r.score,
-                "similarity": r.similarity,
-            })
-        })
-        .collect()
-}
-
-fn kind_str(kind: EntryKind) -> &'static str {
-    match kind {
-        EntryKind::Class => "class",
-        EntryKind::Background => "background",
-    }
-}
-
-fn print_human(clf: &Classifier, path: &std::path::Path, c: &Classification, total: std::time::Duration) {
-    let best = c.top[0];
-    let verdict = match c.decision {
-        Decision::Match(i) => format!("{} ({:.1}%)", clf.label(i), best.score * 100.0),
-        Decision::Background(i) => format!("nothing of interest (background '{}')", clf.label(i)),
-        Decision::Unknown => format!(
-            "unknown (best '{}' at {:.1}% is below the threshold)",
-            clf.label(best.index),
-            best.score * 100.0
-        ),
-    };
-    println!("{}: {verdict}  [{:.1} ms]", path.display(), total.as_secs_f64() * 1e3);
-    let width = c.top.iter().map(|r| clf.label(r.index).len()).max().unwrap_or(0);
-    for (rank, r) in c.top.iter().enumerate() {
-        let kind = clf.store().entries()[r.index].kind;
-        let tag = if kind == EntryKind::Background { " (background)" } else { "" };
-        println!(
-            "  {}. {:<width$}  {:6.2}%  cos {:+.3}{tag}",
-            rank + 1,
-            clf.label(r.index),
-            r.score * 100.0,
-            r.similarity
-        );
-    }
 }

@@ -2,59 +2,20 @@
 //! labelled images, through the same tract path the device uses.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::fmt::Display;
 use std::process::ExitCode;
-use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clip_edge_runtime::frame::load_rgb;
 use clip_edge_runtime::{Bundle, Classifier, PromptStore};
-use serde_json::json;
+use clip_edge_tools::dataset::{scan, ClassFolder};
+use clip_edge_tools::labels::LabelSet;
+use clip_edge_tools::prompt_build::{build_store, BuildOptions};
+use clip_edge_tools::report::{Format, Progress};
+use serde::Serialize;
 
 use super::load_bundle;
 use crate::cli::EvalArgs;
-use crate::labels::LabelSet;
-use crate::prompt_build::{build_store, BuildOptions};
-
-/// One class folder of the data set.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClassFolder {
-    /// The class name (the folder's name).
-    pub name: String,
-    /// Image files, sorted.
-    pub images: Vec<PathBuf>,
-}
-
-/// Lists `data`'s class subfolders and their image files, sorted by name.
-pub fn scan(data: &Path) -> anyhow::Result<Vec<ClassFolder>> {
-    let rd =
-        std::fs::read_dir(data).with_context(|| format!("cannot read data folder {}", data.display()))?;
-    let mut classes = Vec::new();
-    for entry in rd {
-        let entry = entry.with_context(|| format!("cannot read data folder {}", data.display()))?;
-        let path = entry.path();
-        if !path.is_dir() {
-            continue;
-        }
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let mut images = Vec::new();
-        for f in std::fs::read_dir(&path).with_context(|| format!("cannot read {}", path.display()))? {
-            let p = f.with_context(|| format!("cannot read {}", path.display()))?.path();
-            if p.is_file() && clip_edge_runtime::frame::is_image_file(&p) {
-                images.push(p);
-            } else if p.is_file() {
-                log::debug!("skipping {} (not an image file name)", p.display());
-            }
-        }
-        images.sort();
-        classes.push(ClassFolder { name, images });
-    }
-    classes.sort_by(|a, b| a.name.cmp(&b.name));
-    if classes.is_empty() {
-        bail!("{}: no class subfolders (expected one folder of images per class)", data.display());
-    }
-    Ok(classes)
-}
 
 /// Running counts of an evaluation.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -116,7 +77,8 @@ impl Tally {
     }
 }
 
-fn ratio(a: usize, b: usize) -> f64 {
+/// `a / b`, 0 when `b` is 0.
+pub fn ratio(a: usize, b: usize) -> f64 {
     if b == 0 {
         0.0
     } else {
@@ -135,7 +97,7 @@ fn candidate_store(
             PromptStore::open(p).with_context(|| format!("cannot use prompt store {}", p.display()))?;
         return Ok((store, p.display().to_string()));
     }
-    let templates = crate::templates::named(&a.templates).with_context(|| {
+    let templates = clip_edge_tools::templates::named(&a.templates).with_context(|| {
         format!("--templates {}: not a known set (default, imagenet7, imagenet)", a.templates)
     })?;
     let (labels, source) = match &a.labels {
@@ -145,22 +107,16 @@ fn candidate_store(
             (LabelSet::from_names(&names, templates), format!("subfolders of {}", a.data.display()))
         }
     };
-    let total = labels.prompt_count();
-    let step = (total / 10).max(1);
-    let t0 = Instant::now();
+    let progress = Progress::new("embedding prompts", "prompts", labels.prompt_count(), 50, !quiet);
     let opts = BuildOptions {
         element: clip_edge_runtime::store::ElementType::F32,
         fail_on_truncation: false,
         stamp: false,
         calibrate: !a.no_calibration,
-        threads: crate::prompt_build::default_threads(),
+        threads: clip_edge_tools::prompt_build::default_threads(),
     };
-    let (builder, _) = build_store(bundle, &labels, opts, |done, total| {
-        if !quiet && total >= 50 && (done % step == 0 || done == total) {
-            eprintln!("embedding prompts: {done}/{total}, {:.1} s", t0.elapsed().as_secs_f64());
-        }
-    })
-    .with_context(|| format!("cannot embed the candidate classes of {source}"))?;
+    let (builder, _) = build_store(bundle, &labels, opts, |done, _| progress.tick(done))
+        .with_context(|| format!("cannot embed the candidate classes of {source}"))?;
     let store = PromptStore::from_bytes(&source, &builder.to_bytes()?)?;
     Ok((store, source))
 }
@@ -197,8 +153,7 @@ pub fn run(a: &EvalArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let rule = a.mix.rule(0.0, -1.0);
     let mut tally = Tally::new(classes.len());
     let mut unreadable = Vec::new();
-    let step = (total / 10).max(1);
-    let t0 = Instant::now();
+    let progress = Progress::new("evaluating", "images", total, 50, !quiet);
     let mut done = 0;
     for (ci, c) in classes.iter().enumerate() {
         for path in &c.images {
@@ -215,67 +170,109 @@ pub fn run(a: &EvalArgs, quiet: bool) -> anyhow::Result<ExitCode> {
                 }
             }
             done += 1;
-            if !quiet && total >= 50 && (done % step == 0 || done == total) {
-                eprintln!("evaluating: {done}/{total} images, {:.1} s", t0.elapsed().as_secs_f64());
-            }
+            progress.tick(done);
         }
     }
     if tally.n == 0 {
         bail!("{}: none of the {total} images could be read", a.data.display());
     }
-    let elapsed = t0.elapsed();
-    let label = |i: usize| clf.label(i).to_string();
-    if a.json {
-        let per_class: Vec<_> = classes
-            .iter()
-            .zip(&tally.per_class)
-            .map(|(c, &(n, hit))| json!({"class": c.name, "n": n, "top1": ratio(hit, n)}))
-            .collect();
-        let confusions: Vec<_> = tally
-            .worst(a.confusions)
-            .into_iter()
-            .map(|((t, p), count)| json!({"true": classes[t].name, "predicted": label(p), "count": count}))
-            .collect();
-        let out = json!({
-            "bundle": bundle.dir.display().to_string(),
-            "precision": clf.encoder.precision().as_str(),
-            "data": a.data.display().to_string(),
-            "candidates": clf.store().len(),
-            "candidates_from": source,
-            "calibrated_candidates": clf.store().meta().similarity_offsets.iter().filter(|&&o| o != 0.0).count(),
-            "classes": classes.len(),
-            "n": tally.n,
-            "top1": tally.top1_rate(),
-            "top5": tally.top5_rate(),
-            "unreadable": unreadable.len(),
-            "unreadable_files": unreadable,
-            "per_class": per_class,
-            "confusions": confusions,
-            "ms_per_image": elapsed.as_secs_f64() * 1e3 / done as f64,
-        });
-        println!("{out}");
-    } else {
-        println!(
-            "{} ({}), {} classes in {}, {} candidates from {source}",
-            bundle.name,
-            clf.encoder.precision(),
-            classes.len(),
-            a.data.display(),
-            clf.store().len()
-        );
-        println!(
-            "n {}  top-1 {:.1}%  top-5 {:.1}%  unreadable {}  ({:.1} ms per image)",
-            tally.n,
-            100.0 * tally.top1_rate(),
-            100.0 * tally.top5_rate(),
-            unreadable.len(),
-            elapsed.as_secs_f64() * 1e3 / done as f64
-        );
-        for ((t, p), count) in tally.worst(a.confusions) {
-            println!("  {count:>4} x  {} -> {}", classes[t].name, label(p));
-        }
-    }
+    let ms_per_image = progress.elapsed().as_secs_f64() * 1e3 / done as f64;
+    let per_class = classes
+        .iter()
+        .zip(&tally.per_class)
+        .map(|(c, &(n, hit))| ClassRow { class: c.name.clone(), n, top1: ratio(hit, n) })
+        .collect();
+    let confusions = tally
+        .worst(a.confusions)
+        .into_iter()
+        .map(|((t, p), count)| Confusion {
+            truth: classes[t].name.clone(),
+            predicted: clf.label(p).to_string(),
+            count,
+        })
+        .collect();
+    let report = EvalReport {
+        bundle: bundle.dir.display().to_string(),
+        bundle_name: bundle.name.clone(),
+        precision: clf.encoder.precision().as_str(),
+        data: a.data.display().to_string(),
+        candidates: clf.store().len(),
+        candidates_from: source,
+        calibrated_candidates: clf.store().meta().similarity_offsets.iter().filter(|&&o| o != 0.0).count(),
+        classes: classes.len(),
+        n: tally.n,
+        top1: tally.top1_rate(),
+        top5: tally.top5_rate(),
+        unreadable: unreadable.len(),
+        unreadable_files: unreadable,
+        per_class,
+        confusions,
+        ms_per_image,
+    };
+    Format::from_flag(a.json).print(&report)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Top-1 of one class folder.
+#[derive(Debug, Serialize)]
+pub struct ClassRow {
+    class: String,
+    n: usize,
+    top1: f64,
+}
+
+/// How often one class was taken for another.
+#[derive(Debug, Serialize)]
+pub struct Confusion {
+    #[serde(rename = "true")]
+    truth: String,
+    predicted: String,
+    count: usize,
+}
+
+/// The report of `clip-edge eval` (without `--shots`).
+#[derive(Debug, Serialize)]
+pub struct EvalReport {
+    bundle: String,
+    #[serde(skip)]
+    bundle_name: String,
+    precision: &'static str,
+    data: String,
+    candidates: usize,
+    candidates_from: String,
+    calibrated_candidates: usize,
+    classes: usize,
+    n: usize,
+    top1: f64,
+    top5: f64,
+    unreadable: usize,
+    unreadable_files: Vec<String>,
+    per_class: Vec<ClassRow>,
+    confusions: Vec<Confusion>,
+    ms_per_image: f64,
+}
+
+impl Display for EvalReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{} ({}), {} classes in {}, {} candidates from {}",
+            self.bundle_name, self.precision, self.classes, self.data, self.candidates, self.candidates_from
+        )?;
+        writeln!(
+            f,
+            "n {}  top-1 {:.1}%  top-5 {:.1}%  unreadable {}  ({:.1} ms per image)",
+            self.n,
+            100.0 * self.top1,
+            100.0 * self.top5,
+            self.unreadable,
+            self.ms_per_image
+        )?;
+        for c in &self.confusions {
+            writeln!(f, "  {:>4} x  {} -> {}", c.count, c.truth, c.predicted)?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -295,24 +292,5 @@ mod tests {
         assert!((t.top1_rate() - 0.25).abs() < 1e-12);
         assert!((t.top5_rate() - 0.75).abs() < 1e-12);
         assert_eq!(Tally::new(0).top1_rate(), 0.0);
-    }
-
-    #[test]
-    fn scan_lists_class_folders_and_images_only() {
-        let dir = tempfile::tempdir().expect("tmp");
-        std::fs::create_dir(dir.path().join("cat")).expect("mkdir");
-        std::fs::create_dir(dir.path().join("dog")).expect("mkdir");
-        std::fs::write(dir.path().join("cat/b.PNG"), b"x").expect("write");
-        std::fs::write(dir.path().join("cat/a.jpg"), b"x").expect("write");
-        std::fs::write(dir.path().join("cat/notes.txt"), b"x").expect("write");
-        std::fs::write(dir.path().join("README"), b"x").expect("write");
-        let c = scan(dir.path()).expect("scan");
-        assert_eq!(c.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["cat", "dog"]);
-        assert_eq!(c[0].images.len(), 2);
-        assert!(c[0].images[0].ends_with("a.jpg"));
-        assert!(c[1].images.is_empty());
-        let empty = tempfile::tempdir().expect("tmp");
-        assert!(scan(empty.path()).is_err());
-        assert!(scan(&dir.path().join("missing")).is_err());
     }
 }

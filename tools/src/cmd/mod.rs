@@ -1,4 +1,5 @@
-//! One module per `clip-edge` command.
+//! One module per `clip-edge` command: each builds one typed report and
+//! prints it as text or JSON (`clip_edge_tools::report::Format`).
 
 pub mod bench;
 pub mod bundle;
@@ -10,6 +11,7 @@ pub mod prompts;
 pub mod shots_eval;
 
 use anyhow::Context;
+use clip_edge_runtime::store::EntryKind;
 use clip_edge_runtime::Bundle;
 use std::path::Path;
 
@@ -18,7 +20,10 @@ pub fn load_bundle(dir: &Path) -> anyhow::Result<Bundle> {
     Bundle::load(dir).with_context(|| format!("cannot use bundle {}", dir.display()))
 }
 
-/// Milliseconds rounded to 3 decimals, for JSON output.
-pub fn round_ms(d: std::time::Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
+/// The kind of a store entry as reports name it.
+pub fn kind_str(kind: EntryKind) -> &'static str {
+    match kind {
+        EntryKind::Class => "class",
+        EntryKind::Background => "background",
+    }
 }

@@ -1,18 +1,20 @@
 //! `clip-edge prompts`: inspect and create prompt stores.
 
+use std::fmt::Display;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clip_edge_runtime::bundle::hex;
-use clip_edge_runtime::store::{EntryKind, StoreBuilder, StoreMeta};
+use clip_edge_runtime::store::{ElementType, EntryKind, Header, StoreBuilder, StoreMeta};
 use clip_edge_runtime::PromptStore;
-use serde_json::json;
+use clip_edge_tools::labels::LabelSet;
+use clip_edge_tools::prompt_build::{build_store, BuildOptions};
+use clip_edge_tools::report::{Format, Progress};
+use clip_edge_tools::rng::SplitMix64;
+use serde::Serialize;
 
-use super::load_bundle;
+use super::{kind_str, load_bundle};
 use crate::cli::{BuildArgs, InspectArgs, RandomArgs};
-use crate::labels::LabelSet;
-use crate::prompt_build::{build_store, BuildOptions};
-use crate::rng::SplitMix64;
 
 /// Cosine above which two entries are reported as easily confused.
 pub const CONFUSABLE_COSINE: f32 = 0.95;
@@ -43,6 +45,90 @@ pub fn closest_pairs(store: &PromptStore, n: usize) -> Vec<Pair> {
     pairs
 }
 
+/// One entry as `prompts inspect` shows it.
+#[derive(Debug, Serialize)]
+pub struct InspectedEntry {
+    label: String,
+    kind: EntryKind,
+    prompts: Option<u32>,
+    similarity_offset: f32,
+}
+
+/// Two entries and how alike their embeddings are.
+#[derive(Debug, Serialize)]
+pub struct PairRow {
+    a: String,
+    b: String,
+    cosine: f32,
+}
+
+/// Whether the store fits a bundle's model.
+#[derive(Debug, Serialize)]
+pub struct ModelCheck {
+    matches: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bundle: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// The report of `prompts inspect`.
+#[derive(Debug, Serialize)]
+pub struct InspectReport {
+    file: String,
+    header: Header,
+    entries: Vec<InspectedEntry>,
+    meta: StoreMeta,
+    checks: &'static str,
+    model_check: Option<ModelCheck>,
+    closest_pairs: Vec<PairRow>,
+}
+
+impl Display for InspectReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (h, m) = (&self.header, &self.meta);
+        writeln!(f, "{}", self.file)?;
+        writeln!(
+            f,
+            "  format       version {}, {} elements, {} entries x {} dims, {} bytes",
+            h.version, h.element, h.count, h.dim, h.file_len
+        )?;
+        writeln!(f, "  model        {}", hex(&h.fingerprint))?;
+        writeln!(f, "  logit scale  {}", h.logit_scale)?;
+        writeln!(
+            f,
+            "  built by     {}{}",
+            if m.tool.is_empty() { "(unknown)" } else { &m.tool },
+            m.built_at.as_deref().map(|t| format!(" at {t}")).unwrap_or_default()
+        )?;
+        writeln!(f, "  templates    {}", m.templates.len())?;
+        if let Some(note) = &m.note {
+            writeln!(f, "  note         {note}")?;
+        }
+        writeln!(f, "  checks       size, CRC-32, labels, metadata, values: {}", self.checks)?;
+        match &self.model_check {
+            Some(ModelCheck { bundle: Some(name), .. }) => writeln!(f, "  bundle       fits model '{name}'")?,
+            Some(ModelCheck { error: Some(e), .. }) => writeln!(f, "  bundle       DOES NOT FIT: {e}")?,
+            _ => {}
+        }
+        writeln!(f, "  entries:")?;
+        for (i, e) in self.entries.iter().enumerate() {
+            let n = e.prompts.map(|n| format!(", {n} prompts")).unwrap_or_default();
+            let offset = e.similarity_offset;
+            let cal = if offset == 0.0 { String::new() } else { format!(", similarity {offset:+}") };
+            writeln!(f, "    {:>3}. {} ({}{n}{cal})", i + 1, e.label, kind_str(e.kind))?;
+        }
+        if !self.closest_pairs.is_empty() {
+            writeln!(f, "  closest pairs:")?;
+            for p in &self.closest_pairs {
+                let warn = if p.cosine > CONFUSABLE_COSINE { "  <- easily confused" } else { "" };
+                writeln!(f, "    {} ~ {}  cos {:.3}{warn}", p.a, p.b, p.cosine)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Runs `prompts inspect`.
 pub fn inspect(a: &InspectArgs) -> anyhow::Result<ExitCode> {
     let store = PromptStore::open(&a.file)?;
@@ -53,92 +139,41 @@ pub fn inspect(a: &InspectArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    let h = store.header();
     let m = store.meta();
-    let pairs = closest_pairs(&store, a.pairs);
-    let prompts = |i: usize| m.prompts_per_entry.get(i).copied().filter(|&n| n > 0);
-    if a.json {
-        let entries: Vec<_> = store
+    let label = |i: usize| store.entries()[i].label.clone();
+    let report = InspectReport {
+        file: a.file.display().to_string(),
+        header: store.header().clone(),
+        entries: store
             .entries()
             .iter()
             .enumerate()
-            .map(|(i, e)| {
-                json!({"label": e.label, "kind": e.kind, "prompts": prompts(i),
-                       "similarity_offset": store.similarity_offset(i)})
+            .map(|(i, e)| InspectedEntry {
+                label: e.label.clone(),
+                kind: e.kind,
+                prompts: m.prompts_per_entry.get(i).copied().filter(|&n| n > 0),
+                similarity_offset: store.similarity_offset(i),
             })
-            .collect();
-        let pairs: Vec<_> = pairs
+            .collect(),
+        meta: m.clone(),
+        checks: "ok",
+        model_check: model_check.as_ref().map(|r| match r {
+            Ok(name) => ModelCheck { matches: true, bundle: Some(name.clone()), error: None },
+            Err(e) => ModelCheck { matches: false, bundle: None, error: Some(e.to_string()) },
+        }),
+        closest_pairs: closest_pairs(&store, a.pairs)
             .iter()
-            .map(|p| json!({"a": store.entries()[p.a].label, "b": store.entries()[p.b].label, "cosine": p.cosine}))
-            .collect();
-        let model = model_check.as_ref().map(|r| match r {
-            Ok(name) => json!({"matches": true, "bundle": name}),
-            Err(e) => json!({"matches": false, "error": e.to_string()}),
-        });
-        let out = json!({
-            "file": a.file.display().to_string(),
-            "header": h,
-            "entries": entries,
-            "meta": m,
-            "checks": "ok",
-            "model_check": model,
-            "closest_pairs": pairs,
-        });
-        println!("{}", serde_json::to_string_pretty(&out)?);
-    } else {
-        println!("{}", a.file.display());
-        println!(
-            "  format       version {}, {} elements, {} entries x {} dims, {} bytes",
-            h.version, h.element, h.count, h.dim, h.file_len
-        );
-        println!("  model        {}", hex(&h.fingerprint));
-        println!("  logit scale  {}", h.logit_scale);
-        println!(
-            "  built by     {}{}",
-            if m.tool.is_empty() { "(unknown)" } else { &m.tool },
-            m.built_at.as_deref().map(|t| format!(" at {t}")).unwrap_or_default()
-        );
-        println!("  templates    {}", m.templates.len());
-        if let Some(note) = &m.note {
-            println!("  note         {note}");
-        }
-        println!("  checks       size, CRC-32, labels, metadata, values: ok");
-        if let Some(check) = &model_check {
-            match check {
-                Ok(name) => println!("  bundle       fits model '{name}'"),
-                Err(e) => println!("  bundle       DOES NOT FIT: {e}"),
-            }
-        }
-        println!("  entries:");
-        for (i, e) in store.entries().iter().enumerate() {
-            let kind = match e.kind {
-                EntryKind::Class => "class",
-                EntryKind::Background => "background",
-            };
-            let n = prompts(i).map(|n| format!(", {n} prompts")).unwrap_or_default();
-            let offset = store.similarity_offset(i);
-            let cal = if offset == 0.0 { String::new() } else { format!(", similarity {offset:+}") };
-            println!("    {:>3}. {} ({kind}{n}{cal})", i + 1, e.label);
-        }
-        if !pairs.is_empty() {
-            println!("  closest pairs:");
-            for p in &pairs {
-                let warn = if p.cosine > CONFUSABLE_COSINE { "  <- easily confused" } else { "" };
-                println!(
-                    "    {} ~ {}  cos {:.3}{warn}",
-                    store.entries()[p.a].label,
-                    store.entries()[p.b].label,
-                    p.cosine
-                );
-            }
-        }
-    }
-    for p in pairs.iter().filter(|p| p.cosine > CONFUSABLE_COSINE) {
+            .map(|p| PairRow { a: label(p.a), b: label(p.b), cosine: p.cosine })
+            .collect(),
+    };
+    let format = if a.json { Format::PrettyJson } else { Format::Text };
+    format.print(&report)?;
+    for p in report.closest_pairs.iter().filter(|p| p.cosine > CONFUSABLE_COSINE) {
         log::warn!(
             "{}: '{}' and '{}' have nearly the same embedding (cos {:.3}); they will be confused",
             a.file.display(),
-            store.entries()[p.a].label,
-            store.entries()[p.b].label,
+            p.a,
+            p.b,
             p.cosine
         );
     }
@@ -148,35 +183,78 @@ pub fn inspect(a: &InspectArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Seen/unseen calibration applied by a build.
+#[derive(Debug, Serialize)]
+pub struct CalibrationRow {
+    unseen_bonus: f32,
+    unseen: Vec<String>,
+}
+
+/// Prompts averaged into one entry.
+#[derive(Debug, Serialize)]
+pub struct BuiltEntry {
+    label: String,
+    prompts: usize,
+}
+
+/// The report of `prompts build`.
+#[derive(Debug, Serialize)]
+pub struct BuildReportOut {
+    out: String,
+    element: ElementType,
+    threads: usize,
+    entries: Vec<BuiltEntry>,
+    prompts: usize,
+    truncated: Vec<String>,
+    calibration: Option<CalibrationRow>,
+    bytes: usize,
+    load_ms: f64,
+    embed_ms: f64,
+    total_ms: f64,
+}
+
+impl Display for BuildReportOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for e in &self.entries {
+            writeln!(f, "  {}: {} prompts", e.label, e.prompts)?;
+        }
+        let truncated = if self.truncated.is_empty() {
+            String::new()
+        } else {
+            format!("; {} prompt(s) truncated", self.truncated.len())
+        };
+        writeln!(
+            f,
+            "wrote {} ({} entries, {} prompts, {}, {} bytes) in {:.2} s ({:.1} ms per prompt){truncated}",
+            self.out,
+            self.entries.len(),
+            self.prompts,
+            self.element,
+            self.bytes,
+            self.total_ms / 1e3,
+            self.embed_ms / self.prompts.max(1) as f64,
+        )
+    }
+}
+
 /// Runs `prompts build`.
 pub fn build(a: &BuildArgs, quiet: bool) -> anyhow::Result<ExitCode> {
-    let default_templates = crate::templates::named(&a.templates).with_context(|| {
+    let default_templates = clip_edge_tools::templates::named(&a.templates).with_context(|| {
         format!("--templates {}: not a known set (default, imagenet7, imagenet)", a.templates)
     })?;
     let bundle = load_bundle(&a.bundle)?;
     let labels = LabelSet::load(&a.labels, default_templates)?;
     let total = labels.prompt_count();
-    let t0 = std::time::Instant::now();
-    let step = (total / 10).max(1);
-    let show = !quiet && total >= 50;
+    let progress = Progress::new("embedding prompts", "prompts", total, 50, !quiet);
     let opts = BuildOptions {
         element: a.element,
         fail_on_truncation: a.fail_on_truncation,
         stamp: a.stamp,
         calibrate: !a.no_calibration,
-        threads: a.threads.map_or_else(crate::prompt_build::default_threads, usize::from),
+        threads: a.threads.map_or_else(clip_edge_tools::prompt_build::default_threads, usize::from),
     };
-    let (builder, report) = build_store(&bundle, &labels, opts, |done, total| {
-        if show && (done % step == 0 || done == total) {
-            let secs = t0.elapsed().as_secs_f64();
-            let left = secs / done as f64 * (total - done) as f64;
-            eprintln!(
-                "embedding prompts: {done}/{total} ({:.0}%), {secs:.1} s, ~{left:.0} s left",
-                100.0 * done as f64 / total as f64
-            );
-        }
-    })
-    .with_context(|| format!("cannot build a prompt store for {}", a.labels.display()))?;
+    let (builder, report) = build_store(&bundle, &labels, opts, |done, _| progress.tick(done))
+        .with_context(|| format!("cannot build a prompt store for {}", a.labels.display()))?;
     for p in &report.truncated {
         log::warn!("prompt cut to the text encoder's context: {p:?}");
     }
@@ -190,43 +268,44 @@ pub fn build(a: &BuildArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let bytes = builder.to_bytes()?;
     clip_edge_runtime::store::write_atomic(&a.out, &bytes)
         .with_context(|| format!("cannot write prompt store {}", a.out.display()))?;
-    let elapsed = t0.elapsed();
-    if a.json {
-        let entries: Vec<_> = report.entries.iter().map(|(l, n)| json!({"label": l, "prompts": n})).collect();
-        let out = json!({
-            "out": a.out.display().to_string(),
-            "element": a.element.as_str(),
-            "threads": opts.threads,
-            "entries": entries,
-            "prompts": total,
-            "truncated": report.truncated,
-            "calibration": report.calibration.as_ref().map(|(bonus, unseen)| json!({"unseen_bonus": bonus, "unseen": unseen})),
-            "bytes": bytes.len(),
-            "load_ms": report.load.as_secs_f64() * 1e3,
-            "embed_ms": report.embed.as_secs_f64() * 1e3,
-            "total_ms": elapsed.as_secs_f64() * 1e3,
-        });
-        println!("{out}");
-    } else {
-        for (label, n) in &report.entries {
-            println!("  {label}: {n} prompts");
-        }
-        println!(
-            "wrote {} ({} entries, {total} prompts, {}, {} bytes) in {:.2} s ({:.1} ms per prompt){}",
-            a.out.display(),
-            report.entries.len(),
-            a.element,
-            bytes.len(),
-            elapsed.as_secs_f64(),
-            report.embed.as_secs_f64() * 1e3 / total.max(1) as f64,
-            if report.truncated.is_empty() {
-                String::new()
-            } else {
-                format!("; {} prompt(s) truncated", report.truncated.len())
-            }
-        );
-    }
+    let out = BuildReportOut {
+        out: a.out.display().to_string(),
+        element: a.element,
+        threads: opts.threads,
+        entries: report.entries.iter().map(|(l, n)| BuiltEntry { label: l.clone(), prompts: *n }).collect(),
+        prompts: total,
+        truncated: report.truncated.clone(),
+        calibration: report
+            .calibration
+            .as_ref()
+            .map(|(bonus, unseen)| CalibrationRow { unseen_bonus: *bonus, unseen: unseen.clone() }),
+        bytes: bytes.len(),
+        load_ms: report.load.as_secs_f64() * 1e3,
+        embed_ms: report.embed.as_secs_f64() * 1e3,
+        total_ms: progress.elapsed().as_secs_f64() * 1e3,
+    };
+    Format::from_flag(a.json).print(&out)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The report of `prompts random`.
+#[derive(Debug, Serialize)]
+pub struct RandomReport {
+    out: String,
+    entries: usize,
+    element: ElementType,
+    seed: u64,
+    bundle: String,
+}
+
+impl Display for RandomReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "wrote {} ({} entries, {}, placeholder random vectors for bundle '{}')",
+            self.out, self.entries, self.element, self.bundle
+        )
+    }
 }
 
 /// Runs `prompts random`.
@@ -253,12 +332,13 @@ pub fn random(a: &RandomArgs) -> anyhow::Result<ExitCode> {
         builder.push(label.trim(), kind, &v).with_context(|| format!("cannot add label '{label}'"))?;
     }
     builder.write(&a.out).with_context(|| format!("cannot write prompt store {}", a.out.display()))?;
-    println!(
-        "wrote {} ({} entries, {}, placeholder random vectors for bundle '{}')",
-        a.out.display(),
-        a.labels.len() + a.background.len(),
-        a.element,
-        bundle.name
-    );
+    let report = RandomReport {
+        out: a.out.display().to_string(),
+        entries: a.labels.len() + a.background.len(),
+        element: a.element,
+        seed: a.seed,
+        bundle: bundle.name.clone(),
+    };
+    Format::from_flag(a.json).print(&report)?;
     Ok(ExitCode::SUCCESS)
 }

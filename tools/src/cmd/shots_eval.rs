@@ -4,6 +4,7 @@
 //! the test images (the same test images for every shot count), and the test
 //! images are scored against the candidate store with K shots per class added.
 
+use std::fmt::Display;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -12,11 +13,13 @@ use anyhow::{bail, Context};
 use clip_edge_runtime::frame::load_rgb;
 use clip_edge_runtime::store::PromptStore;
 use clip_edge_runtime::{Classifier, Scorer};
-use serde_json::json;
+use clip_edge_tools::dataset::ClassFolder;
+use clip_edge_tools::report::{Format, Progress};
+use clip_edge_tools::rng::SplitMix64;
+use serde::Serialize;
 
-use super::eval::{ClassFolder, Tally};
+use super::eval::{ratio, Tally};
 use crate::cli::EvalArgs;
-use crate::rng::SplitMix64;
 
 /// Results for one shot count over all draws.
 #[derive(Debug, Clone, Default)]
@@ -94,7 +97,7 @@ pub fn run(
     let rule = a.mix.rule(0.0, -1.0);
     rule.validate().context("invalid --shot-weight or --shot-sharpness")?;
     let total: usize = classes.iter().map(|c| c.images.len()).sum();
-    let t0 = Instant::now();
+    let progress = Progress::new("embedding", "images", total, 50, !quiet);
     let mut embeddings: Vec<Vec<Vec<f32>>> = Vec::with_capacity(classes.len());
     let mut unreadable = Vec::new();
     let mut done = 0;
@@ -109,9 +112,7 @@ pub fn run(
                 }
             }
             done += 1;
-            if !quiet && total >= 50 && (done % (total / 10).max(1) == 0 || done == total) {
-                eprintln!("embedding: {done}/{total} images, {:.1} s", t0.elapsed().as_secs_f64());
-            }
+            progress.tick(done);
         }
         if v.len() <= max_k {
             bail!(
@@ -123,7 +124,7 @@ pub fn run(
         }
         embeddings.push(v);
     }
-    let embed_s = t0.elapsed().as_secs_f64();
+    let embed_s = progress.elapsed().as_secs_f64();
     let base = clf.store();
     let cap_class = (max_k as u32).max(base.header().shots_per_class);
     let cap_total = ((classes.len() * max_k + base.shots().len()) as u32).max(cap_class);
@@ -171,117 +172,187 @@ pub fn run(
             }
         }
     }
-    let rate = |(n, hit): (usize, usize)| if n == 0 { 0.0 } else { hit as f64 / n as f64 };
+    let rate = |(n, hit): (usize, usize)| ratio(hit, n);
     let zero = a.shots.iter().position(|&k| k == 0);
     let last = a.shots.iter().enumerate().max_by_key(|(_, k)| **k).map(|(i, _)| i).unwrap_or(0);
-    let mut movers: Vec<(usize, f64, f64)> = Vec::new();
+    let mut movers: Vec<Mover> = Vec::new();
     if let Some(z) = zero {
         movers = (0..classes.len())
-            .map(|c| (c, rate(results[z].per_class[c]), rate(results[last].per_class[c])))
+            .map(|c| Mover {
+                class: classes[c].name.clone(),
+                zero_shot: rate(results[z].per_class[c]),
+                few_shot: rate(results[last].per_class[c]),
+            })
             .collect();
-        movers.sort_by(|x, y| (y.2 - y.1).total_cmp(&(x.2 - x.1)).then(x.0.cmp(&y.0)));
+        // Stable sort: equal gains keep class order.
+        movers.sort_by(|x, y| (y.few_shot - y.zero_shot).total_cmp(&(x.few_shot - x.zero_shot)));
     }
-    let rows: Vec<_> = a
+    let rows = a
         .shots
         .iter()
         .zip(&results)
         .map(|(&k, r)| {
-            let (t1, t1_sd) = mean_sd(&r.top1);
-            let (t5, t5_sd) = mean_sd(&r.top5);
-            let mut us = r.score_us.clone();
-            json!({
-                "shots": k, "top1": t1, "top1_sd": t1_sd, "top5": t5, "top5_sd": t5_sd,
-                "top1_draws": r.top1, "score_us_median": median(&mut us), "shots_stored": r.shots_stored,
-                "worst_top1": rate(r.worst), "others_top1": rate(r.others),
-            })
+            let (top1, top1_sd) = mean_sd(&r.top1);
+            let (top5, top5_sd) = mean_sd(&r.top5);
+            ShotRow {
+                shots: k,
+                top1,
+                top1_sd,
+                top5,
+                top5_sd,
+                top1_draws: r.top1.clone(),
+                score_us_median: median(&mut r.score_us.clone()),
+                shots_stored: r.shots_stored,
+                worst_top1: rate(r.worst),
+                others_top1: rate(r.others),
+            }
         })
         .collect();
-    let n_movers = a.movers;
-    let mover =
-        |&(c, z, k): &(usize, f64, f64)| json!({"class": classes[c].name, "zero_shot": z, "few_shot": k});
-    let winners: Vec<_> = movers.iter().filter(|m| m.2 > m.1).take(n_movers).map(mover).collect();
-    let losers: Vec<_> = movers.iter().rev().filter(|m| m.2 < m.1).take(n_movers).map(mover).collect();
-    let (better, worse) =
-        movers.iter().fold((0, 0), |(b, w), &(_, z, k)| (b + usize::from(k > z), w + usize::from(k < z)));
-    let test_per_draw = embeddings.iter().map(|v| v.len() - max_k).sum::<usize>();
-    if a.json {
-        let out = json!({
-            "encoder": clf.encoder.path().display().to_string(),
-            "precision": clf.encoder.precision().as_str(),
-            "data": a.data.display().to_string(),
-            "candidates": base.len(),
-            "candidates_from": source,
-            "classes": classes.len(),
-            "draws": a.draws,
-            "seed": a.seed,
-            "test_images_per_draw": test_per_draw,
-            "worst_fraction": a.worst_fraction(),
-            "enrol_fraction": a.enrol_fraction,
-            "shot_weight": rule.shot_weight,
-            "shot_sharpness": rule.shot_sharpness,
-            "unreadable": unreadable.len(),
-            "unreadable_files": unreadable,
-            "embed_seconds": embed_s,
-            "results": rows,
-            "classes_better": better,
-            "classes_worse": worse,
-            "winners": winners,
-            "losers": losers,
-        });
-        println!("{out}");
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!(
-        "{} classes in {}, {} candidates from {source}; {} draws, {test_per_draw} test images per draw; \
-         shot weight {}, sharpness {}",
-        classes.len(),
-        a.data.display(),
-        base.len(),
-        a.draws,
-        rule.shot_weight,
-        rule.shot_sharpness
-    );
-    if a.enrol_fraction < 1.0 {
-        println!(
-            "shots only for the {n_worst} classes (fraction {}) zero-shot handles worst on their shot pool",
-            a.enrol_fraction
-        );
-    }
-    println!(
-        "worst: the {n_worst} classes zero-shot handles worst on their shot pool, per draw; others: the rest"
-    );
-    println!("shots  top-1 (mean ± sd)   top-5 (mean ± sd)      worst  others  score µs/frame");
-    for (k, r) in a.shots.iter().zip(&rows) {
-        let f = |key: &str| r[key].as_f64().unwrap_or(0.0) * 100.0;
-        println!(
-            "{k:>5}  {:>6.1} ± {:<4.1}       {:>6.1} ± {:<4.1}       {:>6.1}     {:>6.1}  {:>8.1}",
-            f("top1"),
-            f("top1_sd"),
-            f("top5"),
-            f("top5_sd"),
-            f("worst_top1"),
-            f("others_top1"),
-            r["score_us_median"].as_f64().unwrap_or(0.0)
-        );
-    }
-    if zero.is_some() {
-        println!("{better} classes better, {worse} worse with {} shots than with none", a.shots[last]);
-        for (title, list) in [("winners", &winners), ("losers", &losers)] {
-            println!("{title}:");
-            for m in list.iter() {
-                println!(
-                    "  {:<40} {:>5.1}% -> {:>5.1}%",
-                    m["class"].as_str().unwrap_or_default(),
-                    m["zero_shot"].as_f64().unwrap_or(0.0) * 100.0,
-                    m["few_shot"].as_f64().unwrap_or(0.0) * 100.0
-                );
+    let winners = movers.iter().filter(|m| m.few_shot > m.zero_shot).take(a.movers).cloned().collect();
+    let losers = movers.iter().rev().filter(|m| m.few_shot < m.zero_shot).take(a.movers).cloned().collect();
+    let report = ShotsReport {
+        encoder: clf.encoder.path().display().to_string(),
+        precision: clf.encoder.precision().as_str(),
+        data: a.data.display().to_string(),
+        candidates: base.len(),
+        candidates_from: source.to_string(),
+        classes: classes.len(),
+        draws: a.draws,
+        seed: a.seed,
+        test_images_per_draw: embeddings.iter().map(|v| v.len() - max_k).sum(),
+        worst_fraction: a.worst_fraction(),
+        worst_classes: n_worst,
+        enrol_fraction: a.enrol_fraction,
+        shot_weight: rule.shot_weight,
+        shot_sharpness: rule.shot_sharpness,
+        unreadable: unreadable.len(),
+        unreadable_files: unreadable,
+        embed_seconds: embed_s,
+        results: rows,
+        compared_shots: zero.map(|_| a.shots[last]),
+        classes_better: movers.iter().filter(|m| m.few_shot > m.zero_shot).count(),
+        classes_worse: movers.iter().filter(|m| m.few_shot < m.zero_shot).count(),
+        winners,
+        losers,
+    };
+    Format::from_flag(a.json).print(&report)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Accuracy with one shot count, over all draws.
+#[derive(Debug, Serialize)]
+pub struct ShotRow {
+    shots: usize,
+    top1: f64,
+    top1_sd: f64,
+    top5: f64,
+    top5_sd: f64,
+    top1_draws: Vec<f64>,
+    score_us_median: f64,
+    shots_stored: usize,
+    worst_top1: f64,
+    others_top1: f64,
+}
+
+/// A class's top-1 without shots and with the most shots.
+#[derive(Debug, Clone, Serialize)]
+pub struct Mover {
+    class: String,
+    zero_shot: f64,
+    few_shot: f64,
+}
+
+/// The report of `clip-edge eval --shots`.
+#[derive(Debug, Serialize)]
+pub struct ShotsReport {
+    encoder: String,
+    precision: &'static str,
+    data: String,
+    candidates: usize,
+    candidates_from: String,
+    classes: usize,
+    draws: u32,
+    seed: u64,
+    test_images_per_draw: usize,
+    worst_fraction: f64,
+    worst_classes: usize,
+    enrol_fraction: f64,
+    shot_weight: f32,
+    shot_sharpness: f32,
+    unreadable: usize,
+    unreadable_files: Vec<String>,
+    embed_seconds: f64,
+    results: Vec<ShotRow>,
+    /// The shot count compared with zero shots in the movers (none without 0 in `--shots`).
+    compared_shots: Option<usize>,
+    classes_better: usize,
+    classes_worse: usize,
+    winners: Vec<Mover>,
+    losers: Vec<Mover>,
+}
+
+impl Display for ShotsReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{} classes in {}, {} candidates from {}; {} draws, {} test images per draw; shot weight {}, sharpness {}",
+            self.classes,
+            self.data,
+            self.candidates,
+            self.candidates_from,
+            self.draws,
+            self.test_images_per_draw,
+            self.shot_weight,
+            self.shot_sharpness
+        )?;
+        let n_worst = self.worst_classes;
+        if self.enrol_fraction < 1.0 {
+            writeln!(
+                f,
+                "shots only for the {n_worst} classes (fraction {}) zero-shot handles worst on their shot pool",
+                self.enrol_fraction
+            )?;
+        }
+        writeln!(f, "worst: the {n_worst} classes zero-shot handles worst on their shot pool, per draw; others: the rest")?;
+        writeln!(f, "shots  top-1 (mean ± sd)   top-5 (mean ± sd)      worst  others  score µs/frame")?;
+        for r in &self.results {
+            writeln!(
+                f,
+                "{:>5}  {:>6.1} ± {:<4.1}       {:>6.1} ± {:<4.1}       {:>6.1}     {:>6.1}  {:>8.1}",
+                r.shots,
+                100.0 * r.top1,
+                100.0 * r.top1_sd,
+                100.0 * r.top5,
+                100.0 * r.top5_sd,
+                100.0 * r.worst_top1,
+                100.0 * r.others_top1,
+                r.score_us_median
+            )?;
+        }
+        if let Some(k) = self.compared_shots {
+            writeln!(
+                f,
+                "{} classes better, {} worse with {k} shots than with none",
+                self.classes_better, self.classes_worse
+            )?;
+            for (title, list) in [("winners", &self.winners), ("losers", &self.losers)] {
+                writeln!(f, "{title}:")?;
+                for m in list {
+                    writeln!(
+                        f,
+                        "  {:<40} {:>5.1}% -> {:>5.1}%",
+                        m.class,
+                        m.zero_shot * 100.0,
+                        m.few_shot * 100.0
+                    )?;
+                }
             }
         }
+        if self.unreadable > 0 {
+            writeln!(f, "{} unreadable images skipped", self.unreadable)?;
+        }
+        Ok(())
     }
-    if !unreadable.is_empty() {
-        println!("{} unreadable images skipped", unreadable.len());
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 from ..data import emoji as emoji_data
-from ..errors import DataMissing, ToolError
+from ..errors import DataMissing, exit_code
 from ..log import logger
 from ..paths import DEFAULT_BUNDLE
 
@@ -288,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clip-edge", help="clip-edge binary for the prompt store and tract checks "
                                         "(default: target/debug/clip-edge, built with cargo if missing)")
     args = p.parse_args(argv)
-    try:
+
+    def run() -> None:
         if args.package:
             from .package import package
 
@@ -297,13 +298,8 @@ def main(argv: list[str] | None = None) -> int:
             train(args)
         else:
             p.error("give --out RUN (train) or --package RUN (export)")
-    except DataMissing as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except ToolError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+
+    return exit_code(run, codes={DataMissing: 2})
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ import tempfile
 
 from .. import manifest
 from ..binary import ClipEdge
-from ..errors import ExportError, ToolError
+from ..errors import ExportError, exit_code
 from ..log import logger
 from ..manifest import COMPUTE_FORM, Preprocess
 from .bundle import TextSpec, add_nnef, write_bundle
@@ -219,13 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     rq.add_argument("--clip-edge")
 
     args = parser.parse_args(argv)
-    try:
-        {"open-clip": export_open_clip, "hf": export_hf, "package": package,
-         "requantise": requantise}[args.source](args)
-    except ToolError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    run = {"open-clip": export_open_clip, "hf": export_hf, "package": package, "requantise": requantise}[args.source]
+    return exit_code(lambda: run(args))
 
 
 if __name__ == "__main__":
