@@ -188,9 +188,8 @@ impl EventSink {
             Err(e) => return log::error!("cannot serialise event: {e}"),
         };
         if self.stdout {
-            let mut out = std::io::stdout().lock();
-            if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
-                log::error!("cannot write events to stdout");
+            if let Err(e) = clip_edge_runtime::process::print_line(&line) {
+                log::error!("cannot write events to stdout: {e}");
             }
         }
         if let Some(f) = &mut self.file {

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use clip_edge_board::events::EventSink;
 use clip_edge_board::{Config, Daemon, Devices, Model, StartError};
+use clip_edge_runtime::process::print_line;
 
 /// clip-edge on the device: on each trigger (GPIO edge or simulated), capture
 /// a camera frame, classify it against the prompt store on flash, pulse the
@@ -66,16 +67,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    clip_edge_runtime::process::exit_quietly_on_broken_pipe();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_millis()
         .init();
     match run(Cli::parse()) {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => clip_edge_runtime::process::failure(e.as_ref()),
     }
 }
 
@@ -101,7 +98,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut daemon = start(config, sink, shutdown)
         .with_context(|| format!("start-up self-check failed ({})", path.display()))?;
     if check_only {
-        println!("self-check passed");
+        print_line("self-check passed")?;
         return Ok(ExitCode::SUCCESS);
     }
     let stats = daemon.run(max_events);
@@ -142,9 +139,9 @@ fn enroll(
     let done = clip_edge_board::enroll::run_once(&config, &class, frames, interval)
         .with_context(|| format!("enrolment with {} failed", path.display()))?;
     if json {
-        println!("{}", serde_json::to_string(&done)?);
+        print_line(&serde_json::to_string(&done)?)?;
     } else {
-        println!("stored {done}");
+        print_line(&format!("stored {done}"))?;
     }
     Ok(ExitCode::SUCCESS)
 }

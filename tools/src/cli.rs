@@ -415,7 +415,6 @@ impl ShotArgs {
 
 /// Runs the command line and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
-    clip_edge_runtime::process::exit_quietly_on_broken_pipe();
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
     let result = match cli.command {
@@ -433,10 +432,7 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
+        Err(err) => clip_edge_runtime::process::failure(err.as_ref()),
     }
 }
 

@@ -9,7 +9,7 @@ use clip_edge_runtime::frame::is_image_file;
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
     /// A folder could not be listed.
-    #[error("cannot read data folder {path}: {source}")]
+    #[error("cannot read folder {path}")]
     Io {
         /// The folder.
         path: PathBuf,

@@ -54,16 +54,6 @@ pub enum ConvertError {
     },
 }
 
-impl ConvertError {
-    /// The runtime's error kind this maps to, for callers that sort failures.
-    pub fn kind(&self) -> clip_edge_runtime::ErrorKind {
-        match self {
-            ConvertError::Runtime(e) => e.kind(),
-            _ => clip_edge_runtime::ErrorKind::Model,
-        }
-    }
-}
-
 fn manifest_err(path: &Path, message: impl Into<String>) -> ConvertError {
     ConvertError::Manifest { path: path.to_path_buf(), message: message.into() }
 }

@@ -38,10 +38,15 @@ impl Format {
     }
 
     /// Prints the report on stdout, ending with one newline.
-    pub fn print<R: Serialize + Display>(self, report: &R) -> Result<(), serde_json::Error> {
+    /// Nothing is printed for an empty text. A closed stdout is an error of
+    /// kind `BrokenPipe` (see [`clip_edge_runtime::process::failure`]).
+    pub fn print<R: Serialize + Display>(self, report: &R) -> std::io::Result<()> {
         let text = self.render(report)?;
-        println!("{}", text.trim_end_matches('\n'));
-        Ok(())
+        let text = text.trim_end_matches('\n');
+        if text.is_empty() {
+            return Ok(());
+        }
+        clip_edge_runtime::process::print_line(text)
     }
 }
 

@@ -252,7 +252,26 @@ fn a_closed_stdout_pipe_ends_the_command_quietly() {
     drop(child.stdout.take());
     let o = child.wait_with_output().expect("wait");
     assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
-    assert_eq!(o.status.code(), Some(clip_edge_runtime::process::BROKEN_PIPE_STATUS));
+    assert_eq!(o.status.code(), Some(i32::from(clip_edge_runtime::process::BROKEN_PIPE_STATUS)));
+}
+
+#[test]
+fn an_error_names_its_file_and_gives_the_cause_once() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = dir.path().join("never.store");
+    let o = run(args![
+        "prompts",
+        "build",
+        "--bundle",
+        &bundle(),
+        "--labels",
+        "/nonexistent/labels.toml",
+        "--out",
+        &out
+    ]);
+    assert_clean_failure(&o, "/nonexistent/labels.toml", "No such file");
+    let o = run(args!["eval", "--bundle", &bundle(), "--data", "/nonexistent/data"]);
+    assert_clean_failure(&o, "/nonexistent/data", "No such file");
 }
 
 #[test]

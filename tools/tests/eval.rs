@@ -142,6 +142,19 @@ fn fewshot_add_list_remove_change_only_what_they_say() {
     let v = list();
     assert_eq!(v["shots"], 0);
     assert!(v["entries"].as_array().expect("entries").iter().all(|e| e["label"] != "our van"));
+
+    let text_class =
+        v["entries"].as_array().expect("entries").iter().find(|e| e["text"] == true && e["kind"] == "class");
+    let text_class = text_class.and_then(|e| e["label"].as_str()).expect("a text class").to_string();
+    let o = add(&text_class, &[image("grey_50x77.png")]);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    let o = run(args!["fewshot", "remove", store.as_os_str(), "--class", &text_class, "--json"]);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("remove --json");
+    assert_eq!((r["class"].as_str(), r["removed"].as_u64()), (Some(text_class.as_str()), Some(1)), "{r}");
+    assert_eq!(r["class_removed"], false, "{r}");
+    let v = list();
+    assert!(v["entries"].as_array().expect("entries").iter().any(|e| e["label"] == text_class.as_str()));
     let o = run(args!["fewshot", "remove", store.as_os_str(), "--class", "unicorn"]);
     assert_clean_failure(&o, "p.store", "no class 'unicorn'");
 }

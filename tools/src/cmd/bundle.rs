@@ -29,9 +29,7 @@ pub enum EncoderRow {
         nnef_parse_ms: f64,
         onnx_optimise_ms: f64,
         nnef_optimise_ms: f64,
-        #[serde(skip)]
         onnx_read_ms: f64,
-        #[serde(skip)]
         nnef_read_ms: f64,
     },
     /// No copy was made.

@@ -156,7 +156,7 @@ pub fn run(a: &ClassifyArgs) -> anyhow::Result<ExitCode> {
                 if a.json {
                     let kind = format!("{:?}", err.kind()).to_lowercase();
                     let e = ImageError { image: path.display().to_string(), error: err.to_string(), kind };
-                    println!("{}", serde_json::to_string(&e)?);
+                    clip_edge_runtime::process::print_line(&serde_json::to_string(&e)?)?;
                 }
                 eprintln!("error: {err}");
             }

@@ -105,7 +105,7 @@ pub fn run(a: &EmbedArgs) -> anyhow::Result<ExitCode> {
                 failed += 1;
                 if a.json {
                     let e = ImageError { image: path.display().to_string(), error: err.to_string() };
-                    println!("{}", serde_json::to_string(&e)?);
+                    clip_edge_runtime::process::print_line(&serde_json::to_string(&e)?)?;
                 }
                 eprintln!("error: {err}");
             }

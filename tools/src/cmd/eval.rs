@@ -234,7 +234,6 @@ pub struct Confusion {
 #[derive(Debug, Serialize)]
 pub struct EvalReport {
     bundle: String,
-    #[serde(skip)]
     bundle_name: String,
     precision: &'static str,
     data: String,

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clip_edge_runtime::frame::load_rgb;
-use clip_edge_runtime::store::{self, rfc3339, Enrolled, EntryKind, Header, PromptStore};
+use clip_edge_runtime::store::{self, rfc3339, Enrolled, EntryKind, PromptStore};
 use clip_edge_runtime::ImageEncoder;
 use clip_edge_tools::report::Format;
 use serde::Serialize;
@@ -69,8 +69,6 @@ pub struct ListedEntry {
 #[derive(Debug, Serialize)]
 pub struct ListReport {
     store: String,
-    #[serde(skip)]
-    header: Header,
     version: u16,
     element: store::ElementType,
     shots: u32,
@@ -82,11 +80,17 @@ pub struct ListReport {
 
 impl Display for ListReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let h = &self.header;
         writeln!(
             f,
             "{}: format {}, {}, {} entries, {} shots (cap {} per class, {} in all), {} bytes",
-            self.store, h.version, h.element, h.count, h.shots, h.shots_per_class, h.max_shots, h.file_len
+            self.store,
+            self.version,
+            self.element,
+            self.entries.len(),
+            self.shots,
+            self.shots_per_class,
+            self.max_shots,
+            self.file_len
         )?;
         for e in &self.entries {
             let kind = match (e.kind, e.text) {
@@ -109,7 +113,7 @@ impl Display for ListReport {
 pub fn list(a: &FewshotListArgs) -> anyhow::Result<ExitCode> {
     let s = PromptStore::open(&a.file)
         .with_context(|| format!("cannot use prompt store {}", a.file.display()))?;
-    let h = s.header().clone();
+    let h = s.header();
     let entries = s
         .entries()
         .iter()
@@ -134,7 +138,6 @@ pub fn list(a: &FewshotListArgs) -> anyhow::Result<ExitCode> {
         shots_per_class: h.shots_per_class,
         max_shots: h.max_shots,
         file_len: h.file_len,
-        header: h,
         entries,
     };
     Format::from_flag(a.json).print(&report)?;

@@ -48,6 +48,7 @@ pub fn assert_clean_failure(o: &Output, file: &str, what: &str) {
         .find(|l| l.starts_with("error:") && l.contains(file))
         .unwrap_or_else(|| panic!("no error line naming {file}: {err}"));
     assert!(line.contains(what), "'{what}' missing from: {line}");
+    assert!(line.matches("(os error").count() <= 1, "a cause printed twice: {line}");
 }
 
 pub fn store_bytes(fingerprint: [u8; 32], dim: usize) -> Vec<u8> {
