@@ -137,7 +137,8 @@ pub enum CameraConfig {
         /// Frames to drop after a trigger so the frame is from after it (default 2).
         #[serde(default = "int::<2>")]
         skip_frames: u32,
-        /// How long to wait for a frame (default 2 s).
+        /// How long to wait for a frame (default 2 s, at most 10 s: one wait
+        /// must stay well inside the service's `WatchdogSec`).
         #[serde(rename = "timeout_ms", default = "ms::<2000>", deserialize_with = "millis")]
         timeout: Duration,
     },
@@ -369,6 +370,9 @@ impl Config {
             CameraConfig::V4l2 { device, width, height, timeout, .. } => {
                 if !(16..=8192).contains(width) || !(16..=8192).contains(height) {
                     return Err(out_of_range("camera.width", &format!("{width}x{height}"), "16..=8192"));
+                }
+                if *timeout > Duration::from_secs(10) {
+                    return Err(out_of_range("camera.timeout_ms", &timeout.as_millis(), "1..=10000"));
                 }
                 *device = resolve(device);
                 *timeout = (*timeout).max(Duration::from_millis(1));

@@ -43,6 +43,19 @@ pub enum StartError {
     /// Event file.
     #[error("{0}: cannot open the events file: {1}")]
     Events(std::path::PathBuf, std::io::Error),
+    /// `[enroll]` is configured but the prompt store cannot be edited where it lies.
+    #[error(
+        "enroll: the prompt store {} cannot be edited where it lies ({source}); keep it in a writable \
+         folder such as /var/lib/clip-edge (model.prompts)",
+        path.display()
+    )]
+    StoreNotEditable {
+        /// The prompt store.
+        path: std::path::PathBuf,
+        /// Why not.
+        #[source]
+        source: clip_edge_runtime::Error,
+    },
 }
 
 /// Totals of a run.
@@ -108,10 +121,17 @@ pub struct Model {
 }
 
 impl Model {
-    /// Loads the bundle, encoder and prompt store `config` names and runs a grey frame through the model.
+    /// Loads the bundle, encoder and prompt store `config` names and runs a
+    /// grey frame through the model. With `[enroll]`, checks that the store
+    /// can be edited where it lies ([`clip_edge_runtime::store::check_editable`]).
     pub fn load(config: &Config) -> Result<Model, StartError> {
         let bundle = Bundle::load(&config.bundle)?;
         let mut clf = Classifier::load(&bundle, config.precision, config.prompts.as_deref())?;
+        if config.enroll.is_some() {
+            let path = clf.store().path();
+            clip_edge_runtime::store::check_editable(path)
+                .map_err(|source| StartError::StoreNotEditable { path: path.to_path_buf(), source })?;
+        }
         clf.encoder.set_threads(config.threads)?;
         let size = bundle.preprocess.size;
         let probe = image::RgbImage::from_pixel(size, size, image::Rgb([128, 128, 128]));
@@ -142,7 +162,7 @@ impl Daemon {
         shutdown: Arc<AtomicBool>,
     ) -> Result<Daemon, StartError> {
         let Model { bundle, clf } = model;
-        let Devices { trigger, camera, pin: pulser, button } = devices;
+        let Devices { trigger, camera, pin: pulser, button, service: notifier } = devices;
         if let Some(p) = &pulser {
             for label in p.labels() {
                 if !clf.store().entries().iter().any(|e| &e.label == label && e.kind == EntryKind::Class) {
@@ -160,7 +180,7 @@ impl Daemon {
             camera,
             pulser,
             sink,
-            notifier: Notifier::from_env(),
+            notifier,
             shutdown,
             seq: 0,
             stats: Stats::default(),
@@ -331,7 +351,7 @@ impl Daemon {
     fn enroll(&mut self, ev: TriggerEvent) {
         let Some(cfg) = self.config.enroll.clone() else { return };
         let Some(mut button) = self.button.take() else { return };
-        let (camera, encoder) = (&mut self.camera, &mut self.clf.encoder);
+        let (camera, encoder, notifier) = (&mut self.camera, &mut self.clf.encoder, &mut self.notifier);
         let captured = crate::enroll::capture(
             &cfg.class,
             &mut || camera.capture(),
@@ -339,6 +359,7 @@ impl Daemon {
             cfg.frames,
             cfg.interval,
             &mut || button.is_active().ok().flatten() != Some(false),
+            &mut || notifier.ping_if_due(),
         );
         // Edges that came while capturing (the release, bounces) end this
         // enrolment; they must not start another.
@@ -363,11 +384,13 @@ impl Daemon {
                     store_shots: done.store_shots as u32,
                     store_bytes: done.file_len,
                 });
+                self.notifier.ping_if_due();
                 if let Some(p) = &mut self.pulser {
                     if let Err(e) = p.blink(ENROLL_BLINKS, ENROLL_BLINK) {
                         self.error(Some(ev.ts_ns), "output", e.to_string());
                     }
                 }
+                self.notifier.ping_if_due();
                 self.refresh_store();
             }
             Err(e) => {
@@ -388,6 +411,7 @@ impl Daemon {
         let mut frames = Vec::with_capacity(burst as usize);
         let mut last: Option<Classification> = None;
         for i in 0..burst {
+            self.notifier.ping_if_due();
             let frame = match self.camera.capture() {
                 Ok(f) => f,
                 Err(e) => return self.error(Some(ev.ts_ns), "camera", e.to_string()),

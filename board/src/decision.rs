@@ -145,6 +145,52 @@ mod tests {
         assert_eq!(vote(&[], 1), BurstDecision::Unknown);
     }
 
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn frame() -> impl Strategy<Value = Decision> {
+            prop_oneof![(0usize..5).prop_map(M), (5usize..7).prop_map(B), Just(U)]
+        }
+
+        /// The vote as the event schema describes it, by counting every row.
+        fn by_hand(frames: &[Decision], agree: u32) -> BurstDecision {
+            let votes = |row| frames.iter().filter(|d| **d == M(row)).count() as u32;
+            let best = (0..5)
+                .map(|row| (row, votes(row)))
+                .filter(|&(_, n)| n > 0)
+                .max_by_key(|&(row, n)| (n, std::cmp::Reverse(row)));
+            let backgrounds = frames.iter().filter(|d| matches!(d, B(_))).count() as u32;
+            match best {
+                Some((index, votes)) if votes >= agree => BurstDecision::Match { index, votes },
+                _ if 2 * backgrounds as usize > frames.len() => {
+                    BurstDecision::Background { votes: backgrounds }
+                }
+                _ => BurstDecision::Unknown,
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn the_vote_counts_rows_and_ignores_frame_order(
+                frames in proptest::collection::vec(frame(), 0..16),
+                agree in 1u32..17,
+                rotate in 0usize..16,
+            ) {
+                let d = vote(&frames, agree);
+                prop_assert_eq!(d, by_hand(&frames, agree));
+                let mut turned = frames.clone();
+                turned.rotate_left(rotate.min(frames.len()));
+                turned.reverse();
+                prop_assert_eq!(vote(&turned, agree), d);
+                // Asking for more agreement never makes a match.
+                if d.verdict() != Verdict::Match {
+                    prop_assert_ne!(vote(&frames, agree + 1).verdict(), Verdict::Match);
+                }
+            }
+        }
+    }
+
     #[test]
     fn verdicts_serialise_as_the_event_schema_says() {
         let json =

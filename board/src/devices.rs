@@ -1,13 +1,15 @@
-//! The daemon's hardware: what [`crate::Daemon::start`] is handed. Each part
-//! is a trait object ([`Trigger`], [`FrameSource`], a [`Pulser`] over any
-//! embedded-hal `OutputPin`), so tests inject their own and
-//! [`Devices::open`] opens the real or simulated ones a configuration names.
+//! The daemon's hardware and service manager: what [`crate::Daemon::start`]
+//! is handed. Each part is a trait object ([`Trigger`], [`FrameSource`], a
+//! [`Pulser`] over any embedded-hal `OutputPin`) or a value ([`Notifier`]), so
+//! tests inject their own and [`Devices::open`] opens the real or simulated
+//! ones a configuration names.
 
 use clip_edge_runtime::Bundle;
 
 use crate::camera::{FrameSource, Supervised};
 use crate::config::Config;
 use crate::daemon::StartError;
+use crate::notify::Notifier;
 use crate::output::Pulser;
 use crate::trigger::{self, Trigger};
 
@@ -22,6 +24,9 @@ pub struct Devices {
     /// Press and hold to enrol frames as shots of `enroll.class`; used only
     /// with an `[enroll]` section.
     pub button: Option<Box<dyn Trigger>>,
+    /// systemd's notification socket: readiness, and watchdog pings that long
+    /// work (an enrolment, a burst) keeps sending.
+    pub service: Notifier,
 }
 
 impl std::fmt::Debug for Devices {
@@ -31,6 +36,7 @@ impl std::fmt::Debug for Devices {
             .field("camera", &self.camera.describe())
             .field("pin", &self.pin)
             .field("button", &self.button.as_ref().map(|b| b.describe()))
+            .field("service", &self.service)
             .finish()
     }
 }
@@ -39,12 +45,13 @@ impl Devices {
     /// Opens what `config` names, in this order: the trigger, the enrolment
     /// button, the camera (supervised; V4L2 frames halved while their shorter
     /// side stays at least twice `bundle`'s input), the output pin. The first
-    /// failure is returned, naming the device.
+    /// failure is returned, naming the device. The service manager is the one
+    /// the environment names ([`Notifier::from_env`]).
     pub fn open(config: &Config, bundle: &Bundle) -> Result<Devices, StartError> {
         let trigger = trigger::open(&config.trigger.source)?;
         let button = config.enroll.as_ref().and_then(|e| e.button.as_ref()).map(trigger::open).transpose()?;
         let camera = Supervised::open(&config.camera, 2 * bundle.preprocess.size)?;
         let pin = config.pin.as_ref().map(Pulser::open).transpose()?;
-        Ok(Devices { trigger, camera: Box::new(camera), pin, button })
+        Ok(Devices { trigger, camera: Box::new(camera), pin, button, service: Notifier::from_env() })
     }
 }

@@ -51,8 +51,15 @@ pub enum EnrollError {
     },
 }
 
+/// Longest wait between two `keepalive` calls while waiting between frames.
+const KEEPALIVE_SLICE: Duration = Duration::from_millis(50);
+
 /// Captures up to `frames` frames, `interval` apart, while `held()` stays
 /// true (it is asked before every frame after the first), and embeds them.
+/// `keepalive()` is called before every frame and at least every 50 ms of the
+/// waits between them (the daemon pings systemd's watchdog there), so no
+/// step blocks longer than one capture (at most `camera.timeout_ms`) or one
+/// inference.
 pub fn capture(
     class: &str,
     grab: &mut dyn FnMut() -> Result<Frame, CameraError>,
@@ -60,6 +67,7 @@ pub fn capture(
     frames: u32,
     interval: Duration,
     held: &mut dyn FnMut() -> bool,
+    keepalive: &mut dyn FnMut(),
 ) -> Result<Vec<Embedding>, EnrollError> {
     let mut out = Vec::with_capacity(frames as usize);
     for i in 0..frames {
@@ -67,8 +75,17 @@ pub fn capture(
             if !held() {
                 break;
             }
-            std::thread::sleep(interval);
+            let until = std::time::Instant::now() + interval;
+            loop {
+                keepalive();
+                let left = until.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                std::thread::sleep(left.min(KEEPALIVE_SLICE));
+            }
         }
+        keepalive();
         let frame = grab().map_err(|source| EnrollError::Camera {
             class: class.into(),
             captured: i,
@@ -112,14 +129,16 @@ pub fn run_once(
     let model = |source| EnrollError::Model { class: class.into(), source };
     let bundle = Bundle::load(&config.bundle).map_err(model)?;
     let path = store_path(config, &bundle).map_err(model)?;
-    // Fail on a wrong store before spending time on the camera.
+    // Fail on a wrong or read-only store before spending time on the camera.
     clip_edge_runtime::PromptStore::open(&path)
         .and_then(|s| s.check_model(&bundle.fingerprint, bundle.embed_dim))
+        .and_then(|()| clip_edge_runtime::store::check_editable(&path))
         .map_err(|source| EnrollError::Store { class: class.into(), source })?;
     let mut encoder = ImageEncoder::load(&bundle, config.precision).map_err(model)?;
     encoder.set_threads(config.threads).map_err(model)?;
     let mut cam = camera::open(&config.camera, 2 * bundle.preprocess.size)
         .map_err(|source| EnrollError::Camera { class: class.into(), captured: 0, wanted: frames, source })?;
-    let shots = capture(class, &mut || cam.capture(), &mut encoder, frames, interval, &mut || true)?;
+    let shots =
+        capture(class, &mut || cam.capture(), &mut encoder, frames, interval, &mut || true, &mut || {})?;
     save(&path, &bundle, class, &shots)
 }

@@ -13,15 +13,27 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    /// Reads `NOTIFY_SOCKET` and `WATCHDOG_USEC` from the environment.
+    /// Reads `NOTIFY_SOCKET` and `WATCHDOG_USEC` from the environment, as
+    /// systemd sets them for a `Type=notify` service with `WatchdogSec=`.
     pub fn from_env() -> Notifier {
         let path = std::env::var("NOTIFY_SOCKET").ok().filter(|p| !p.is_empty());
-        let socket = path.and_then(|p| UnixDatagram::unbound().ok().map(|s| (s, p)));
         let watchdog = std::env::var("WATCHDOG_USEC")
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
             .filter(|&us| us > 0)
             .map(Duration::from_micros);
+        Notifier::to(path, watchdog)
+    }
+
+    /// Notifies nobody (not under systemd).
+    pub fn none() -> Notifier {
+        Notifier::to(None, None)
+    }
+
+    /// Notifies the datagram socket at `path` (`@name`: an abstract one) and
+    /// expects a watchdog ping every `watchdog` if given.
+    pub fn to(path: Option<String>, watchdog: Option<Duration>) -> Notifier {
+        let socket = path.and_then(|p| UnixDatagram::unbound().ok().map(|s| (s, p)));
         Notifier { socket, watchdog, last_ping: Instant::now() }
     }
 
@@ -65,11 +77,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("notify");
         let server = UnixDatagram::bind(&path).expect("bind");
-        let n = Notifier {
-            socket: Some((UnixDatagram::unbound().expect("sock"), path.display().to_string())),
-            watchdog: Some(Duration::from_millis(10)),
-            last_ping: Instant::now(),
-        };
+        let n = Notifier::to(Some(path.display().to_string()), Some(Duration::from_millis(10)));
         n.send("READY=1");
         let mut buf = [0u8; 32];
         let len = server.recv(&mut buf).expect("recv");

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clip_edge_board::camera::{CameraError, CameraErrorKind, Frame, FrameSource};
 use clip_edge_board::decision::Verdict;
 use clip_edge_board::events::{Event, EventSink, SharedEvents};
+use clip_edge_board::notify::Notifier;
 use clip_edge_board::trigger::SimTrigger;
 use clip_edge_board::{Daemon, Devices, Model};
 use clip_edge_runtime::frame::load_rgb;
@@ -135,23 +136,39 @@ fn camera_loss_is_an_error_event_and_the_daemon_recovers() {
     assert_eq!((stats.events, stats.errors), (2, 1));
 }
 
-#[test]
-fn a_burst_needs_k_of_n_agreeing_frames() {
-    let frames = common::frames();
+/// One triggered burst over the default model's samples `shown` (in this
+/// order, one per frame) with `agree`: the event's decision, label, votes and frames.
+fn burst(shown: &[&str], agree: u32) -> (Verdict, Option<String>, u32, u32) {
+    let frames = tempfile::tempdir().expect("tmp");
+    for (i, name) in shown.iter().enumerate() {
+        let sample = common::root().join("models/default/samples").join(name);
+        std::fs::copy(sample, frames.path().join(format!("{i:02}.png"))).expect("copy sample");
+    }
     let (trigger, handle) = SimTrigger::new("test".into());
-    let config = common::config(frames.path(), "[decision]\nburst = 4\nagree = 4\n");
+    let extra = format!("[decision]\nburst = {}\nagree = {agree}\n", shown.len());
+    let config = common::config(frames.path(), &extra);
     let (mut d, _pin) = common::start(config, trigger, None, EventSink::memory()).expect("start");
     handle.fire();
     d.run(Some(1));
-    let Some(Event::Event { frames, votes, decision, .. }) =
-        events(&d).into_iter().find(|e| matches!(e, Event::Event { .. }))
-    else {
-        panic!("no event")
-    };
-    assert_eq!(frames, 4);
-    // Four different frames rarely all agree on the placeholder model; whatever
-    // happened, a match must have all four votes.
-    assert!(decision != Verdict::Match || votes == 4, "{decision} with {votes} votes");
+    match events(&d).into_iter().find(|e| matches!(e, Event::Event { .. })) {
+        Some(Event::Event { decision, label, votes, frames, .. }) => (decision, label, votes, frames),
+        other => panic!("no event: {other:?}"),
+    }
+}
+
+#[test]
+fn a_burst_needs_k_of_n_agreeing_frames() {
+    // Each sample alone is a confident match for its own class (or background).
+    let three_dogs = ["dog-google.png", "dog-twitter.png", "cat-google.png", "dog-google.png"];
+    let dog = Some("dog".to_string());
+    assert_eq!(burst(&three_dogs, 3), (Verdict::Match, dog.clone(), 3, 4));
+    assert_eq!(burst(&three_dogs, 2), (Verdict::Match, dog, 3, 4));
+    assert_eq!(burst(&three_dogs, 4), (Verdict::Unknown, None, 0, 4));
+    let mostly_empty = ["empty_scene-1.png", "cat-google.png", "empty_scene-2.png", "empty_scene-1.png"];
+    assert_eq!(burst(&mostly_empty, 2), (Verdict::Background, None, 3, 4));
+    // A tie with enough votes goes to the lower store row: dog (row 2) before cat (row 3).
+    let tie = ["cat-google.png", "dog-google.png", "cat-twitter.png", "dog-twitter.png"];
+    assert_eq!(burst(&tie, 2), (Verdict::Match, Some("dog".to_string()), 2, 4));
 }
 
 #[test]
@@ -228,7 +245,13 @@ fn injected_devices_drive_the_daemon() {
     let config = common::config(frames.path(), "");
     let (trigger, handle) = SimTrigger::new("test".into());
     let model = Model::load(&config).expect("model");
-    let devices = Devices { trigger: Box::new(trigger), camera: Box::new(Garbled), pin: None, button: None };
+    let devices = Devices {
+        trigger: Box::new(trigger),
+        camera: Box::new(Garbled),
+        pin: None,
+        button: None,
+        service: Notifier::none(),
+    };
     let (sink, seen) = EventSink::memory_shared();
     let mut d = Daemon::start(config, model, devices, sink, Arc::default()).expect("start");
     handle.fire();

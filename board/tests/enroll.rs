@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clip_edge_board::enroll::{self, EnrollError};
 use clip_edge_board::events::{Event, EventSink, SharedEvents};
+use clip_edge_board::notify::Notifier;
 use clip_edge_board::trigger::SimTrigger;
 use clip_edge_board::Config;
 use clip_edge_runtime::PromptStore;
@@ -134,6 +135,59 @@ fn background_label_foreign_store_and_full_store_are_refused_untouched() {
 }
 
 #[test]
+fn a_long_enrolment_keeps_pinging_the_watchdog() {
+    use std::os::unix::net::UnixDatagram;
+    use std::time::Instant;
+    // Pinged every second; the longest step between two looks at the clock
+    // is the confirming blink (0.6 s).
+    const WATCHDOG: Duration = Duration::from_millis(2000);
+    let frames = common::frames();
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = store_copy(dir.path());
+    let socket = dir.path().join("notify");
+    let systemd = UnixDatagram::bind(&socket).expect("bind");
+    let listener = std::thread::spawn(move || {
+        let mut pings = Vec::new();
+        let mut buf = [0u8; 64];
+        while let Ok(n) = systemd.recv(&mut buf) {
+            match &buf[..n] {
+                b"WATCHDOG=1" => pings.push(Instant::now()),
+                b"STOPPING=1" => break,
+                _ => {}
+            }
+        }
+        pings
+    });
+    // 6 frames a second apart: 5 s of enrolment, two and a half watchdog periods.
+    let config =
+        config_with(frames.path(), &store, "[enroll]\nclass = \"dog\"\nframes = 6\ninterval_ms = 1000");
+    let (trigger, handle) = SimTrigger::new("test".into());
+    let (button, press) = SimTrigger::new("button".into());
+    let (sink, seen) = EventSink::memory_shared();
+    let service = Notifier::to(Some(socket.display().to_string()), Some(WATCHDOG));
+    let (mut d, _pin) = common::start_notifying(config, trigger, Some(button), sink, service).expect("start");
+    let driver = std::thread::spawn(move || {
+        press.fire();
+        wait_until(&seen, "enrolled", |e| matches!(e, Event::Enrolled { frames: 6, .. }));
+        handle.fire();
+        wait_until(&seen, "event", |e| matches!(e, Event::Event { .. }));
+        (press, handle)
+    });
+    let started = Instant::now();
+    d.run(Some(1));
+    let took = started.elapsed();
+    let _ = driver.join().expect("driver");
+    let pings = listener.join().expect("listener");
+    assert!(took > 2 * WATCHDOG, "the enrolment took {took:?}, too short to test the watchdog");
+    let mut last = started;
+    for p in pings.iter().chain([&Instant::now()]) {
+        let gap = p.duration_since(last);
+        assert!(gap < WATCHDOG, "{gap:?} without a watchdog ping ({} pings in {took:?})", pings.len());
+        last = *p;
+    }
+}
+
+#[test]
 fn the_enrolment_button_captures_while_held_and_blinks_the_pin() {
     let frames = common::frames();
     let dir = tempfile::tempdir().expect("tmp");
@@ -172,4 +226,26 @@ fn the_enrolment_button_captures_while_held_and_blinks_the_pin() {
     assert_eq!(s.shot_count(s.find("dog").expect("dog")), 5);
     let highs = pin.transitions().iter().filter(|h| **h).count();
     assert!(highs >= 6, "two enrolments blink three times each: {highs} highs");
+}
+
+#[test]
+fn a_store_that_cannot_be_edited_fails_the_self_check_with_enrolment_configured() {
+    let frames = common::frames();
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = store_copy(dir.path());
+    // A folder where the lock file must go: it cannot be opened for writing,
+    // as on a read-only mount (tests/tests/vboard.rs checks a real one).
+    std::fs::create_dir(dir.path().join("prompts.store.lock")).expect("mkdir");
+    let before = std::fs::read(&store).expect("read");
+    let config = config_with(frames.path(), &store, "[enroll]\nclass = \"dog\"");
+    let (trigger, _handle) = SimTrigger::new("test".into());
+    let err = common::start(config, trigger, None, EventSink::memory()).expect_err("refused");
+    let text = err.to_string();
+    assert!(text.starts_with("enroll: the prompt store") && text.contains("prompts.store.lock"), "{text}");
+    assert!(text.contains("/var/lib/clip-edge"), "{text}");
+    // Without [enroll] the same store serves classification.
+    let (trigger, _handle) = SimTrigger::new("test".into());
+    let config = config_with(frames.path(), &store, "");
+    common::start(config, trigger, None, EventSink::memory()).expect("classification only");
+    assert_eq!(std::fs::read(&store).expect("read"), before);
 }

@@ -1,5 +1,7 @@
-//! The real GPIO and V4L2 backends against real kernel devices. Skipped (with a
-//! message) unless environment variables name the devices:
+//! The real GPIO and V4L2 backends against real kernel devices. Ignored by a
+//! plain `cargo test` (listed as ignored, with what they need); run them with
+//! `cargo test -p clip-edge-board --test hardware -- --ignored` and
+//! environment variables naming the devices (a missing one fails the test):
 //!
 //! - `CLIP_EDGE_TEST_GPIO_CHIP` and `CLIP_EDGE_TEST_GPIO_LINE`: an input line to
 //!   request for edge events (the test checks the request, a timeout and that
@@ -17,18 +19,19 @@ use clip_edge_board::output::{open_cdev, Pulser};
 use clip_edge_board::trigger::{GpioTrigger, Trigger, Wait};
 
 fn var(name: &str) -> Option<String> {
-    let v = std::env::var(name).ok().filter(|v| !v.is_empty());
-    if v.is_none() {
-        eprintln!("skipped: {name} is not set");
-    }
-    v
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn required(name: &str) -> String {
+    var(name).unwrap_or_else(|| {
+        panic!("{name} is not set: this test needs the device it names (see the file's header)")
+    })
 }
 
 #[test]
+#[ignore = "needs a GPIO chip: CLIP_EDGE_TEST_GPIO_CHIP, CLIP_EDGE_TEST_GPIO_LINE (and _OUT_LINE), then --ignored"]
 fn real_gpio_line_can_be_requested_for_edges_and_pulsed() {
-    let (Some(chip), Some(line)) = (var("CLIP_EDGE_TEST_GPIO_CHIP"), var("CLIP_EDGE_TEST_GPIO_LINE")) else {
-        return;
-    };
+    let (chip, line) = (required("CLIP_EDGE_TEST_GPIO_CHIP"), required("CLIP_EDGE_TEST_GPIO_LINE"));
     let chip = PathBuf::from(chip);
     let line: u32 = line.parse().expect("CLIP_EDGE_TEST_GPIO_LINE is a number");
     let mut t = GpioTrigger::open(&chip, line, Edge::Both, Bias::AsIs, Duration::from_millis(5), false)
@@ -49,8 +52,9 @@ fn real_gpio_line_can_be_requested_for_edges_and_pulsed() {
 }
 
 #[test]
+#[ignore = "needs a camera: CLIP_EDGE_TEST_V4L2_DEVICE (and _FORMAT), then --ignored"]
 fn real_camera_gives_fresh_frames() {
-    let Some(device) = var("CLIP_EDGE_TEST_V4L2_DEVICE") else { return };
+    let device = required("CLIP_EDGE_TEST_V4L2_DEVICE");
     let format = match std::env::var("CLIP_EDGE_TEST_V4L2_FORMAT").as_deref() {
         Ok("mjpeg") => PixelFormat::Mjpeg,
         _ => PixelFormat::Yuyv,

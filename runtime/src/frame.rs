@@ -76,8 +76,10 @@ pub enum CameraFormat {
 
 /// One camera frame as an RGB image, halved `halvings` times (see [`halvings`]):
 /// MJPEG is decoded in full, then halved; YUYV is halved in the same pass as
-/// its conversion. `device` names the source in errors; `stride` is the bytes
-/// per YUYV line.
+/// its conversion. `device` names the source in errors; `width` x `height` is
+/// the negotiated size (1..=[`MAX_SIDE`] each, else an error before any
+/// pixel is touched); `stride` is the bytes per YUYV line. A JPEG is held to
+/// the same limits as image files.
 pub fn decode_camera_frame(
     device: &Path,
     format: CameraFormat,
@@ -87,13 +89,31 @@ pub fn decode_camera_frame(
     stride: u32,
     halvings: u32,
 ) -> Result<RgbImage> {
+    if !(1..=MAX_SIDE).contains(&width) || !(1..=MAX_SIDE).contains(&height) {
+        return Err(Error::image(
+            device,
+            format!("frame size {width}x{height} is out of range (1..={MAX_SIDE} on each side)"),
+        ));
+    }
     let (mut img, mut left) = match format {
         CameraFormat::Mjpeg => {
-            let img = image::load_from_memory_with_format(data, image::ImageFormat::Jpeg)
+            let mut reader = ImageReader::with_format(std::io::Cursor::new(data), image::ImageFormat::Jpeg);
+            reader.limits(limits());
+            let img = reader
+                .decode()
                 .map_err(|e| Error::image(device, format!("MJPEG frame: {}", crate::error::one_line(&e))))?;
+            if img.width() == 0 || img.height() == 0 {
+                return Err(Error::image(device, "MJPEG frame has no pixels"));
+            }
             (img.into_rgb8(), halvings)
         }
         CameraFormat::Yuyv => {
+            if !width.is_multiple_of(2) {
+                return Err(Error::image(
+                    device,
+                    format!("YUYV frame width {width} is odd (pixels come in pairs)"),
+                ));
+            }
             let img = yuyv_to_rgb(data, width, height, stride, halvings > 0).ok_or_else(|| {
                 Error::image(device, format!("short YUYV frame ({} bytes for {width}x{height})", data.len()))
             })?;
@@ -152,9 +172,16 @@ pub fn halve_rgb(img: &RgbImage) -> RgbImage {
 /// frames whose shorter side is at least twice what the model needs.
 /// `None` when the buffer is too short for the geometry.
 pub fn yuyv_to_rgb(data: &[u8], width: u32, height: u32, stride: u32, halve: bool) -> Option<RgbImage> {
-    let (w, h) = (width as usize, height as usize);
-    let stride = (stride as usize).max(w * 2);
-    if w % 2 != 0 || h == 0 || data.len() < stride * (h - 1) + w * 2 {
+    let (w, h) = (usize::try_from(width).ok()?, usize::try_from(height).ok()?);
+    if w == 0 || w % 2 != 0 || h == 0 {
+        return None;
+    }
+    // Checked: on 32-bit boards a crafted geometry must not wrap into a short bound.
+    let line = w.checked_mul(2)?;
+    let stride = usize::try_from(stride).ok()?.max(line);
+    let needed = stride.checked_mul(h - 1)?.checked_add(line)?;
+    w.checked_mul(h)?.checked_mul(3)?;
+    if data.len() < needed {
         return None;
     }
     let pixel = |y: i32, u: i32, v: i32, out: &mut [u8]| {
@@ -233,6 +260,37 @@ mod tests {
         for name in ["notes.txt", "png", "f.png.tmp", "g"] {
             assert!(!is_image_file(Path::new(name)), "{name}");
         }
+    }
+
+    #[test]
+    fn camera_frames_of_no_size_odd_yuyv_width_or_a_huge_jpeg_are_errors() {
+        let dev = Path::new("/dev/video9");
+        let jpeg = {
+            let mut out = Vec::new();
+            RgbImage::new(8, 8)
+                .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Jpeg)
+                .expect("encode");
+            out
+        };
+        let yuyv = vec![128u8; 64 * 2 * 8];
+        let decode = |format, data: &[u8], w, h| decode_camera_frame(dev, format, data, w, h, 0, 0);
+        for (w, h) in [(0, 8), (8, 0), (0, 0), (MAX_SIDE + 2, 8)] {
+            for (format, data) in [(CameraFormat::Mjpeg, &jpeg), (CameraFormat::Yuyv, &yuyv)] {
+                let e = decode(format, data, w, h).expect_err("no size").to_string();
+                assert!(e.contains("/dev/video9") && e.contains("out of range"), "{w}x{h}: {e}");
+            }
+        }
+        let e = decode(CameraFormat::Yuyv, &yuyv, 7, 8).expect_err("odd").to_string();
+        assert!(e.contains("width 7 is odd"), "{e}");
+        // A JPEG whose frame header claims 65535x65535 is refused before decoding.
+        let mut huge = jpeg.clone();
+        let sof = huge.windows(2).position(|w| w == [0xFF, 0xC0]).expect("SOF0");
+        huge[sof + 5..sof + 9].copy_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF]);
+        let e = decode(CameraFormat::Mjpeg, &huge, 640, 480).expect_err("huge").to_string();
+        assert!(e.contains("MJPEG frame"), "{e}");
+        assert!(decode(CameraFormat::Mjpeg, &jpeg, 8, 8).is_ok());
+        // Geometry whose byte count overflows is a short frame, not a wrap-around.
+        assert!(yuyv_to_rgb(&yuyv, u32::MAX - 1, 2, u32::MAX, false).is_none());
     }
 
     #[test]

@@ -16,6 +16,8 @@ mod dequant;
 pub mod encoder;
 mod error;
 pub mod frame;
+#[cfg(test)]
+mod fuzz_seeds;
 pub mod int8;
 pub mod nnef;
 pub mod preprocess;

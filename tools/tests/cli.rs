@@ -140,7 +140,15 @@ fn bad_images_are_reported_by_name_and_the_rest_still_run() {
     let lines: Vec<serde_json::Value> =
         stdout.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
     assert_eq!(lines.len(), 5);
-    assert!(lines[2]["label"].is_string() || lines[2]["decision"].is_string());
+    let named: Vec<&str> = lines.iter().map(|l| l["image"].as_str().expect("image")).collect();
+    for (line, path) in named.iter().zip([&text, &truncated, &ok, &huge_path, &missing]) {
+        assert_eq!(*line, path.display().to_string());
+    }
+    // The readable image is classified (ranked labels), the others are errors.
+    assert!(lines[2].get("error").is_none() && lines[2]["top"][0]["label"].is_string(), "{}", lines[2]);
+    for i in [0, 1, 3, 4] {
+        assert!(lines[i]["error"].as_str().is_some_and(|e| !e.is_empty()), "{}", lines[i]);
+    }
     assert_eq!(lines[0]["kind"], "image");
 }
 

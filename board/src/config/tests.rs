@@ -161,6 +161,15 @@ fn the_shipped_configs_are_valid() {
         assert!(c.bundle.ends_with("models/default"), "{}", path.display());
     }
     let pi = Config::load(&dir.join("raspberry-pi.toml")).expect("pi");
+    // What the daemon writes (the store it enrols into, the events file) must be
+    // under the unit's only writable path: ProtectSystem=strict mounts the rest read-only.
+    let unit = std::fs::read_to_string(dir.join("../deploy/clip-edge.service")).expect("unit");
+    let writable = unit.lines().find_map(|l| l.strip_prefix("ReadWritePaths=")).expect("ReadWritePaths");
+    assert!(unit.contains("ProtectSystem=strict"));
+    let store = pi.prompts.clone().expect("the Pi example names its own prompt store");
+    assert!(store.starts_with(writable), "{} is not under {writable}", store.display());
+    let events = pi.events.file.clone().expect("events file");
+    assert!(events.starts_with(writable), "{} is not under {writable}", events.display());
     let button = pi.enroll.and_then(|e| e.button).expect("enrolment button");
     assert!(matches!(button, TriggerSource::Gpio { line: 23, active_low: true, edge: Edge::Rising, .. }));
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use clip_edge_board::camera::Supervised;
 use clip_edge_board::events::EventSink;
+use clip_edge_board::notify::Notifier;
 use clip_edge_board::output::{Pulser, SimPin};
 use clip_edge_board::trigger::SimTrigger;
 use clip_edge_board::{Config, Daemon, Devices, Model, StartError};
@@ -56,6 +57,17 @@ pub fn start(
     button: Option<SimTrigger>,
     sink: EventSink,
 ) -> Result<(Daemon, SimPin), StartError> {
+    start_notifying(config, trigger, button, sink, Notifier::none())
+}
+
+/// [`start`], telling `service` what systemd would be told.
+pub fn start_notifying(
+    config: Config,
+    trigger: SimTrigger,
+    button: Option<SimTrigger>,
+    sink: EventSink,
+    service: Notifier,
+) -> Result<(Daemon, SimPin), StartError> {
     let model = Model::load(&config)?;
     let pin_config = config.pin.as_ref().expect("the test config has a pin");
     let pin = SimPin::new(pin_config.line);
@@ -64,6 +76,7 @@ pub fn start(
         camera: Box::new(Supervised::open(&config.camera, 2 * model.bundle().preprocess.size)?),
         pin: Some(Pulser::with_pin(pin_config, Box::new(pin.clone()))?),
         button: button.map(|b| Box::new(b) as _),
+        service,
     };
     Ok((Daemon::start(config, model, devices, sink, Arc::default())?, pin))
 }

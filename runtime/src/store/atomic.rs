@@ -7,15 +7,12 @@ use crate::error::{Error, Result};
 
 /// Replaces `path` with `data` so that a crash or power cut leaves either the
 /// old file or the new one: write a temporary file in the same folder, fsync
-/// it, rename it over `path`, fsync the folder.
+/// it, rename it over `path`, fsync the folder. Temporary files of `path`
+/// left by writers that died (a kill or a power cut mid-write) are removed
+/// first, so they never pile up on flash.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name =
-        path.file_name().ok_or_else(|| Error::Usage(format!("{}: not a file path", path.display())))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let (dir, tmp) = temporary(path, "tmp")?;
+    remove_stale_temporaries(&dir, path);
     let result = (|| -> std::io::Result<()> {
         let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
         f.write_all(data)?;
@@ -29,6 +26,34 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
         return Err(Error::io(path, e));
     }
     Ok(())
+}
+
+/// Removes `.NAME.tmp-PID` files in `dir` whose process is gone (Linux: no
+/// `/proc/PID`). Best effort: a file that cannot be listed or removed stays.
+fn remove_stale_temporaries(dir: &Path, path: &Path) {
+    let (Some(name), true) = (path.file_name(), Path::new("/proc/self").exists()) else { return };
+    let prefix = format!(".{}.tmp-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(pid) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else { continue };
+        if pid.parse::<u32>().is_ok_and(|p| p != std::process::id()) && !Path::new("/proc").join(pid).exists()
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// `path`'s folder and a temporary file name in it, `.NAME.WHAT-PID`.
+pub(super) fn temporary(path: &Path, what: &str) -> Result<(PathBuf, PathBuf)> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name =
+        path.file_name().ok_or_else(|| Error::Usage(format!("{}: not a file path", path.display())))?;
+    let tmp = dir.join(format!(".{}.{what}-{}", name.to_string_lossy(), std::process::id()));
+    Ok((dir, tmp))
 }
 
 #[cfg(test)]
@@ -47,6 +72,22 @@ mod tests {
         let names: Vec<_> =
             std::fs::read_dir(dir.path()).expect("dir").map(|e| e.expect("entry").file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("p.store")]);
+    }
+
+    #[test]
+    fn temporaries_of_dead_writers_are_removed_and_a_live_ones_kept() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("p.store");
+        // A pid above the kernel's pid_max (2^22) never runs; pid 1 always does.
+        let dead = dir.path().join(".p.store.tmp-4194305");
+        let live = dir.path().join(".p.store.tmp-1");
+        let other = dir.path().join(".q.store.tmp-4194305");
+        for f in [&dead, &live, &other] {
+            std::fs::write(f, b"half a store").expect("leftover");
+        }
+        builder(ElementType::F32).write(&path).expect("write");
+        assert!(!dead.exists(), "a dead writer's temporary file stays");
+        assert!(live.exists() && other.exists(), "a live writer's or another file's temporary was removed");
     }
 
     #[test]

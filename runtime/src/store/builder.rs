@@ -8,6 +8,7 @@ use super::format::{
     write_header, ElementType, Entry, EntryKind, Header, Layout, Shot, StoreMeta, DEFAULT_MAX_SHOTS,
     DEFAULT_SHOTS_PER_CLASS, MAX_LABEL_BYTES, MAX_SHOTS, VERSION,
 };
+use super::reader::PromptStore;
 use super::rows::write_rows;
 use super::tables::{encode_labels, write_shots};
 use crate::error::{Error, Result};
@@ -238,12 +239,22 @@ impl StoreBuilder {
         Ok(removed)
     }
 
-    /// Serialises the store (always the current format version).
+    /// Serialises the store (always the current format version). The bytes
+    /// are read back before they are returned, so a store the reader would
+    /// refuse is never written (e.g. an image-only class whose shots cancel
+    /// out once quantised): that is an error here instead.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        self.serialise(VERSION)
+        let bytes = self.serialise(VERSION)?;
+        PromptStore::from_bytes("the new store", &bytes).map_err(|e| match e {
+            Error::Store { message, .. } => {
+                Error::Usage(format!("refusing to write an unreadable store: {message}"))
+            }
+            other => other,
+        })?;
+        Ok(bytes)
     }
 
-    pub(super) fn serialise(&self, version: u16) -> Result<Vec<u8>> {
+    pub(crate) fn serialise(&self, version: u16) -> Result<Vec<u8>> {
         if self.entries.is_empty() {
             return Err(Error::Usage("a prompt store needs at least one entry".into()));
         }

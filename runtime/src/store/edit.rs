@@ -38,6 +38,12 @@ fn edit_locked<T>(
 /// An exclusive lock on `PATH.lock`, released when dropped. Every writer of
 /// an existing store takes it; readers need none (writes are atomic renames).
 pub fn lock(path: &Path) -> Result<std::fs::File> {
+    let (file, lock_path) = open_lock_file(path)?;
+    file.lock().map_err(|e| Error::io(&lock_path, e))?;
+    Ok(file)
+}
+
+fn open_lock_file(path: &Path) -> Result<(std::fs::File, PathBuf)> {
     let mut name = path.as_os_str().to_owned();
     name.push(".lock");
     let lock_path = PathBuf::from(name);
@@ -47,8 +53,23 @@ pub fn lock(path: &Path) -> Result<std::fs::File> {
         .write(true)
         .open(&lock_path)
         .map_err(|e| Error::io(&lock_path, e))?;
-    file.lock().map_err(|e| Error::io(&lock_path, e))?;
-    Ok(file)
+    Ok((file, lock_path))
+}
+
+/// Checks that the store at `path` can be edited where it lies: its lock
+/// file opens for writing and its folder takes a temporary file as
+/// [`write_atomic`] writes one. A read-only mount fails here (`/opt` or
+/// `/usr` under systemd's `ProtectSystem=strict`), at start-up rather than at
+/// the first enrolment. Takes no lock; creates at most the empty lock file.
+pub fn check_editable(path: &Path) -> Result<()> {
+    open_lock_file(path)?;
+    let (_, probe) = super::atomic::temporary(path, "check")?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(|e| Error::io(&probe, e))?;
+    std::fs::remove_file(&probe).map_err(|e| Error::io(&probe, e))
 }
 
 /// What [`enroll`] stored.

@@ -3,7 +3,7 @@
 use super::{ElementType, EntryKind, StoreBuilder, StoreMeta};
 
 /// Three text entries of dimension 4: "cat", "dog" and the background "nothing".
-pub(super) fn builder(element: ElementType) -> StoreBuilder {
+pub(crate) fn builder(element: ElementType) -> StoreBuilder {
     let mut b = StoreBuilder::new(4, [7; 32], 100.0, element).meta(StoreMeta {
         tool: "test".into(),
         templates: vec!["a photo of a {}.".into()],
@@ -19,7 +19,7 @@ pub(super) fn builder(element: ElementType) -> StoreBuilder {
 }
 
 /// [`builder`] with one shot of "dog" and two of the image-only class "van".
-pub(super) fn with_shots(element: ElementType) -> StoreBuilder {
+pub(crate) fn with_shots(element: ElementType) -> StoreBuilder {
     let mut b = builder(element);
     b.add_shot("dog", &[0.0, 1.0, 1.0, 0.0], 10).expect("dog shot");
     b.add_shot("van", &[0.0, 0.0, 1.0, 0.0], 11).expect("van shot");
@@ -28,7 +28,7 @@ pub(super) fn with_shots(element: ElementType) -> StoreBuilder {
 }
 
 /// Rewrites the CRC of `bytes` after a test patched them.
-pub(super) fn fix_crc(bytes: &mut [u8]) {
+pub(crate) fn fix_crc(bytes: &mut [u8]) {
     let n = bytes.len();
     let crc = crc32fast::hash(&bytes[..n - 4]);
     bytes[n - 4..].copy_from_slice(&crc.to_le_bytes());

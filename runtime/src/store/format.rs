@@ -3,6 +3,12 @@
 //! lies where the header says, with checked offset arithmetic (a crafted
 //! header fails with an error, never an overflow). The label and shot tables
 //! are in `tables`.
+//!
+//! Every function that reads file bytes (`parse_header`, the `*_at` readers,
+//! and in `tables` and `reader` the table parsers and `from_buffer`) denies
+//! `clippy::indexing_slicing` and `clippy::arithmetic_side_effects`: no index,
+//! slice or arithmetic there can panic or wrap, on 64-bit or 32-bit targets.
+//! The row kernels (`rows`) index only the blocks `parse_header` placed.
 
 use std::fmt;
 
@@ -65,16 +71,17 @@ impl ElementType {
         }
     }
 
-    /// [`ElementType::block_len`] in 64 bits, for counts and dimensions in
-    /// range (at most 2^32 each); `None` when it does not fit a `usize`.
+    /// [`ElementType::block_len`] in 64 bits (`u64::MAX` if even that
+    /// overflows); `None` when it does not fit a `usize`.
+    #[deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
     fn checked_block_len(self, count: u32, dim: u32) -> (u64, Option<usize>) {
         let (count, dim) = (u64::from(count), u64::from(dim));
         let len = match self {
-            ElementType::F32 => count * dim * 4,
-            ElementType::F16 => count * dim * 2,
-            ElementType::Int8 => count * 4 + count * dim,
+            ElementType::F32 => count.checked_mul(dim).and_then(|v| v.checked_mul(4)),
+            ElementType::F16 => count.checked_mul(dim).and_then(|v| v.checked_mul(2)),
+            ElementType::Int8 => count.checked_mul(dim).and_then(|v| v.checked_add(count.checked_mul(4)?)),
         };
-        (len, usize::try_from(len).ok())
+        (len.unwrap_or(u64::MAX), len.and_then(|l| usize::try_from(l).ok()))
     }
 
     /// The name used on the command line.
@@ -224,31 +231,39 @@ impl Layout {
         Layout { labels_len, meta_len, emb_offset, shot_offset, shot_emb_offset, file_len }
     }
 
-    /// The label table's byte range.
+    /// The label table's byte range (saturating: a range past the file is
+    /// then refused by `get`, not wrapped into it).
     pub fn labels(&self) -> std::ops::Range<usize> {
-        HEADER_LEN..HEADER_LEN + self.labels_len
+        HEADER_LEN..HEADER_LEN.saturating_add(self.labels_len)
     }
 
-    /// The metadata's byte range.
+    /// The metadata's byte range (saturating, as [`Layout::labels`]).
     pub fn meta(&self) -> std::ops::Range<usize> {
-        let start = HEADER_LEN + self.labels_len;
-        start..start + self.meta_len
+        let start = HEADER_LEN.saturating_add(self.labels_len);
+        start..start.saturating_add(self.meta_len)
     }
 }
 
-/// Little-endian u16 at `at` (the caller has checked the bounds).
+/// The `N` bytes at `at`; zeros past the end of `b` (callers check the
+/// length first: this only keeps a missed check from panicking).
+#[deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+fn bytes_at<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
+    b.get(at..).and_then(|s| s.first_chunk::<N>()).copied().unwrap_or([0; N])
+}
+
+/// Little-endian u16 at `at` (see [`bytes_at`] for the bounds).
 pub(super) fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
+    u16::from_le_bytes(bytes_at(b, at))
 }
 
-/// Little-endian u32 at `at` (the caller has checked the bounds).
+/// Little-endian u32 at `at` (see [`bytes_at`] for the bounds).
 pub(super) fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+    u32::from_le_bytes(bytes_at(b, at))
 }
 
-/// Little-endian u64 at `at` (the caller has checked the bounds).
+/// Little-endian u64 at `at` (see [`bytes_at`] for the bounds).
 pub(super) fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+    u64::from_le_bytes(bytes_at(b, at))
 }
 
 /// A file offset from the header; one too large for this machine's `usize`
@@ -262,14 +277,17 @@ fn offset_at(b: &[u8], at: usize) -> usize {
 /// placement), and returns it with the layout of the blocks, which all lie
 /// inside `bytes`. The label table, metadata, shot table and rows are checked
 /// by the reader.
+#[deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 pub(super) fn parse_header(bytes: &[u8]) -> Result<(Header, Layout), String> {
     let len = bytes.len();
-    if len < HEADER_LEN + 4 {
-        return Err(format!(
-            "file is {len} bytes, shorter than the {HEADER_LEN}-byte header (truncated or not a prompt store)"
-        ));
+    let too_short = || {
+        format!("file is {len} bytes, shorter than the {HEADER_LEN}-byte header (truncated or not a prompt store)")
+    };
+    let (body, stored_crc) = bytes.split_last_chunk::<4>().ok_or_else(too_short)?;
+    if body.len() < HEADER_LEN {
+        return Err(too_short());
     }
-    if &bytes[0..8] != MAGIC {
+    if bytes.first_chunk::<8>() != Some(MAGIC) {
         return Err("bad magic: not a clip-edge prompt store".into());
     }
     let version = u16_at(bytes, 8);
@@ -282,15 +300,15 @@ pub(super) fn parse_header(bytes: &[u8]) -> Result<(Header, Layout), String> {
     if file_len != len as u64 {
         return Err(format!("header says {file_len} bytes but the file has {len} (truncated or corrupt)"));
     }
-    let stored_crc = u32_at(bytes, len - 4);
-    let crc = crc32fast::hash(&bytes[..len - 4]);
+    let stored_crc = u32::from_le_bytes(*stored_crc);
+    let crc = crc32fast::hash(body);
     if crc != stored_crc {
         return Err(format!(
             "checksum mismatch (stored {stored_crc:08x}, computed {crc:08x}): the file is corrupt"
         ));
     }
-    let element = ElementType::from_code(bytes[10])
-        .ok_or_else(|| format!("unknown element type code {}", bytes[10]))?;
+    let [code] = bytes_at::<1>(bytes, 10);
+    let element = ElementType::from_code(code).ok_or_else(|| format!("unknown element type code {code}"))?;
     let dim = u32_at(bytes, 12);
     let count = u32_at(bytes, 16);
     if dim == 0 || dim > MAX_DIM {
@@ -299,12 +317,11 @@ pub(super) fn parse_header(bytes: &[u8]) -> Result<(Header, Layout), String> {
     if count == 0 || count > MAX_COUNT {
         return Err(format!("entry count {count} is out of range 1..={MAX_COUNT}"));
     }
-    let logit_scale = f32::from_le_bytes(bytes[20..24].try_into().expect("4 bytes"));
+    let logit_scale = f32::from_le_bytes(bytes_at(bytes, 20));
     if !(logit_scale.is_finite() && logit_scale > 0.0) {
         return Err(format!("logit scale {logit_scale} is not a positive number"));
     }
-    let mut fingerprint = [0u8; 32];
-    fingerprint.copy_from_slice(&bytes[24..56]);
+    let fingerprint: [u8; 32] = bytes_at(bytes, 24);
     let labels_len = u32_at(bytes, 56) as usize;
     let meta_len = u32_at(bytes, 60) as usize;
     let emb_offset = offset_at(bytes, 64);
@@ -336,8 +353,10 @@ pub(super) fn parse_header(bytes: &[u8]) -> Result<(Header, Layout), String> {
         (text_end, Some(text_end), Some(0))
     } else {
         let at = offset_at(bytes, 96);
-        let emb =
-            at.checked_add(n_shots as usize * SHOT_RECORD).and_then(|v| v.checked_next_multiple_of(ALIGN));
+        let emb = (n_shots as usize)
+            .checked_mul(SHOT_RECORD)
+            .and_then(|table| at.checked_add(table))
+            .and_then(|v| v.checked_next_multiple_of(ALIGN));
         (at, emb, element.checked_block_len(n_shots, dim).1)
     };
     let shots_placed = version == 1

@@ -50,11 +50,13 @@ mod tables;
 mod time;
 
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
+#[cfg(test)]
+mod proptests;
 
 pub use atomic::write_atomic;
 pub use builder::{ShotAdded, StoreBuilder};
-pub use edit::{enroll, lock, update, Enrolled};
+pub use edit::{check_editable, enroll, lock, update, Enrolled};
 pub use format::{
     ElementType, Entry, EntryKind, Header, Shot, StoreMeta, DEFAULT_MAX_SHOTS, DEFAULT_SHOTS_PER_CLASS,
     MAGIC, VERSION,

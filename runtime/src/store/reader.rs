@@ -35,8 +35,14 @@ enum RowRef {
     Prototype(usize),
 }
 
+/// Larger than any valid store (the most entries and shots of the widest
+/// rows, with room for labels): a bigger file is refused before it is read.
+const MAX_FILE_LEN: u64 =
+    HEADER_LEN as u64 + 2 * (MAX_COUNT as u64 + MAX_SHOTS as u64) * (MAX_DIM as u64 * 4 + 256);
+
 impl PromptStore {
     /// Reads and validates the store at `path`.
+    #[deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
     pub fn open(path: impl AsRef<Path>) -> Result<PromptStore> {
         let path = path.as_ref();
         let mut file = std::fs::File::open(path).map_err(|e| {
@@ -47,33 +53,37 @@ impl PromptStore {
             }
         })?;
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-        let max = HEADER_LEN as u64 + 2 * (MAX_COUNT as u64 + MAX_SHOTS as u64) * (MAX_DIM as u64 * 4 + 256);
         let too_large = || Error::store(path, format!("{len} bytes is larger than any valid store"));
-        if len > max {
+        if len > MAX_FILE_LEN {
             return Err(too_large());
         }
         let len = usize::try_from(len).map_err(|_| too_large())?;
         let mut buf = vec![0u64; len.div_ceil(8)];
         {
             let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut buf);
-            std::io::Read::read_exact(&mut file, &mut bytes[..len]).map_err(|e| Error::io(path, e))?;
+            let bytes = bytes.get_mut(..len).ok_or_else(too_large)?;
+            std::io::Read::read_exact(&mut file, bytes).map_err(|e| Error::io(path, e))?;
         }
         Self::from_buffer(path, buf, len)
     }
 
     /// Validates a store held in memory; `path` names it in errors.
+    #[deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
     pub fn from_bytes(path: impl AsRef<Path>, data: &[u8]) -> Result<PromptStore> {
         let mut buf = vec![0u64; data.len().div_ceil(8)];
-        bytemuck::cast_slice_mut::<u64, u8>(&mut buf)[..data.len()].copy_from_slice(data);
+        let bytes = bytemuck::cast_slice_mut::<u64, u8>(&mut buf);
+        bytes.iter_mut().zip(data).for_each(|(b, d)| *b = *d);
         Self::from_buffer(path.as_ref(), buf, data.len())
     }
 
+    #[deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
     fn from_buffer(path: &Path, buf: Vec<u64>, len: usize) -> Result<PromptStore> {
         let bad = |m: String| Error::store(path, m);
-        let bytes = &bytemuck::cast_slice::<u64, u8>(&buf)[..len];
+        let outside = |what: &str| bad(format!("{what} lies outside the file"));
+        let bytes = bytemuck::cast_slice::<u64, u8>(&buf).get(..len).ok_or_else(|| outside("the file"))?;
         let (header, at): (Header, Layout) = parse_header(bytes).map_err(bad)?;
-        let entries =
-            parse_labels(&bytes[at.labels()], header.count as usize, header.version).map_err(bad)?;
+        let labels = bytes.get(at.labels()).ok_or_else(|| outside("the label table"))?;
+        let entries = parse_labels(labels, header.count as usize, header.version).map_err(bad)?;
         let with_text = entries.iter().filter(|e| e.text).count();
         if with_text != header.text_rows as usize {
             return Err(bad(format!(
@@ -81,9 +91,12 @@ impl PromptStore {
                 header.text_rows
             )));
         }
-        let shot_table = at.shot_offset..at.shot_offset + header.shots as usize * SHOT_RECORD;
-        let shots = parse_shots(&bytes[shot_table], header.count).map_err(bad)?;
-        let meta_bytes = &bytes[at.meta()];
+        let shot_table = (header.shots as usize)
+            .checked_mul(SHOT_RECORD)
+            .and_then(|n| bytes.get(at.shot_offset..)?.get(..n))
+            .ok_or_else(|| outside("the shot table"))?;
+        let shots = parse_shots(shot_table, header.count).map_err(bad)?;
+        let meta_bytes = bytes.get(at.meta()).ok_or_else(|| outside("the metadata"))?;
         let meta: StoreMeta = if meta_bytes.is_empty() {
             StoreMeta::default()
         } else {
@@ -108,6 +121,7 @@ impl PromptStore {
         Ok(store)
     }
 
+    #[deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
     fn check_offsets(&self) -> Result<()> {
         let offsets = &self.meta.similarity_offsets;
         if offsets.is_empty() {
@@ -119,15 +133,16 @@ impl PromptStore {
                 format!("metadata holds {} similarity offsets for {} entries", offsets.len(), self.len()),
             ));
         }
-        match offsets.iter().position(|o| !(o.is_finite() && (-1.0..=1.0).contains(o))) {
-            Some(i) => Err(Error::store(
+        match self.entries.iter().zip(offsets).find(|(_, o)| !(o.is_finite() && (-1.0..=1.0).contains(*o))) {
+            Some((e, o)) => Err(Error::store(
                 &self.path,
-                format!("similarity offset of '{}' is {}, outside -1..=1", self.entries[i].label, offsets[i]),
+                format!("similarity offset of '{}' is {o}, outside -1..=1", e.label),
             )),
             None => Ok(()),
         }
     }
 
+    #[deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
     fn check_rows(&self) -> Result<()> {
         if self.text_block().all_finite() && self.shot_block().all_finite() {
             Ok(())
@@ -138,31 +153,36 @@ impl PromptStore {
 
     /// Maps entries to rows, checks the per-class cap, and averages the shots
     /// of each image-only entry into its prototype.
+    #[deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
     fn index_rows(&mut self) -> Result<()> {
         let d = self.dim();
+        // parse_shots checked that every shot names an entry; a count past
+        // the table is ignored here rather than trusted.
         let mut per_entry = vec![0u32; self.len()];
         for s in &self.shots {
-            per_entry[s.entry as usize] += 1;
+            if let Some(n) = per_entry.get_mut(s.entry as usize) {
+                *n = n.saturating_add(1);
+            }
         }
         let mut rows = Vec::with_capacity(self.len());
         let mut prototypes = Vec::new();
-        let mut text = 0;
-        for (i, e) in self.entries.iter().enumerate() {
-            if per_entry[i] > self.header.shots_per_class {
+        let (mut text, mut prototype) = (0usize, 0usize);
+        for ((i, e), &shots) in self.entries.iter().enumerate().zip(&per_entry) {
+            if shots > self.header.shots_per_class {
                 return Err(Error::store(
                     &self.path,
                     format!(
-                        "'{}' holds {} shots, above the per-class cap of {}",
-                        e.label, per_entry[i], self.header.shots_per_class
+                        "'{}' holds {shots} shots, above the per-class cap of {}",
+                        e.label, self.header.shots_per_class
                     ),
                 ));
             }
             if e.text {
                 rows.push(RowRef::Text(text));
-                text += 1;
+                text = text.saturating_add(1);
                 continue;
             }
-            if per_entry[i] == 0 {
+            if shots == 0 {
                 return Err(Error::store(
                     &self.path,
                     format!("'{}' has neither a text embedding nor image shots", e.label),
@@ -178,7 +198,8 @@ impl PromptStore {
             if !(norm.is_finite() && norm > 0.0) {
                 return Err(Error::store(&self.path, format!("the shots of '{}' average to zero", e.label)));
             }
-            rows.push(RowRef::Prototype(prototypes.len() / d));
+            rows.push(RowRef::Prototype(prototype));
+            prototype = prototype.saturating_add(1);
             prototypes.extend(mean.iter().map(|v| v / norm));
         }
         self.rows = rows;

@@ -31,12 +31,13 @@ impl<'a> Rows<'a> {
         }
     }
 
-    /// Whether every value is finite (int8: every scale finite and non-negative).
+    /// Whether every value is finite (int8: every scale non-negative and
+    /// small enough that `127 * scale` is finite, so every decoded value is).
     pub fn all_finite(&self) -> bool {
         match self {
             Rows::F32(v) => v.iter().all(|x| x.is_finite()),
             Rows::F16(v) => v.iter().all(|x| x.is_finite()),
-            Rows::Int8 { scales, .. } => scales.iter().all(|s| s.is_finite() && *s >= 0.0),
+            Rows::Int8 { scales, .. } => scales.iter().all(|s| *s >= 0.0 && (s * 127.0).is_finite()),
         }
     }
 

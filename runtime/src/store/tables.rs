@@ -24,20 +24,25 @@ pub(super) fn encode_labels(entries: &[Entry]) -> Vec<u8> {
 
 /// Reads a label table of `count` entries: known kinds, UTF-8, non-empty,
 /// unique labels, no bytes left over.
+#[deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 pub(super) fn parse_labels(mut b: &[u8], count: usize, version: u16) -> Result<Vec<Entry>, String> {
-    let mut entries = Vec::with_capacity(count);
+    // Each entry takes at least 4 bytes: a count larger than that is a lie
+    // (and must not reserve memory for it).
+    let mut entries = Vec::with_capacity(count.min(b.len() / 4));
     let mut seen = HashSet::new();
     let known = if version == 1 { KIND_BACKGROUND } else { KIND_BACKGROUND | KIND_NO_TEXT };
     for i in 0..count {
-        if b.len() < 3 {
+        let Some((&[code, n0, n1], rest)) = b.split_first_chunk::<3>() else {
             return Err(format!("label table ends before entry {i} of {count}"));
+        };
+        if code & !known != 0 || code == KIND_BACKGROUND | KIND_NO_TEXT {
+            return Err(format!("entry {i} has unknown kind code {code}"));
         }
-        if b[0] & !known != 0 || b[0] == KIND_BACKGROUND | KIND_NO_TEXT {
-            return Err(format!("entry {i} has unknown kind code {}", b[0]));
-        }
-        let kind = if b[0] & KIND_BACKGROUND != 0 { EntryKind::Background } else { EntryKind::Class };
-        let n = u16::from_le_bytes([b[1], b[2]]) as usize;
-        let text = b.get(3..3 + n).ok_or_else(|| format!("label of entry {i} runs past the label table"))?;
+        let kind = if code & KIND_BACKGROUND != 0 { EntryKind::Background } else { EntryKind::Class };
+        let n = usize::from(u16::from_le_bytes([n0, n1]));
+        let (text, rest) = rest
+            .split_at_checked(n)
+            .ok_or_else(|| format!("label of entry {i} runs past the label table"))?;
         let label =
             std::str::from_utf8(text).map_err(|_| format!("label of entry {i} is not UTF-8"))?.to_string();
         if label.trim().is_empty() {
@@ -46,8 +51,8 @@ pub(super) fn parse_labels(mut b: &[u8], count: usize, version: u16) -> Result<V
         if !seen.insert(label.clone()) {
             return Err(format!("label '{label}' appears twice"));
         }
-        entries.push(Entry { label, kind, text: b[0] & KIND_NO_TEXT == 0 });
-        b = &b[3 + n..];
+        entries.push(Entry { label, kind, text: code & KIND_NO_TEXT == 0 });
+        b = rest;
     }
     if !b.is_empty() {
         return Err(format!("{} unexpected bytes after the last label", b.len()));
@@ -66,6 +71,7 @@ pub(super) fn write_shots(out: &mut Vec<u8>, shots: &[Shot]) {
 
 /// Reads a shot table: every shot names one of the `count` entries and has
 /// zero reserved bytes.
+#[deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 pub(super) fn parse_shots(b: &[u8], count: u32) -> Result<Vec<Shot>, String> {
     b.chunks_exact(SHOT_RECORD)
         .enumerate()

@@ -1,0 +1,226 @@
+"""Kill -9 campaign on the host: the operations that write a prompt store
+(`clip-edge prompts build --out`, `fewshot add`, `fewshot remove`,
+`clip-edge-board enroll`) are killed with SIGKILL at random moments, and after
+every kill the store must read back valid and hold either the content before
+the operation or the content after it, never a mix; no temporary file may
+stay behind once the next write has run; and `clip-edge-board check` must
+pass (the daemon starts) at intervals and at the end.
+
+Standard library only, so it runs without the tools' venv:
+
+    PYTHONPATH=tools/python python3 -m clip_edge_tools.kill9 --kills 1000 --bin target/release
+
+Prints one line per 50 kills and a JSON summary (also to --out). Exit status
+1 when any check failed. docs/reliability.md has the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+CLASS = "kill test"
+
+
+def log(msg: str) -> None:
+    print(f"[kill9] {msg}", file=sys.stderr, flush=True)
+
+
+class Campaign:
+    def __init__(self, bins: pathlib.Path, work: pathlib.Path, seed: int):
+        self.cli = bins / "clip-edge"
+        self.board = bins / "clip-edge-board"
+        for b in (self.cli, self.board):
+            if not b.is_file():
+                raise SystemExit(f"kill9: {b} is missing; build it "
+                                 "(cargo build --release -p clip-edge-tools -p clip-edge-board)")
+        self.rng = random.Random(seed)
+        self.work = work
+        self.bundle = ROOT / "models/default"
+        self.store = work / "prompts.store"
+        shutil.copy(self.bundle / "prompts.store", self.store)
+        frames = work / "frames"
+        frames.mkdir()
+        for name in ("dog-google.png", "cat-twitter.png"):
+            shutil.copy(self.bundle / "samples" / name, frames / name)
+        self.images = [str(frames / n) for n in sorted(os.listdir(frames))]
+        self.config = work / "board.toml"
+        self.config.write_text(
+            f'[model]\nbundle = "{self.bundle}"\nprompts = "{self.store}"\n'
+            f'[trigger]\nsource = "stdin"\n[camera]\nsource = "replay"\nfolder = "{frames}"\n'
+            f'[enroll]\nclass = "{CLASS}"\n'
+        )
+        self.ops = {
+            "prompts build": ([str(self.cli), "-q", "prompts", "build", "--bundle", str(self.bundle), "--labels",
+                               str(self.bundle / "labels.toml"), "--out", str(self.store)], self.after_build),
+            "fewshot add": ([str(self.cli), "-q", "fewshot", "add", "--bundle", str(self.bundle), "--prompts",
+                             str(self.store), "--class", CLASS, *self.images], self.after_add),
+            "fewshot remove": ([str(self.cli), "-q", "fewshot", "remove", str(self.store), "--class", CLASS],
+                               self.after_remove),
+            "board enroll": ([str(self.board), "enroll", "--config", str(self.config), "--class", CLASS,
+                              "--frames", "2", "--interval-ms", "0"], self.after_add),
+        }
+        self.built = None
+        self.durations: dict[str, float] = {}
+
+    # ------------------------------------------------------------ the store's content
+
+    def listing(self) -> tuple | None:
+        """What the store holds, timestamps aside: (label, kind, text, shots) per entry; None if invalid."""
+        p = subprocess.run([str(self.cli), "-q", "fewshot", "list", str(self.store), "--json"],
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            return None
+        v = json.loads(p.stdout)
+        return tuple((e["label"], e["kind"], e["text"], e["shots"]) for e in v["entries"])
+
+    def after_build(self, before: tuple) -> tuple:
+        return self.built
+
+    def after_add(self, before: tuple) -> tuple:
+        rows = [r for r in before if r[0] != CLASS]
+        old = next((r for r in before if r[0] == CLASS), None)
+        shots = min((old[3] if old else 0) + 2, 16)
+        return tuple(rows + [(CLASS, "class", False, shots)]) if not old else tuple(
+            (r[0], r[1], r[2], shots) if r[0] == CLASS else r for r in before)
+
+    def after_remove(self, before: tuple) -> tuple | None:
+        if not any(r[0] == CLASS for r in before):
+            return None  # refused: nothing to remove, the store stays
+        return tuple(r for r in before if r[0] != CLASS)
+
+    def leftovers(self) -> list[str]:
+        return sorted(n for n in os.listdir(self.work) if ".tmp-" in n)
+
+    # ------------------------------------------------------------ runs
+
+    def time_ops(self) -> None:
+        """Runs every operation once to the end: its duration bounds the kill moments."""
+        for name, (cmd, after) in self.ops.items():
+            before = self.listing()
+            t0 = time.monotonic()
+            p = subprocess.run(cmd, capture_output=True, text=True)
+            self.durations[name] = time.monotonic() - t0
+            if p.returncode != 0:
+                raise SystemExit(f"kill9: {name} failed unkilled: {p.stderr.strip()}")
+            now = self.listing()
+            if name == "prompts build":
+                self.built = now
+            elif now != after(before):
+                raise SystemExit(f"kill9: {name} gave {now}, expected {after(before)}")
+            log(f"{name}: {self.durations[name] * 1e3:.0f} ms unkilled")
+
+    def check_board(self) -> bool:
+        p = subprocess.run([str(self.board), "check", "--config", str(self.config)], capture_output=True, text=True)
+        if p.returncode != 0:
+            log(f"clip-edge-board check failed: {p.stderr.strip().splitlines()[-1:]}")
+        return p.returncode == 0
+
+    def run(self, kills: int, board_every: int) -> dict:
+        stats = {"kills": 0, "killed_while_running": 0, "finished_before_kill": 0, "old_content": 0,
+                 "new_content": 0, "invalid": 0, "mixed": 0, "kills_leaving_a_temp_file": 0,
+                 "most_temp_files_at_once": 0, "leftover_temp_files": 0,
+                 "board_checks": 0, "board_check_failures": 0, "by_operation": {}}
+        names = list(self.ops)
+        t_start = time.monotonic()
+        for k in range(1, kills + 1):
+            name = self.rng.choice(names)
+            cmd, after = self.ops[name]
+            before = self.listing()
+            expected = after(before) or before
+            # Half the kills land near the end, where the write is (the start is model loading).
+            d = self.durations[name]
+            delay = self.rng.uniform(0.8 * d, 1.05 * d) if self.rng.random() < 0.5 else self.rng.uniform(0, 1.1 * d)
+            started = time.monotonic()
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                proc.wait(timeout=delay)
+                finished = True
+                # Follow the operation's real duration (the machine's load changes it).
+                self.durations[name] = 0.8 * d + 0.2 * (time.monotonic() - started)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+                finished = False
+                if delay > d:  # still running past the estimate: it has grown
+                    self.durations[name] = 0.8 * d + 0.2 * 1.25 * delay
+            stats["kills"] += 1
+            op = stats["by_operation"].setdefault(name, {"kills": 0, "old": 0, "new": 0, "bad": 0})
+            op["kills"] += 1
+            stats["finished_before_kill" if finished else "killed_while_running"] += 1
+            temps = len(self.leftovers())
+            stats["kills_leaving_a_temp_file"] += 1 if temps and not finished else 0
+            stats["most_temp_files_at_once"] = max(stats["most_temp_files_at_once"], temps)
+            now = self.listing()
+            if now is None:
+                stats["invalid"] += 1
+                op["bad"] += 1
+                log(f"kill {k} ({name}, {delay * 1e3:.0f} ms): the store does not validate")
+                self.reset()
+            elif now == expected and (finished or now != before):
+                stats["new_content"] += 1
+                op["new"] += 1
+            elif now == before and not finished:
+                stats["old_content"] += 1
+                op["old"] += 1
+            else:
+                stats["mixed"] += 1
+                op["bad"] += 1
+                log(f"kill {k} ({name}, finished {finished}): neither the old nor the new content: {now}")
+                self.reset()
+            if board_every and k % board_every == 0:
+                stats["board_checks"] += 1
+                stats["board_check_failures"] += 0 if self.check_board() else 1
+            if k % 50 == 0:
+                log(f"{k}/{kills} kills, {time.monotonic() - t_start:.0f} s: "
+                    f"{stats['old_content']} old, {stats['new_content']} new, "
+                    f"{stats['invalid'] + stats['mixed']} bad")
+        # The next write removes what killed writers left; one more write, then none may remain.
+        subprocess.run(self.ops["fewshot add"][0], capture_output=True)
+        stats["leftover_temp_files"] = len(self.leftovers())
+        stats["board_checks"] += 1
+        stats["board_check_failures"] += 0 if self.check_board() else 1
+        stats["seconds"] = round(time.monotonic() - t_start, 1)
+        stats["unkilled_ms"] = {n: round(d * 1e3) for n, d in self.durations.items()}
+        return stats
+
+    def reset(self) -> None:
+        shutil.copy(self.bundle / "prompts.store", self.store)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kills", type=int, default=1000, help="SIGKILLs in all (default 1000)")
+    ap.add_argument("--bin", default=str(ROOT / "target/release"),
+                    help="folder with clip-edge and clip-edge-board (default target/release)")
+    ap.add_argument("--seed", type=int, default=1, help="random seed of operations and kill moments")
+    ap.add_argument("--board-every", type=int, default=25, help="run clip-edge-board check every N kills")
+    ap.add_argument("--out", help="also write the JSON summary here")
+    a = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="clip-edge-kill9-") as d:
+        c = Campaign(pathlib.Path(a.bin), pathlib.Path(d), a.seed)
+        c.time_ops()
+        stats = c.run(a.kills, a.board_every)
+    stats["seed"] = a.seed
+    text = json.dumps(stats, indent=2)
+    print(text)
+    if a.out:
+        pathlib.Path(a.out).write_text(text + "\n")
+    bad = stats["invalid"] + stats["mixed"] + stats["leftover_temp_files"] + stats["board_check_failures"]
+    log("PASS" if bad == 0 else f"FAIL: {bad} problems")
+    return 0 if bad == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
