@@ -134,13 +134,29 @@ fn background_label_foreign_store_and_full_store_are_refused_untouched() {
     assert_eq!(std::fs::read(&foreign).expect("read"), foreign_bytes);
 }
 
+/// The longest step the daemon takes without looking at the clock: one frame
+/// through the model, measured on this machine (seconds under qemu-user).
+fn one_frame(config: &Config) -> Duration {
+    use std::time::Instant;
+    let bundle = clip_edge_runtime::Bundle::load(&config.bundle).expect("bundle");
+    let mut clf = clip_edge_runtime::Classifier::load(&bundle, config.precision, config.prompts.as_deref())
+        .expect("model");
+    let size = bundle.preprocess.size;
+    let frame = image::RgbImage::from_pixel(size, size, image::Rgb([128, 128, 128]));
+    (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            clf.encoder.encode(&frame).expect("encode");
+            t.elapsed()
+        })
+        .max()
+        .unwrap_or_default()
+}
+
 #[test]
 fn a_long_enrolment_keeps_pinging_the_watchdog() {
     use std::os::unix::net::UnixDatagram;
     use std::time::Instant;
-    // Pinged every second; the longest step between two looks at the clock
-    // is the confirming blink (0.6 s).
-    const WATCHDOG: Duration = Duration::from_millis(2000);
     let frames = common::frames();
     let dir = tempfile::tempdir().expect("tmp");
     let store = store_copy(dir.path());
@@ -158,13 +174,20 @@ fn a_long_enrolment_keeps_pinging_the_watchdog() {
         }
         pings
     });
-    // 6 frames a second apart: 5 s of enrolment, two and a half watchdog periods.
-    let config =
-        config_with(frames.path(), &store, "[enroll]\nclass = \"dog\"\nframes = 6\ninterval_ms = 1000");
+    // Pinged every half period, so a gap is at most half a period plus the
+    // longest step (a frame, twice for capture and noise, or the 0.6 s
+    // blink): the period must be more than twice that step. 2 s on a host,
+    // longer under emulation.
+    let step = (2 * one_frame(&config_with(frames.path(), &store, ""))).max(Duration::from_millis(600));
+    let watchdog = (3 * step).max(Duration::from_millis(2000));
+    // 6 frames half a period apart: two and a half watchdog periods of enrolment.
+    let extra =
+        format!("[enroll]\nclass = \"dog\"\nframes = 6\ninterval_ms = {}", (watchdog / 2).as_millis());
+    let config = config_with(frames.path(), &store, &extra);
     let (trigger, handle) = SimTrigger::new("test".into());
     let (button, press) = SimTrigger::new("button".into());
     let (sink, seen) = EventSink::memory_shared();
-    let service = Notifier::to(Some(socket.display().to_string()), Some(WATCHDOG));
+    let service = Notifier::to(Some(socket.display().to_string()), Some(watchdog));
     let (mut d, _pin) = common::start_notifying(config, trigger, Some(button), sink, service).expect("start");
     let driver = std::thread::spawn(move || {
         press.fire();
@@ -178,11 +201,15 @@ fn a_long_enrolment_keeps_pinging_the_watchdog() {
     let took = started.elapsed();
     let _ = driver.join().expect("driver");
     let pings = listener.join().expect("listener");
-    assert!(took > 2 * WATCHDOG, "the enrolment took {took:?}, too short to test the watchdog");
+    assert!(took > 2 * watchdog, "the enrolment took {took:?}, too short for a {watchdog:?} watchdog");
     let mut last = started;
     for p in pings.iter().chain([&Instant::now()]) {
         let gap = p.duration_since(last);
-        assert!(gap < WATCHDOG, "{gap:?} without a watchdog ping ({} pings in {took:?})", pings.len());
+        assert!(
+            gap < watchdog,
+            "{gap:?} without a watchdog ping ({} pings in {took:?}, watchdog {watchdog:?}, step {step:?})",
+            pings.len()
+        );
         last = *p;
     }
 }
