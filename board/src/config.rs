@@ -14,6 +14,9 @@ use clip_edge_runtime::toml_error::TomlErrorAt;
 use clip_edge_runtime::{DecisionRule, Precision};
 use serde::{Deserialize, Deserializer};
 
+mod mqtt;
+pub use mqtt::{Broker, Discovery, MqttConfig, TlsFiles};
+
 /// A configuration error, naming the file and the key (and for what the
 /// TOML reader found, the line and column).
 #[derive(Debug, thiserror::Error)]
@@ -237,6 +240,8 @@ pub struct Config {
     pub decision: DecisionConfig,
     /// Few-shot enrolment, if configured.
     pub enroll: Option<EnrollConfig>,
+    /// The MQTT broker events also go to, if any (`docs/mqtt.md`).
+    pub mqtt: Option<MqttConfig>,
 }
 
 /// The file as written; the sections without a public twin are below.
@@ -253,6 +258,7 @@ struct File {
     #[serde(default)]
     decision: DecisionSection,
     enroll: Option<EnrollConfig>,
+    mqtt: Option<mqtt::MqttSection>,
 }
 
 #[derive(Deserialize)]
@@ -450,6 +456,8 @@ impl Config {
             }
         };
 
+        let mqtt = file.mqtt.map(|m| m.validate(path, &resolve)).transpose()?;
+
         Ok(Config {
             path: path.into(),
             bundle: resolve(&m.bundle),
@@ -465,6 +473,7 @@ impl Config {
             },
             decision: DecisionConfig { rule, burst: d.burst, agree: d.agree, top: d.top },
             enroll,
+            mqtt,
         })
     }
 }

@@ -40,6 +40,9 @@ pub enum StartError {
     /// Output pin.
     #[error(transparent)]
     Output(#[from] crate::output::OutputError),
+    /// The MQTT outbox or TLS files.
+    #[error(transparent)]
+    Mqtt(#[from] crate::mqtt::MqttError),
     /// Event file.
     #[error("{0}: cannot open the events file: {1}")]
     Events(std::path::PathBuf, std::io::Error),
@@ -191,6 +194,9 @@ impl Daemon {
             config,
         };
         d.store_stamp = stamp(d.clf.store().path());
+        // With MQTT, `seq` continues from the outbox, so it survives restarts.
+        d.seq = d.sink.mqtt().map_or(0, crate::mqtt::Mqtt::last_seq);
+        d.report_store();
         let load_ms = d.clf.encoder.load_timing().total().as_secs_f64() * 1e3;
         let ready = Event::Ready {
             model: d.bundle.name.clone(),
@@ -316,6 +322,7 @@ impl Daemon {
         match loaded {
             Ok((labels, shots)) => {
                 log::info!("prompt store reloaded: {} ({labels} labels, {shots} shots)", path.display());
+                self.report_store();
                 self.sink.emit(Event::Store {
                     prompts: path.display().to_string(),
                     labels,
@@ -325,6 +332,18 @@ impl Daemon {
             }
             Err(e) => self.error(None, "store", format!("{e}; keeping the store loaded before")),
         }
+    }
+
+    /// Tells the MQTT side the store's classes and a fingerprint of its file.
+    fn report_store(&self) {
+        let Some(m) = self.sink.mqtt() else { return };
+        let store = self.clf.store();
+        let classes =
+            store.entries().iter().filter(|e| e.kind == EntryKind::Class).map(|e| e.label.clone()).collect();
+        let fingerprint = std::fs::read(store.path())
+            .map(|b| format!("{:08x}-{}", crc32fast::hash(&b), b.len()))
+            .unwrap_or_default();
+        m.store_changed(classes, fingerprint);
     }
 
     fn poll_button(&mut self) {
@@ -410,6 +429,7 @@ impl Daemon {
         let mut timing = Timing::default();
         let mut frames = Vec::with_capacity(burst as usize);
         let mut last: Option<Classification> = None;
+        let mut images = Vec::new();
         for i in 0..burst {
             self.notifier.ping_if_due();
             let frame = match self.camera.capture() {
@@ -432,6 +452,9 @@ impl Daemon {
                 Err(e) => return self.error(Some(ev.ts_ns), kind_of(&e), e.to_string()),
             };
             frames.push(c.decision);
+            if self.sink.mqtt().is_some() {
+                images.push(frame.image);
+            }
             timing.decide += t0.elapsed().as_secs_f64() * 1e3;
             last = Some(c);
         }
@@ -451,6 +474,13 @@ impl Daemon {
         }
         timing.decide += t0.elapsed().as_secs_f64() * 1e3;
         timing.total = ms_since_ns(ev.ts_ns);
+        if let (Some(m), Some(l), Some(i)) = (self.sink.mqtt(), &label, outcome.index()) {
+            // The decisive frame: the last one that voted for the label.
+            let decisive = frames.iter().rposition(|d| *d == clip_edge_runtime::Decision::Match(i));
+            if let Some(img) = decisive.and_then(|k| images.get(k)) {
+                m.snapshot(l, img);
+            }
+        }
         let top = last
             .top
             .iter()

@@ -150,6 +150,7 @@ pub struct EventSink {
     stdout: bool,
     file: Option<std::fs::File>,
     memory: Option<SharedEvents>,
+    mqtt: Option<crate::mqtt::Mqtt>,
 }
 
 impl std::fmt::Debug for EventSink {
@@ -162,7 +163,7 @@ impl EventSink {
     /// A sink to stdout and/or `file` (appended, created if missing).
     pub fn open(stdout: bool, file: Option<&Path>) -> std::io::Result<EventSink> {
         let file = file.map(|p| std::fs::OpenOptions::new().create(true).append(true).open(p)).transpose()?;
-        Ok(EventSink { stdout, file, memory: None })
+        Ok(EventSink { stdout, file, memory: None, mqtt: None })
     }
 
     /// A sink that keeps events in memory (tests).
@@ -173,7 +174,18 @@ impl EventSink {
     /// A memory sink and a handle on its events that another thread can watch.
     pub fn memory_shared() -> (EventSink, SharedEvents) {
         let shared = SharedEvents::default();
-        (EventSink { stdout: false, file: None, memory: Some(shared.clone()) }, shared)
+        (EventSink { stdout: false, file: None, memory: Some(shared.clone()), mqtt: None }, shared)
+    }
+
+    /// The same sink, also reporting to an MQTT broker.
+    pub fn with_mqtt(mut self, mqtt: crate::mqtt::Mqtt) -> EventSink {
+        self.mqtt = Some(mqtt);
+        self
+    }
+
+    /// The MQTT side, if any.
+    pub fn mqtt(&self) -> Option<&crate::mqtt::Mqtt> {
+        self.mqtt.as_ref()
     }
 
     /// A copy of the events kept by a memory sink (none for other sinks).
@@ -187,6 +199,10 @@ impl EventSink {
             Ok(l) => l,
             Err(e) => return log::error!("cannot serialise event: {e}"),
         };
+        // The outbox first: once an event is anywhere, it is owed to the broker.
+        if let Some(m) = &self.mqtt {
+            m.event(&event);
+        }
         if self.stdout {
             if let Err(e) = clip_edge_runtime::process::print_line(&line) {
                 log::error!("cannot write events to stdout: {e}");

@@ -12,6 +12,7 @@
 //! - [`decision`]: the burst's k-of-n vote.
 //! - [`events`]: the JSON-lines event schema (`docs/events.md`).
 //! - [`enroll`]: few-shot enrolment of frames into the prompt store.
+//! - [`mqtt`]: events to an MQTT broker through an on-flash outbox, Home Assistant discovery.
 //! - [`daemon`]: the loop.
 
 pub mod camera;
@@ -21,6 +22,7 @@ pub mod decision;
 pub mod devices;
 pub mod enroll;
 pub mod events;
+pub mod mqtt;
 pub mod notify;
 pub mod output;
 pub mod trigger;

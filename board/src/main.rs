@@ -116,6 +116,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn start(config: Config, sink: EventSink, shutdown: Arc<AtomicBool>) -> Result<Daemon, StartError> {
     let model = Model::load(&config)?;
     let devices = Devices::open(&config, model.bundle())?;
+    let sink = match &config.mqtt {
+        Some(m) => {
+            let outputs = config.pin.as_ref().map(|p| p.labels.clone()).unwrap_or_default();
+            sink.with_mqtt(clip_edge_board::mqtt::Mqtt::start(m, &model.bundle().name, &outputs)?)
+        }
+        None => sink,
+    };
     Daemon::start(config, model, devices, sink, shutdown)
 }
 

@@ -1,0 +1,505 @@
+//! `clip-edge-board` against a real mosquitto broker on loopback
+//! (`docs/mqtt.md`). Ignored by a plain `cargo test` (they need `mosquitto`
+//! and `mosquitto_passwd` on the PATH, from Debian's `mosquitto` package);
+//! `.ci/run` installs it and runs them with `--ignored`.
+//! `CLIP_EDGE_MQTT_EVENTS=10000` makes the outage run the full campaign.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+
+const NEEDS: &str =
+    "needs mosquitto (apt install mosquitto mosquitto-clients); .ci/run runs it with --ignored";
+
+/// A mosquitto on 127.0.0.1, stopped (SIGTERM, so it saves its state) when dropped.
+struct Broker {
+    port: u16,
+    dir: PathBuf,
+    extra: String,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+impl Broker {
+    fn start(dir: &Path, extra: &str) -> Broker {
+        // mosquitto started as root drops to its own user, which must be able to save its state here.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let mut b = Broker { port: free_port(), dir: dir.to_path_buf(), extra: extra.into(), child: None };
+        b.restart();
+        b
+    }
+
+    fn restart(&mut self) {
+        let conf = self.dir.join("mosquitto.conf");
+        let text = format!(
+            "listener {} 127.0.0.1\npersistence true\npersistence_location {}/\nautosave_interval 1\n{}\n",
+            self.port,
+            self.dir.display(),
+            if self.extra.is_empty() { "allow_anonymous true" } else { &self.extra }
+        );
+        std::fs::write(&conf, text).expect("conf");
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.join("broker.log")).expect("log"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start mosquitto ({e}): {NEEDS}"));
+        self.child = Some(child);
+        let until = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < until, "mosquitto did not listen on {}", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Messages a consumer received: topic, payload, CLOCK_MONOTONIC ns on arrival.
+type Inbox = Arc<Mutex<Vec<(String, Vec<u8>, u64)>>>;
+
+/// A consumer with a persistent session (QoS 1), so a broker restart loses nothing it was owed.
+fn consumer(port: u16, id: &str, filters: &[&str]) -> Inbox {
+    let inbox = Inbox::default();
+    let mut o = MqttOptions::new(id, "127.0.0.1", port);
+    o.set_clean_session(false);
+    o.set_max_packet_size(16 << 20, 64 << 10);
+    o.set_keep_alive(Duration::from_secs(5));
+    let (client, mut conn) = Client::new(o, 64);
+    let filters: Vec<String> = filters.iter().map(|f| f.to_string()).collect();
+    let sink = inbox.clone();
+    std::thread::spawn(move || {
+        for ev in conn.iter() {
+            match ev {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    for f in &filters {
+                        let _ = client.subscribe(f.as_str(), QoS::AtLeastOnce);
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let now = clip_edge_board::trigger::monotonic_ns();
+                    sink.lock().expect("inbox").push((p.topic.clone(), p.payload.to_vec(), now));
+                }
+                Ok(_) => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    });
+    inbox
+}
+
+fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn config(dir: &Path, port: u16, trigger: &str, mqtt_extra: &str) -> PathBuf {
+    let text = format!(
+        r#"
+[model]
+bundle = "{root}/models/default"
+prompts = "{dir}/prompts.store"
+[trigger]
+{trigger}
+[camera]
+source = "replay"
+folder = "{root}/models/default/samples"
+[output.pin]
+simulated = true
+line = 5
+pulse_ms = 20
+labels = ["cat", "dog"]
+[events]
+stdout = false
+file = "{dir}/events.jsonl"
+[mqtt]
+url = "mqtt://127.0.0.1:{port}"
+device = "porch"
+outbox = "{dir}/mqtt.outbox"
+stats_interval_s = 1
+{mqtt_extra}
+"#,
+        root = common::root().display(),
+        dir = dir.display(),
+    );
+    if !dir.join("prompts.store").exists() {
+        std::fs::copy(common::root().join("models/default/prompts.store"), dir.join("prompts.store"))
+            .expect("store");
+    }
+    let p = dir.join("board.toml");
+    std::fs::write(&p, text).expect("config");
+    p
+}
+
+fn daemon(config: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_clip-edge-board"));
+    c.args(["run", "--config"]).arg(config).env("RUST_LOG", "info");
+    c
+}
+
+fn json(b: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(b).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(b)))
+}
+
+fn events_of(inbox: &Inbox, topic: &str) -> Vec<(serde_json::Value, u64)> {
+    let m = inbox.lock().expect("inbox");
+    m.iter().filter(|(t, ..)| t == topic).map(|(_, p, at)| (json(p), *at)).collect()
+}
+
+/// Keys every entity of ours has (Home Assistant's MQTT entity basics).
+const COMMON_KEYS: [&str; 6] =
+    ["name", "unique_id", "device", "availability_topic", "payload_available", "payload_not_available"];
+
+/// Home Assistant's documented keys for the components we announce
+/// (home-assistant.io/integrations/{sensor,binary_sensor,camera}.mqtt/).
+fn documented_keys(component: &str) -> &'static [&'static str] {
+    match component {
+        "sensor" => &["state_topic", "value_template", "json_attributes_topic", "icon", "state_class"],
+        "binary_sensor" => &["state_topic", "payload_on", "off_delay"],
+        "camera" => &["topic"],
+        other => panic!("unexpected component {other}"),
+    }
+}
+
+#[test]
+#[ignore = "needs mosquitto (apt install mosquitto mosquitto-clients); .ci/run runs it with --ignored"]
+fn events_state_snapshots_stats_and_discovery_reach_the_broker() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let broker = Broker::start(dir.path(), "");
+    let inbox = consumer(broker.port, "watcher", &["clip-edge/porch/#", "homeassistant/#"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let cfg = config(dir.path(), broker.port, "source = \"interval\"\nperiod_ms = 30\ncount = 20", "");
+    let out = daemon(&cfg).output().expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for("20 events", 20, || events_of(&inbox, "clip-edge/porch/event").len() >= 20);
+
+    let local: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("events.jsonl"))
+        .expect("events file")
+        .lines()
+        .map(|l| json(l.as_bytes()))
+        .filter(|e| e["type"] == "event")
+        .collect();
+    let got = events_of(&inbox, "clip-edge/porch/event");
+    let seqs: Vec<u64> = got.iter().map(|(e, _)| e["seq"].as_u64().expect("seq")).collect();
+    assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
+    for ((e, _), l) in got.iter().zip(&local) {
+        assert_eq!(e["device"], "porch");
+        let mut e = e.clone();
+        e.as_object_mut().expect("object").remove("device");
+        assert_eq!(&e, l, "the broker's event is the local event plus device");
+    }
+    let latency: Vec<f64> = got
+        .iter()
+        .map(|(e, at)| {
+            let decided = e["trigger_ts_ns"].as_u64().expect("ts") as f64
+                + e["timing_ms"]["total"].as_f64().expect("t") * 1e6;
+            (*at as f64 - decided) / 1e6
+        })
+        .collect();
+    let mut sorted = latency.clone();
+    sorted.sort_by(f64::total_cmp);
+    let at = |p: f64| sorted[((sorted.len() - 1) as f64 * p).round() as usize];
+    eprintln!(
+        "decision to consumer on loopback: median {:.2} ms, p99 {:.2} ms ({} events)",
+        at(0.5),
+        at(0.99),
+        sorted.len()
+    );
+
+    let all = inbox.lock().expect("inbox").clone();
+    let last = |topic: &str| all.iter().rev().find(|(t, ..)| t == topic).map(|(_, p, _)| p.clone());
+    assert_eq!(last("clip-edge/porch/status").as_deref(), Some(b"offline".as_slice()), "offline at the end");
+    assert!(all.iter().any(|(t, p, _)| t == "clip-edge/porch/status" && p == b"online"));
+    let state = json(&last("clip-edge/porch/state").expect("state"));
+    assert_eq!(state["seq"], 20);
+    let stats = json(&last("clip-edge/porch/stats").expect("stats"));
+    for k in ["events", "errors", "coalesced", "uptime_s", "model", "store", "latency_ms", "outbox"] {
+        assert!(!stats[k].is_null(), "stats.{k} missing: {stats}");
+    }
+    assert_eq!(stats["model"], "clip-edge-default-emoji-cnn");
+    let matched: BTreeSet<&str> = local.iter().filter_map(|e| e["label"].as_str()).collect();
+    for label in ["cat", "dog"].iter().filter(|l| matched.contains(**l)) {
+        let jpeg = last(&format!("clip-edge/porch/{label}/snapshot")).expect("snapshot");
+        assert_eq!(&jpeg[..2], &[0xFF, 0xD8], "a JPEG");
+        assert!(jpeg.len() <= 256 << 10);
+        image::load_from_memory(&jpeg).expect("a decodable snapshot");
+        assert!(all.iter().any(|(t, p, _)| t == &format!("clip-edge/porch/{label}/detected") && p == b"ON"));
+    }
+
+    let configs: BTreeMap<&str, serde_json::Value> = all
+        .iter()
+        .filter(|(t, p, _)| t.starts_with("homeassistant/") && !p.is_empty())
+        .map(|(t, p, _)| (t.as_str(), json(p)))
+        .collect();
+    for id in [
+        "sensor/clip_edge_porch/last_label",
+        "sensor/clip_edge_porch/score",
+        "binary_sensor/clip_edge_porch/cat",
+        "binary_sensor/clip_edge_porch/dog",
+        "camera/clip_edge_porch/dog_snapshot",
+    ] {
+        assert!(configs.contains_key(format!("homeassistant/{id}/config").as_str()), "{id} not announced");
+    }
+    for (topic, c) in &configs {
+        let component = topic.split('/').nth(1).expect("component");
+        for k in c.as_object().expect("object").keys() {
+            assert!(
+                COMMON_KEYS.contains(&k.as_str()) || documented_keys(component).contains(&k.as_str()),
+                "{topic}: {k}"
+            );
+        }
+        assert_eq!(c["availability_topic"], "clip-edge/porch/status");
+        assert_eq!(c["device"]["identifiers"][0], "clip_edge_porch");
+    }
+
+    // A restart continues the sequence.
+    let out = daemon(&cfg).output().expect("run");
+    assert!(out.status.success());
+    wait_for("40 events", 20, || events_of(&inbox, "clip-edge/porch/event").len() >= 40);
+    let seqs: Vec<u64> = events_of(&inbox, "clip-edge/porch/event")
+        .iter()
+        .map(|(e, _)| e["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
+}
+
+#[test]
+#[ignore = "needs mosquitto (apt install mosquitto mosquitto-clients); .ci/run runs it with --ignored"]
+fn nothing_is_lost_across_broker_restarts_and_daemon_kills() {
+    let total: u64 = std::env::var("CLIP_EDGE_MQTT_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(600);
+    let dir = tempfile::tempdir().expect("tmp");
+    let dir = dir.path();
+    let mut broker = Broker::start(dir, "");
+    let inbox = consumer(broker.port, "ledger", &["clip-edge/porch/event"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let trigger = "source = \"interval\"\nperiod_ms = 2\ncount = 0";
+    let cfg = config(dir, broker.port, trigger, "outbox_max_bytes = 16777216\nsnapshot_max_bytes = 0");
+    let t0 = Instant::now();
+    let received = |inbox: &Inbox| events_of(inbox, "clip-edge/porch/event").len() as u64;
+    let local_seq = |dir: &Path| -> u64 {
+        std::fs::read_to_string(dir.join("events.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|e| e["seq"].as_u64())
+            .max()
+            .unwrap_or(0)
+    };
+    let log = |n: u32| std::fs::File::create(dir.join(format!("daemon{n}.log"))).expect("log");
+    let mut run = daemon(&cfg).stderr(log(0)).spawn().expect("daemon");
+    let (mut kills, mut restarts) = (0, 0);
+    // Three rounds: let events flow, stop the broker for a second while the
+    // daemon goes on, start it again; then kill -9 the daemon and start it
+    // again. The last run stops by itself once `total` events exist.
+    for round in 0..3 {
+        let target = local_seq(dir) + total / 8;
+        wait_for("events while the broker is up", 120, || local_seq(dir) >= target);
+        broker.stop();
+        std::thread::sleep(Duration::from_millis(1000));
+        broker.restart();
+        restarts += 1;
+        let target = local_seq(dir) + total / 8;
+        wait_for("events after the broker restart", 120, || local_seq(dir) >= target);
+        if round < 2 {
+            run.kill().expect("kill -9");
+            run.wait().expect("reap");
+            kills += 1;
+            let mut next = daemon(&cfg);
+            if round == 1 {
+                // Enough for the last round, whose outage alone lasts a second.
+                let rest = total.saturating_sub(local_seq(dir)).max(total / 2 + 500);
+                next.arg("--max-events").arg(rest.to_string());
+            }
+            run = next.stderr(log(kills)).spawn().expect("daemon");
+        }
+    }
+    let status = run.wait().expect("last run");
+    assert!(status.success());
+    let last = local_seq(dir);
+    wait_for("every event at the consumer", 60, || {
+        events_of(&inbox, "clip-edge/porch/event").iter().filter_map(|(e, _)| e["seq"].as_u64()).max()
+            >= Some(last)
+    });
+    let got = events_of(&inbox, "clip-edge/porch/event");
+    let mut seen = BTreeSet::new();
+    let mut order = Vec::new();
+    for (e, _) in &got {
+        assert_eq!(e["device"], "porch");
+        let s = e["seq"].as_u64().expect("seq");
+        if seen.insert(s) {
+            order.push(s);
+        }
+    }
+    let missing: Vec<u64> = (1..=last).filter(|s| !seen.contains(s)).collect();
+    assert!(missing.is_empty(), "lost after dedup: {missing:?}");
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "out of order after dedup");
+    let peak = std::fs::metadata(dir.join("mqtt.outbox")).expect("outbox").len();
+    eprintln!(
+        "{last} events, {} received ({} duplicates), {restarts} broker restarts, {kills} kill -9, {:.1} s, outbox now {peak} B",
+        got.len(),
+        got.len() as u64 - last,
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(received(&inbox) >= last);
+}
+
+#[test]
+#[ignore = "needs mosquitto (apt install mosquitto mosquitto-clients); .ci/run runs it with --ignored"]
+fn a_wrong_password_is_logged_and_classification_goes_on() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let pw = dir.path().join("passwd");
+    let ok = Command::new("mosquitto_passwd").args(["-b", "-c"]).arg(&pw).args(["cam", "right"]).status();
+    assert!(ok.expect(NEEDS).success());
+    let broker = Broker::start(dir.path(), &format!("allow_anonymous false\npassword_file {}", pw.display()));
+    let cfg = config(
+        dir.path(),
+        broker.port,
+        "source = \"interval\"\nperiod_ms = 100\ncount = 10",
+        "username = \"cam\"\npassword = \"wrong\"",
+    );
+    let out = daemon(&cfg).output().expect("run");
+    assert!(out.status.success(), "the daemon goes on without its broker");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains(&format!("mqtt: 127.0.0.1:{}", broker.port)) && log.contains("events wait in"),
+        "{log}"
+    );
+    assert!(
+        log.to_lowercase().contains("refused")
+            || log.contains("NotAuthorized")
+            || log.contains("BadUserNamePassword"),
+        "{log}"
+    );
+    let local = std::fs::read_to_string(dir.path().join("events.jsonl")).expect("events");
+    assert_eq!(local.lines().filter(|l| l.contains("\"type\":\"event\"")).count(), 10);
+}
+
+/// Runs `openssl` with `args` (split at spaces) in `dir`.
+fn openssl(dir: &Path, args: &str) {
+    let ok = Command::new("openssl").args(args.split(' ')).current_dir(dir).stderr(Stdio::null()).status();
+    assert!(ok.expect("openssl").success(), "openssl {args}");
+}
+
+const EC: &str = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+
+/// A self-signed CA, `NAME.pem` and `NAME.key` (P-256).
+fn make_ca(dir: &Path, name: &str) {
+    openssl(dir, &format!("req -x509 {EC} -keyout {name}.key -out {name}.pem -days 2 -subj /CN={name}"));
+}
+
+#[test]
+#[ignore = "needs mosquitto (apt install mosquitto mosquitto-clients); .ci/run runs it with --ignored"]
+fn tls_with_the_right_ca_delivers_and_a_wrong_ca_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    make_ca(d, "ca");
+    make_ca(d, "other-ca");
+    std::fs::write(d.join("ext"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
+    openssl(d, &format!("req {EC} -keyout server.key -out server.csr -subj /CN=127.0.0.1"));
+    openssl(d, "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile ext");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d.join("server.key"), std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let plain = free_port();
+    let extra = format!(
+        "cafile {0}/ca.pem\ncertfile {0}/server.pem\nkeyfile {0}/server.key\nlistener {plain} 127.0.0.1\nallow_anonymous true",
+        d.display()
+    );
+    let broker = Broker::start(d, &extra);
+    let inbox = consumer(plain, "tls-watcher", &["clip-edge/porch/event"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let trigger = "source = \"interval\"\nperiod_ms = 50\ncount = 5";
+    let tls_cfg = |ca: &str| {
+        let cfg = config(d, broker.port, trigger, &format!("ca_file = \"{}/{ca}\"", d.display()));
+        let text = std::fs::read_to_string(&cfg).expect("cfg").replace("mqtt://", "mqtts://");
+        std::fs::write(&cfg, text).expect("cfg");
+        cfg
+    };
+    let out = daemon(&tls_cfg("ca.pem")).output().expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for("5 events over TLS", 20, || events_of(&inbox, "clip-edge/porch/event").len() >= 5);
+
+    let out = daemon(&tls_cfg("other-ca.pem")).output().expect("run");
+    assert!(out.status.success(), "a wrong CA does not stop the daemon");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("mqtt: 127.0.0.1:") && log.contains("UnknownIssuer"), "{log}");
+    let local = std::fs::read_to_string(d.join("events.jsonl")).expect("events");
+    assert_eq!(
+        local.lines().filter(|l| l.contains("\"type\":\"event\"")).count(),
+        10,
+        "both runs classified"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(events_of(&inbox, "clip-edge/porch/event").len(), 5, "nothing arrived without trust");
+}
+
+#[test]
+#[ignore = "needs mosquitto (apt install mosquitto mosquitto-clients); .ci/run runs it with --ignored"]
+fn a_bridge_carries_a_boards_events_to_the_fleet_broker() {
+    let (edge_dir, fleet_dir) = (tempfile::tempdir().expect("tmp"), tempfile::tempdir().expect("tmp"));
+    let fleet = Broker::start(fleet_dir.path(), "");
+    let inbox = consumer(fleet.port, "fleet-watcher", &["clip-edge/+/event", "clip-edge/+/status"]);
+    let bridge = format!(
+        "allow_anonymous true\nconnection fleet\naddress 127.0.0.1:{}\ntopic clip-edge/# out 1\nrestart_timeout 1",
+        fleet.port
+    );
+    let edge = Broker::start(edge_dir.path(), &bridge);
+    std::thread::sleep(Duration::from_millis(500));
+    let cfg = config(edge_dir.path(), edge.port, "source = \"interval\"\nperiod_ms = 50\ncount = 10", "");
+    let out = daemon(&cfg).output().expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for("10 events at the fleet broker", 20, || events_of(&inbox, "clip-edge/porch/event").len() >= 10);
+    let seqs: Vec<u64> = events_of(&inbox, "clip-edge/porch/event")
+        .iter()
+        .map(|(e, _)| e["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
+    let all = inbox.lock().expect("inbox").clone();
+    assert!(all.iter().any(|(t, p, _)| t == "clip-edge/porch/status" && p == b"online"));
+}
+
+#[test]
+#[ignore = "needs mosquitto (apt install mosquitto mosquitto-clients); .ci/run runs it with --ignored"]
+fn entities_of_labels_no_longer_reported_are_removed_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let broker = Broker::start(dir.path(), "");
+    let cfg = config(dir.path(), broker.port, "source = \"interval\"\nperiod_ms = 50\ncount = 3", "");
+    assert!(daemon(&cfg).output().expect("run").status.success());
+    let text = std::fs::read_to_string(&cfg)
+        .expect("cfg")
+        .replace("labels = [\"cat\", \"dog\"]", "labels = [\"cat\"]");
+    std::fs::write(&cfg, text).expect("cfg");
+    assert!(daemon(&cfg).output().expect("run").status.success());
+    // A new consumer sees only what is retained now.
+    let inbox = consumer(broker.port, "late-watcher", &["homeassistant/#"]);
+    let cat = "homeassistant/binary_sensor/clip_edge_porch/cat/config";
+    wait_for("the retained configs", 10, || inbox.lock().expect("inbox").iter().any(|(t, ..)| t == cat));
+    std::thread::sleep(Duration::from_millis(300));
+    let topics: BTreeSet<String> = inbox.lock().expect("inbox").iter().map(|(t, ..)| t.clone()).collect();
+    assert!(!topics.iter().any(|t| t.contains("/dog")), "dog's entities are still retained: {topics:?}");
+    assert!(topics.contains("homeassistant/camera/clip_edge_porch/cat_snapshot/config"));
+}
