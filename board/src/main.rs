@@ -67,7 +67,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+    // rumqttc logs its flow control ("Collision on packet id") at info: not news for an operator.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,rumqttc::state=warn"))
         .format_timestamp_millis()
         .init();
     match run(Cli::parse()) {
