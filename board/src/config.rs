@@ -15,7 +15,7 @@ use clip_edge_runtime::{DecisionRule, Precision};
 use serde::{Deserialize, Deserializer};
 
 mod mqtt;
-pub use mqtt::{Broker, Discovery, MqttConfig, TlsFiles};
+pub use mqtt::{Broker, Commands, Discovery, MqttConfig, TlsFiles};
 
 /// A configuration error, naming the file and the key (and for what the
 /// TOML reader found, the line and column).

@@ -16,6 +16,8 @@ use crate::notify::Notifier;
 use crate::output::Pulser;
 use crate::trigger::{self, monotonic_ns, Trigger, TriggerEvent, Wait};
 
+mod remote;
+
 /// Longest sleep of the loop, so shutdown and pulses stay responsive.
 const TICK: Duration = Duration::from_millis(100);
 /// Longest wait between looks at the enrolment button.
@@ -249,6 +251,7 @@ impl Daemon {
                 timeout = timeout.min(BUTTON_POLL);
                 self.poll_button();
             }
+            self.poll_commands();
             match self.trigger.wait(timeout) {
                 Ok(Wait::Timeout) => {}
                 Ok(Wait::Ended) => break "trigger source ended".to_string(),

@@ -23,6 +23,7 @@ pub mod nnef;
 pub mod preprocess;
 pub mod process;
 pub mod score;
+pub mod signed;
 pub mod store;
 pub mod toml_error;
 
@@ -85,6 +86,11 @@ impl Classifier {
     /// The prompt store scored against.
     pub fn store(&self) -> &PromptStore {
         &self.store
+    }
+
+    /// Whether `store` was built for this model (what [`Classifier::replace_store`] checks first).
+    pub fn check_store(&self, store: &PromptStore) -> Result<()> {
+        store.check_model(&self.fingerprint, self.embed_dim)
     }
 
     /// Scores against `store` from now on (a store that changed on disk),

@@ -45,9 +45,47 @@ pub enum Command {
     /// Few-shot enrolment on the host: add, list or remove image shots in a prompt store.
     #[command(subcommand)]
     Fewshot(FewshotCommand),
+    /// Make a key pair for signing fleet commands (FILE: secret, FILE.pub: the boards' `mqtt.commands.public_key`).
+    Keygen(KeygenArgs),
+    /// Push a prompt store to boards over MQTT, signed; reports which boards took it (docs/mqtt.md).
+    PublishStore(PublishStoreArgs),
     /// Work on a model bundle (add tract's NNEF form for a faster start).
     #[command(subcommand)]
     Bundle(BundleCommand),
+}
+
+/// Arguments of `keygen`.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Secret key file to create (mode 0600); the public key goes to FILE.pub. Never overwritten.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `publish-store`.
+#[derive(Debug, Args)]
+pub struct PublishStoreArgs {
+    /// Broker, mqtt://HOST[:PORT].
+    #[arg(long, value_name = "URL")]
+    pub broker: String,
+    /// The prompt store to push (checked before it is sent).
+    #[arg(long, value_name = "FILE")]
+    pub prompts: PathBuf,
+    /// Secret key (from `clip-edge keygen`) whose public half the boards trust.
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// Boards to push to (comma-separated device names); every board listening on clip-edge/all/cmd if omitted.
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub devices: Vec<String>,
+    /// How long to wait for the boards' replies.
+    #[arg(long, value_name = "S", default_value_t = 10)]
+    pub timeout_s: u64,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `bundle` subcommands.
@@ -429,6 +467,8 @@ pub fn main() -> ExitCode {
         Command::Fewshot(FewshotCommand::List(a)) => cmd::fewshot::list(&a),
         Command::Fewshot(FewshotCommand::Remove(a)) => cmd::fewshot::remove(&a),
         Command::Bundle(BundleCommand::Nnef(a)) => cmd::bundle::nnef(&a),
+        Command::Keygen(a) => cmd::fleet::keygen(&a),
+        Command::PublishStore(a) => cmd::fleet::publish_store(&a),
     };
     match result {
         Ok(code) => code,

@@ -37,6 +37,17 @@ pub struct Discovery {
     pub off_delay: Duration,
 }
 
+/// `[mqtt.commands]`: signed fleet commands on `<prefix>/cmd` and `clip-edge/all/cmd`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Commands {
+    /// The public key whose signatures the board accepts.
+    pub trusted: ed25519_dalek::VerifyingKey,
+    /// Largest prompt store accepted in a `store` command.
+    pub max_store_bytes: u64,
+    /// Where the newest accepted command's time is kept (replays are refused).
+    pub state: PathBuf,
+}
+
 /// The validated `[mqtt]` section.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MqttConfig {
@@ -62,6 +73,8 @@ pub struct MqttConfig {
     pub snapshot_max_bytes: usize,
     /// Home Assistant discovery, if on.
     pub discovery: Option<Discovery>,
+    /// Fleet commands, if enabled.
+    pub commands: Option<Commands>,
 }
 
 /// `[mqtt]` as written.
@@ -90,6 +103,22 @@ pub(super) struct MqttSection {
     snapshot_max_bytes: usize,
     #[serde(default)]
     discovery: DiscoverySection,
+    #[serde(default)]
+    commands: CommandsSection,
+}
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct CommandsSection {
+    enabled: bool,
+    public_key: Option<PathBuf>,
+    max_store_bytes: u64,
+}
+
+impl Default for CommandsSection {
+    fn default() -> Self {
+        CommandsSection { enabled: false, public_key: None, max_store_bytes: 8 << 20 }
+    }
 }
 
 #[derive(Deserialize)]
@@ -227,7 +256,30 @@ impl MqttSection {
         if !(1..=86_400).contains(&d.off_delay_s) {
             return Err(key("discovery.off_delay_s", format!("{} is out of range 1..=86400", d.off_delay_s)));
         }
+        let c = self.commands;
+        let commands = if c.enabled {
+            let Some(key_file) = c.public_key else {
+                return Err(key(
+                    "commands.public_key",
+                    "enabled commands need the public key they are signed with".into(),
+                ));
+            };
+            let trusted = clip_edge_runtime::signed::read_verifying_key(&resolve(&key_file))
+                .map_err(|e| key("commands.public_key", e.to_string()))?;
+            if !(1..=64 << 20).contains(&c.max_store_bytes) {
+                return Err(key(
+                    "commands.max_store_bytes",
+                    format!("{} is out of range 1..=67108864", c.max_store_bytes),
+                ));
+            }
+            let mut state = resolve(&self.outbox).into_os_string();
+            state.push(".commands");
+            Some(Commands { trusted, max_store_bytes: c.max_store_bytes, state: state.into() })
+        } else {
+            None
+        };
         Ok(MqttConfig {
+            commands,
             broker: Broker { host, port, tls },
             client_id: self.client_id.unwrap_or_else(|| device.clone()),
             device,

@@ -8,6 +8,7 @@
 //! publishes everything else (state, snapshots, stats, discovery). A broker
 //! that is down or refuses us never stops classification.
 
+pub mod command;
 pub mod discovery;
 pub mod outbox;
 mod worker;
@@ -45,6 +46,9 @@ pub enum MqttError {
         /// What is wrong.
         message: String,
     },
+    /// The commands' state file.
+    #[error("mqtt.commands: {0}")]
+    Commands(String),
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -108,6 +112,8 @@ struct Pending {
     detected: Vec<(String, Instant)>,
     snapshots: BTreeMap<String, image::RgbImage>,
     store: Option<(Vec<String>, String)>,
+    commands: VecDeque<command::Admitted>,
+    replies: Vec<Vec<u8>>,
 }
 
 struct Shared {
@@ -120,12 +126,37 @@ struct Shared {
     outbox: Mutex<Outbox>,
     pending: Mutex<Pending>,
     counters: Mutex<Counters>,
+    gate: Option<Mutex<command::Gate>>,
     stop: AtomicBool,
 }
 
 impl Shared {
     fn topic(&self, leaf: &str) -> String {
         format!("{}/{leaf}", self.cfg.prefix)
+    }
+
+    /// Queues a reply on `<prefix>/cmd/result`.
+    fn reply(
+        &self,
+        id: Option<&str>,
+        cmd: Option<serde_json::Value>,
+        result: Result<serde_json::Value, String>,
+    ) {
+        let mut v =
+            serde_json::json!({ "device": self.cfg.device, "id": id, "cmd": cmd, "ok": result.is_ok() });
+        match result {
+            Ok(serde_json::Value::Object(details)) => {
+                if let Some(o) = v.as_object_mut() {
+                    o.extend(details);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                log::warn!("mqtt: command {} refused: {e}", id.unwrap_or("(unsigned)"));
+                v["error"] = e.into();
+            }
+        }
+        lock(&self.pending).replies.push(serde_json::to_vec(&v).unwrap_or_default());
     }
 
     /// Hands owed events to the client, in order, while the window has room.
@@ -174,6 +205,12 @@ impl Mqtt {
     pub fn start(cfg: &MqttConfig, model: &str, output_labels: &[String]) -> Result<Mqtt, MqttError> {
         let outbox = Outbox::open(&cfg.outbox, cfg.outbox_max_bytes)?;
         let tls = cfg.broker.tls.as_ref().map(worker::tls_config).transpose()?;
+        let gate = cfg
+            .commands
+            .as_ref()
+            .map(|c| command::Gate::open(c, &cfg.device).map(Mutex::new))
+            .transpose()
+            .map_err(MqttError::Commands)?;
         let shared = Arc::new(Shared {
             cfg: cfg.clone(),
             model: model.to_string(),
@@ -184,6 +221,7 @@ impl Mqtt {
             outbox: Mutex::new(outbox),
             pending: Mutex::default(),
             counters: Mutex::default(),
+            gate,
             stop: AtomicBool::new(false),
         });
         let s = shared.clone();
@@ -274,6 +312,19 @@ impl Mqtt {
     /// The store's classes and fingerprint, at start and after a reload.
     pub fn store_changed(&self, classes: Vec<String>, fingerprint: String) {
         lock(&self.shared.pending).store = Some((classes, fingerprint));
+    }
+
+    /// The next fleet command that passed the gate, for the daemon to run.
+    pub fn take_command(&self) -> Option<command::Admitted> {
+        lock(&self.shared.pending).commands.pop_front()
+    }
+
+    /// Replies to a command on `<prefix>/cmd/result`: `ok` with `details`
+    /// merged in, or the error.
+    pub fn reply(&self, cmd: &command::Admitted, result: Result<serde_json::Value, String>) {
+        let action = serde_json::to_value(&cmd.header.action).ok();
+        let name = action.as_ref().and_then(|a| a.get("cmd")).cloned();
+        self.shared.reply(Some(&cmd.header.id), name, result);
     }
 
     /// Bytes in the outbox now and at most since start, and events owed.

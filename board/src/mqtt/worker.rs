@@ -85,7 +85,9 @@ fn options(s: &Shared) -> MqttOptions {
     o.set_clean_session(true);
     o.set_inflight(super::WINDOW as u16 + 16);
     let largest = c.snapshot_max_bytes.max(super::outbox::MAX_RECORD) + 4096;
-    o.set_max_packet_size(256 << 10, largest);
+    // A store command a little over the limit still arrives, to be refused with a reply.
+    let commands = c.commands.as_ref().map_or(0, |m| m.max_store_bytes as usize + (64 << 10));
+    o.set_max_packet_size(commands.max(256 << 10), largest);
     o.set_last_will(LastWill::new(s.topic("status"), "offline", QoS::AtLeastOnce, true));
     if let Some((user, password)) = &c.credentials {
         o.set_credentials(user, password);
@@ -168,7 +170,13 @@ fn session(
             }
             Ok(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => sent(s, pkid),
             Ok(Ok(Event::Incoming(Packet::PubAck(ack)))) => acked(s, ack.pkid),
-            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => stale_config(s, board, &p.topic, &p.payload),
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                if command_topics(s).contains(&p.topic) {
+                    on_command(s, &p.payload);
+                } else {
+                    stale_config(s, board, &p.topic, &p.payload);
+                }
+            }
             Ok(Ok(_)) | Err(RecvTimeoutError::Timeout) => {}
             Ok(Err(e)) => {
                 let what = e.to_string();
@@ -224,11 +232,36 @@ fn on_connect(s: &Shared, board: &mut Board) {
             log::warn!("mqtt: cannot look for stale discovery topics: {e}");
         }
     }
+    if let (Some(_), Some(c)) = (&s.cfg.commands, &link.client) {
+        for topic in command_topics(s) {
+            if let Err(e) = c.try_subscribe(topic, QoS::AtLeastOnce) {
+                log::warn!("mqtt: cannot subscribe to commands: {e}");
+            }
+        }
+    }
     drop(link);
     board.announced.clear();
     board.last_stats = None;
     if !board.classes.is_empty() {
         announce(s, board);
+    }
+}
+
+/// The topics fleet commands arrive on.
+fn command_topics(s: &Shared) -> [String; 2] {
+    [s.topic("cmd"), "clip-edge/all/cmd".to_string()]
+}
+
+/// A payload on a command topic: through the gate to the daemon, or refused with a reply.
+fn on_command(s: &Shared, payload: &[u8]) {
+    let Some(gate) = &s.gate else { return };
+    let admitted = lock(gate).admit(payload);
+    match admitted {
+        Ok(cmd) => {
+            log::info!("mqtt: command {} ({:?}) accepted", cmd.header.id, cmd.header.action);
+            lock(&s.pending).commands.push_back(cmd);
+        }
+        Err(r) => s.reply(r.id.as_deref(), None, Err(r.error)),
     }
 }
 
@@ -276,7 +309,11 @@ fn publish_pending(s: &Shared, board: &mut Board) {
             announce(s, board);
         }
     }
+    let replies = std::mem::take(&mut lock(&s.pending).replies);
     let mut link = lock(&s.link);
+    for r in replies {
+        link.send(&s.topic("cmd/result"), QoS::AtLeastOnce, false, r, Tag::Other);
+    }
     if let Some(state) = state {
         link.send(&s.topic("state"), QoS::AtLeastOnce, true, state, Tag::Other);
     }

@@ -7,6 +7,7 @@ pub mod classify;
 pub mod embed;
 pub mod eval;
 pub mod fewshot;
+pub mod fleet;
 pub mod prompts;
 pub mod shots_eval;
 
