@@ -193,10 +193,10 @@ fn events_state_snapshots_stats_and_discovery_reach_the_broker() {
     let broker = Broker::start(dir.path(), "");
     let inbox = consumer(broker.port, "watcher", &["clip-edge/porch/#", "homeassistant/#"]);
     std::thread::sleep(Duration::from_millis(300));
-    let cfg = config(dir.path(), broker.port, "source = \"interval\"\nperiod_ms = 30\ncount = 20", "");
+    let cfg = config(dir.path(), broker.port, "source = \"interval\"\nperiod_ms = 20\ncount = 100", "");
     let out = daemon(&cfg).output().expect("run");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    wait_for("20 events", 20, || events_of(&inbox, "clip-edge/porch/event").len() >= 20);
+    wait_for("100 events", 20, || events_of(&inbox, "clip-edge/porch/event").len() >= 100);
 
     let local: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("events.jsonl"))
         .expect("events file")
@@ -206,7 +206,7 @@ fn events_state_snapshots_stats_and_discovery_reach_the_broker() {
         .collect();
     let got = events_of(&inbox, "clip-edge/porch/event");
     let seqs: Vec<u64> = got.iter().map(|(e, _)| e["seq"].as_u64().expect("seq")).collect();
-    assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
+    assert_eq!(seqs, (1..=100).collect::<Vec<_>>());
     for ((e, _), l) in got.iter().zip(&local) {
         assert_eq!(e["device"], "porch");
         let mut e = e.clone();
@@ -236,7 +236,7 @@ fn events_state_snapshots_stats_and_discovery_reach_the_broker() {
     assert_eq!(last("clip-edge/porch/status").as_deref(), Some(b"offline".as_slice()), "offline at the end");
     assert!(all.iter().any(|(t, p, _)| t == "clip-edge/porch/status" && p == b"online"));
     let state = json(&last("clip-edge/porch/state").expect("state"));
-    assert_eq!(state["seq"], 20);
+    assert_eq!(state["seq"], 100);
     let stats = json(&last("clip-edge/porch/stats").expect("stats"));
     for k in ["events", "errors", "coalesced", "uptime_s", "model", "store", "latency_ms", "outbox"] {
         assert!(!stats[k].is_null(), "stats.{k} missing: {stats}");
@@ -280,12 +280,12 @@ fn events_state_snapshots_stats_and_discovery_reach_the_broker() {
     // A restart continues the sequence.
     let out = daemon(&cfg).output().expect("run");
     assert!(out.status.success());
-    wait_for("40 events", 20, || events_of(&inbox, "clip-edge/porch/event").len() >= 40);
+    wait_for("200 events", 20, || events_of(&inbox, "clip-edge/porch/event").len() >= 200);
     let seqs: Vec<u64> = events_of(&inbox, "clip-edge/porch/event")
         .iter()
         .map(|(e, _)| e["seq"].as_u64().expect("seq"))
         .collect();
-    assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
+    assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
 }
 
 #[test]
@@ -295,10 +295,10 @@ fn nothing_is_lost_across_broker_restarts_and_daemon_kills() {
     let dir = tempfile::tempdir().expect("tmp");
     let dir = dir.path();
     let mut broker = Broker::start(dir, "");
-    let inbox = consumer(broker.port, "ledger", &["clip-edge/porch/event"]);
+    let inbox = consumer(broker.port, "ledger", &["clip-edge/porch/event", "clip-edge/porch/stats"]);
     std::thread::sleep(Duration::from_millis(300));
     let trigger = "source = \"interval\"\nperiod_ms = 2\ncount = 0";
-    let cfg = config(dir, broker.port, trigger, "outbox_max_bytes = 16777216\nsnapshot_max_bytes = 0");
+    let cfg = config(dir, broker.port, trigger, "snapshot_max_bytes = 0");
     let t0 = Instant::now();
     let received = |inbox: &Inbox| events_of(inbox, "clip-edge/porch/event").len() as u64;
     let local_seq = |dir: &Path| -> u64 {
@@ -358,9 +358,20 @@ fn nothing_is_lost_across_broker_restarts_and_daemon_kills() {
     let missing: Vec<u64> = (1..=last).filter(|s| !seen.contains(s)).collect();
     assert!(missing.is_empty(), "lost after dedup: {missing:?}");
     assert!(order.windows(2).all(|w| w[0] < w[1]), "out of order after dedup");
-    let peak = std::fs::metadata(dir.join("mqtt.outbox")).expect("outbox").len();
+    let peak = events_of(&inbox, "clip-edge/porch/stats")
+        .iter()
+        .filter_map(|(s, _)| s["outbox"]["peak_bytes"].as_u64())
+        .max()
+        .unwrap_or(0);
+    // The default cap, 1 MiB: acknowledged records are compacted away, nothing owed was dropped.
+    assert!(peak <= 1 << 20, "the outbox passed its cap: {peak}");
+    let dropped = events_of(&inbox, "clip-edge/porch/stats")
+        .iter()
+        .filter_map(|(s, _)| s["outbox"]["dropped"].as_u64())
+        .max();
+    assert_eq!(dropped, Some(0));
     eprintln!(
-        "{last} events, {} received ({} duplicates), {restarts} broker restarts, {kills} kill -9, {:.1} s, outbox now {peak} B",
+        "{last} events, {} received ({} duplicates), {restarts} broker restarts, {kills} kill -9, {:.1} s, outbox peak {peak} B",
         got.len(),
         got.len() as u64 - last,
         t0.elapsed().as_secs_f64()

@@ -1,7 +1,7 @@
 //! The seed inputs of `tools/fuzz/` that the runtime makes: prompt stores
 //! (versions 1 and 2, every element type, with shots and offsets), camera
 //! frames (MJPEG and YUYV with the fuzz target's geometry header) and image
-//! files (PNG, JPEG, BMP, WebP). This test checks the committed seeds are
+//! files (PNG, JPEG, BMP, WebP), signed fleet commands. This test checks the committed seeds are
 //! what the fixtures make; `CLIP_EDGE_WRITE_SEEDS=1` rewrites them
 //! (`tools/fuzz/seed.sh` does).
 
@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use image::{ImageFormat, RgbImage};
 
 use crate::frame::rgb_to_yuyv;
+use crate::signed::{Action, Header};
 use crate::store::fixtures::{builder, with_shots};
 use crate::store::ElementType;
 
@@ -34,6 +35,14 @@ fn camera(format: u8, w: u16, h: u16, stride: u16, halvings: u8, frame: &[u8]) -
     out
 }
 
+/// A command signed with the `signed_command` target's key.
+fn signed_seed(action: Action, body: &[u8]) -> Vec<u8> {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+    let header =
+        Header { id: "seed".into(), issued_ms: 1_796_000_000_000, devices: vec!["porch".into()], action };
+    crate::signed::sign(&key, &header, body)
+}
+
 fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let picture =
         RgbImage::from_fn(24, 16, |x, y| image::Rgb([(x * 10) as u8, (y * 15) as u8, ((x + y) * 6) as u8]));
@@ -56,6 +65,9 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ("image_file", "picture.jpg", jpeg),
         ("image_file", "picture.bmp", encode(&picture, ImageFormat::Bmp)),
         ("image_file", "picture.webp", encode(&picture, ImageFormat::WebP)),
+        ("signed_command", "store", signed_seed(Action::Store, &offsets.to_bytes().expect("store"))),
+        ("signed_command", "reload", signed_seed(Action::Reload, b"")),
+        ("signed_command", "enroll", signed_seed(Action::Enroll { class: "our van".into(), frames: 4 }, b"")),
     ]
 }
 

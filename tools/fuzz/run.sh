@@ -23,7 +23,7 @@ cd "$root"
 seconds=${1:-60}
 shift || true
 case "$seconds" in '' | *[!0-9]*) echo "run.sh: SECONDS must be a number, not '$seconds'" >&2; exit 2 ;; esac
-all=(store bundle_manifest board_config labels camera_frame image_file)
+all=(store bundle_manifest board_config labels camera_frame image_file mqtt_outbox signed_command)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 for t in "${targets[@]}"; do

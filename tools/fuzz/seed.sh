@@ -8,6 +8,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 c=tools/fuzz/corpus
 CLIP_EDGE_WRITE_SEEDS=1 cargo test --locked -q -p clip-edge-runtime --lib fuzz_seeds
+CLIP_EDGE_WRITE_SEEDS=1 cargo test --locked -q -p clip-edge-board --lib fuzz_seeds
 mkdir -p $c/store $c/bundle_manifest $c/board_config $c/labels $c/image_file
 cp models/default/prompts.store $c/store/default.store
 for m in models/*/; do

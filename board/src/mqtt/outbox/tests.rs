@@ -154,3 +154,25 @@ fn arbitrary_bytes_never_panic_the_parser() {
         assert!(records.len() <= 1 + bytes.len() / HEAD);
     }
 }
+
+/// The `mqtt_outbox` fuzz target's seeds (`tools/fuzz/corpus/mqtt_outbox`,
+/// the file's records after its magic): checked here, rewritten with
+/// `CLIP_EDGE_WRITE_SEEDS=1` (`tools/fuzz/seed.sh`).
+#[test]
+fn fuzz_seeds_are_what_the_outbox_writes() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/fuzz/corpus/mqtt_outbox");
+    let write = std::env::var("CLIP_EDGE_WRITE_SEEDS").as_deref() == Ok("1");
+    for (name, n, cut) in [("three-records", 3u64, 0usize), ("torn-tail", 3, 7)] {
+        let dir = tempfile::tempdir().expect("tmp");
+        let bytes = std::fs::read(filled(dir.path(), n)).expect("read");
+        let seed = &bytes[8..bytes.len() - cut];
+        let path = corpus.join(name);
+        if write {
+            std::fs::create_dir_all(&corpus).expect("corpus");
+            std::fs::write(&path, seed).expect("write");
+        }
+        let committed = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}; run tools/fuzz/seed.sh", path.display()));
+        assert!(committed == seed, "{} differs; run tools/fuzz/seed.sh", path.display());
+    }
+}
