@@ -454,6 +454,48 @@ fn tls_with_the_right_ca_delivers_and_a_wrong_ca_is_a_clear_error() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     wait_for("5 events over TLS", 20, || events_of(&inbox, "clip-edge/porch/event").len() >= 5);
 
+    // A broker that asks for client certificates: the board's, signed by the CA, gets in.
+    openssl(d, &format!("req {EC} -keyout board.key -out board.csr -subj /CN=porch"));
+    std::fs::write(d.join("client-ext"), "extendedKeyUsage=clientAuth\n").expect("ext");
+    openssl(d, "x509 -req -in board.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out board.pem -days 2 -extfile client-ext");
+    let strict_dir = d.join("strict");
+    std::fs::create_dir(&strict_dir).expect("dir");
+    let mut strict = Broker::start(
+        &strict_dir,
+        &format!("require_certificate true\n{extra}").replace(
+            &format!("listener {plain} 127.0.0.1\n"),
+            &format!("listener {} 127.0.0.1\n", free_port()),
+        ),
+    );
+    let with_cert = |cert: bool| {
+        let cfg = tls_cfg("ca.pem");
+        let mut text = std::fs::read_to_string(&cfg)
+            .expect("cfg")
+            .replace(&format!(":{}", broker.port), &format!(":{}", strict.port));
+        if cert {
+            text = text.replace(
+                "stats_interval_s = 1",
+                &format!(
+                    "stats_interval_s = 1\nclient_cert = \"{0}/board.pem\"\nclient_key = \"{0}/board.key\"",
+                    d.display()
+                ),
+            );
+        }
+        std::fs::write(&cfg, text).expect("cfg");
+        daemon(&cfg).output().expect("run")
+    };
+    let out = with_cert(false);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("mqtt: 127.0.0.1:{}", strict.port)),
+        "refused without a certificate"
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("mqtt: connected to"), "in without a certificate");
+    let out = with_cert(true);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && log.contains("mqtt: connected to"), "{log}");
+    strict.stop();
+
     let out = daemon(&tls_cfg("other-ca.pem")).output().expect("run");
     assert!(out.status.success(), "a wrong CA does not stop the daemon");
     let log = String::from_utf8_lossy(&out.stderr);
@@ -461,8 +503,8 @@ fn tls_with_the_right_ca_delivers_and_a_wrong_ca_is_a_clear_error() {
     let local = std::fs::read_to_string(d.join("events.jsonl")).expect("events");
     assert_eq!(
         local.lines().filter(|l| l.contains("\"type\":\"event\"")).count(),
-        10,
-        "both runs classified"
+        20,
+        "every run classified"
     );
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(events_of(&inbox, "clip-edge/porch/event").len(), 5, "nothing arrived without trust");
