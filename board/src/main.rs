@@ -96,7 +96,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         EventSink::open(config.events.stdout, config.events.file.as_deref())
     }
     .with_context(|| format!("cannot open the events file named in {}", path.display()))?;
-    let mut daemon = start(config, sink, shutdown)
+    let mut daemon = start(config, sink, shutdown, check_only)
         .with_context(|| format!("start-up self-check failed ({})", path.display()))?;
     if check_only {
         print_line("self-check passed")?;
@@ -114,15 +114,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// The self-check: the model first, then the devices the configuration names.
-fn start(config: Config, sink: EventSink, shutdown: Arc<AtomicBool>) -> Result<Daemon, StartError> {
+/// With `check_only` the MQTT side is not started: the running daemon holds the outbox.
+fn start(
+    config: Config,
+    sink: EventSink,
+    shutdown: Arc<AtomicBool>,
+    check_only: bool,
+) -> Result<Daemon, StartError> {
     let model = Model::load(&config)?;
     let devices = Devices::open(&config, model.bundle())?;
     let sink = match &config.mqtt {
-        Some(m) => {
+        Some(m) if !check_only => {
             let outputs = config.pin.as_ref().map(|p| p.labels.clone()).unwrap_or_default();
             sink.with_mqtt(clip_edge_board::mqtt::Mqtt::start(m, &model.bundle().name, &outputs)?)
         }
-        None => sink,
+        _ => sink,
     };
     Daemon::start(config, model, devices, sink, shutdown)
 }

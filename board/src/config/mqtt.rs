@@ -153,8 +153,8 @@ fn default_snapshot() -> usize {
 
 /// Smallest outbox cap: one largest event must fit.
 pub const MIN_OUTBOX_BYTES: u64 = 64 << 10;
-/// Largest outbox cap.
-pub const MAX_OUTBOX_BYTES: u64 = 1 << 30;
+/// Largest outbox cap: the owed events are also held in memory.
+pub const MAX_OUTBOX_BYTES: u64 = 64 << 20;
 
 impl MqttSection {
     /// Validates the section; `resolve` anchors relative paths at the config's folder.

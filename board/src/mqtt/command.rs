@@ -35,7 +35,21 @@ impl Gate {
     /// Opens the gate's state; a missing file means no command was accepted yet.
     pub fn open(cfg: &Commands, device: &str) -> Result<Gate, String> {
         let last_issued = match std::fs::read_to_string(&cfg.state) {
-            Ok(t) => t.trim().parse().map_err(|_| format!("{}: not a command time", cfg.state.display()))?,
+            Ok(t) => match t.trim().parse() {
+                Ok(ms) => ms,
+                Err(_) => {
+                    // Not ours (atomic writes cannot tear it): refuse every
+                    // command issued before now rather than open a replay window.
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(u64::MAX, |d| d.as_millis() as u64);
+                    log::error!(
+                        "{}: not a command time; refusing commands issued before now",
+                        cfg.state.display()
+                    );
+                    now
+                }
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(e) => return Err(format!("{}: {e}", cfg.state.display())),
         };

@@ -22,9 +22,11 @@ pub fn slug(label: &str) -> String {
     }
 }
 
-/// The Home Assistant node id of a board.
+/// The Home Assistant node id of a board: `clip_edge_<device>` (device names
+/// are already letters, digits, `-` and `_`, what a node id may hold), so an
+/// ACL can name it with the broker user `%u`.
 pub fn node_id(cfg: &MqttConfig) -> String {
-    format!("clip_edge_{}", slug(&cfg.device))
+    format!("clip_edge_{}", cfg.device)
 }
 
 /// The subscription that finds this board's retained config topics (to remove stale ones).

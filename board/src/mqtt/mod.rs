@@ -109,7 +109,7 @@ struct Counters {
 #[derive(Default)]
 struct Pending {
     state: Option<Vec<u8>>,
-    detected: Vec<(String, Instant)>,
+    detected: BTreeMap<String, Instant>,
     snapshots: BTreeMap<String, image::RgbImage>,
     store: Option<(Vec<String>, String)>,
     commands: VecDeque<command::Admitted>,
@@ -293,7 +293,7 @@ impl Mqtt {
                 let mut p = lock(&self.shared.pending);
                 p.state = serde_json::to_vec(&state).ok();
                 if let Some(l) = label {
-                    p.detected.push((l.clone(), Instant::now()));
+                    p.detected.insert(l.clone(), Instant::now());
                 }
             }
             Event::Error { .. } => c.errors += 1,

@@ -69,6 +69,8 @@ pub struct Record {
 pub struct Outbox {
     path: PathBuf,
     file: std::fs::File,
+    /// `PATH.lock`, held (flock) while this outbox is open: one writer per outbox.
+    _lock: std::fs::File,
     cap: u64,
     owed: VecDeque<Record>,
     acked_early: BTreeSet<u64>,
@@ -151,6 +153,7 @@ impl Outbox {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(&err)?;
         }
+        let lock = lock_file(path)?;
         let (acked, mut last_seq, dropped) = read_state(&state_path(path))?;
         let mut file =
             std::fs::OpenOptions::new().read(true).append(true).create(true).open(path).map_err(&err)?;
@@ -182,6 +185,7 @@ impl Outbox {
         let mut outbox = Outbox {
             path: path.into(),
             file,
+            _lock: lock,
             cap,
             owed,
             acked_early: BTreeSet::new(),
@@ -252,8 +256,13 @@ impl Outbox {
         let mut buf = Vec::with_capacity(HEAD.saturating_add(payload.len()));
         encode(seq, payload, &mut buf);
         let err = io(&self.path);
-        self.file.write_all(&buf).map_err(&err)?;
-        self.file.sync_data().map_err(&err)?;
+        if let Err(e) = self.file.write_all(&buf).and_then(|()| self.file.sync_data()) {
+            // A partial record would end the valid part and hide later ones at the next open.
+            if let Err(cut) = self.file.set_len(self.file_len) {
+                log::error!("{}: cannot cut back a failed append: {cut}", self.path.display());
+            }
+            return Err(err(e));
+        }
         self.file_len = self.file_len.saturating_add(add);
         self.peak = self.peak.max(self.file_len);
         self.last_seq = seq;
@@ -313,7 +322,10 @@ impl Outbox {
     fn compact(&mut self, room: u64) -> Result<(), OutboxError> {
         let budget = self.cap.saturating_sub(room).saturating_sub(FILE_MAGIC.len() as u64);
         let mut live: u64 = self.owed.iter().map(|r| record_len(r.payload.len())).sum();
-        while live > budget {
+        // Dropping goes down to three quarters of the cap, so a long outage
+        // rewrites the file once per quarter of the cap, not once per event.
+        let floor = if live > budget { budget.min((self.cap / 4).saturating_mul(3)) } else { budget };
+        while live > floor {
             let Some(r) = self.owed.pop_front() else { break };
             live = live.saturating_sub(record_len(r.payload.len()));
             self.acked_early.remove(&r.seq);
@@ -337,6 +349,26 @@ impl Outbox {
     }
 }
 
+/// Takes `PATH.lock` (created if missing) for this process, or fails naming the outbox.
+fn lock_file(path: &Path) -> Result<std::fs::File, OutboxError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = PathBuf::from(name);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(io(&lock_path))?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| {
+        OutboxError::Format {
+            path: path.into(),
+            message: "in use by another process (another clip-edge-board with this outbox?)".into(),
+        }
+    })?;
+    Ok(f)
+}
+
 fn state_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(".state");
@@ -350,19 +382,26 @@ fn read_state(path: &Path) -> Result<(u64, u64, u64), OutboxError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0, 0)),
         Err(e) => return Err(io(path)(e)),
     };
-    let bad = || OutboxError::Format {
-        path: path.into(),
-        message: "corrupt outbox state (bad magic or CRC)".into(),
-    };
-    if bytes.len() != 36 || bytes.get(..8) != Some(STATE_MAGIC.as_slice()) {
-        return Err(bad());
+    let parsed = (bytes.len() == 36 && bytes.get(..8) == Some(STATE_MAGIC.as_slice()))
+        .then(|| bytes.split_at(32))
+        .filter(|(body, crc)| le_u32(crc) == Some(crc32fast::hash(body)))
+        .and_then(|(body, _)| {
+            Some((le_u64(body.get(8..)?)?, le_u64(body.get(16..)?)?, le_u64(body.get(24..)?)?))
+        });
+    if let Some(state) = parsed {
+        return Ok(state);
     }
-    let (body, crc) = bytes.split_at(32);
-    if le_u32(crc) != Some(crc32fast::hash(body)) {
-        return Err(bad());
-    }
-    let v = |at: usize| body.get(at..).and_then(le_u64).ok_or_else(bad);
-    Ok((v(8)?, v(16)?, v(24)?))
+    // Not written by us (atomic writes cannot tear it): kept aside for a
+    // look, and the outbox goes on from its records, resending them all.
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(".corrupt");
+    log::error!(
+        "{}: corrupt outbox state (bad magic or CRC), moved to {}; every event in the outbox will be sent again",
+        path.display(),
+        PathBuf::from(&aside).display()
+    );
+    std::fs::rename(path, &aside).map_err(io(path))?;
+    Ok((0, 0, 0))
 }
 
 #[cfg(test)]

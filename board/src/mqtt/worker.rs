@@ -4,6 +4,10 @@
 //! Each connection gets a fresh rumqttc client (clean session): what the
 //! broker did not acknowledge is replayed from the outbox, never from
 //! rumqttc's own queue, so every packet id maps to one known event.
+//! rumqttc's connection is driven by a thread of its own ([`Events`]):
+//! `Connection::recv_timeout` would drop its future midway, which restarts a
+//! connect that takes longer than the timeout and can lose a half-written
+//! packet.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
@@ -11,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumqttc::{
-    Client, Connection, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, RecvTimeoutError, Transport,
+    Client, Connection, ConnectionError, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, Transport,
 };
 
 use super::{discovery, lock, MqttError, Shared, Tag, DRAIN};
@@ -98,6 +102,50 @@ fn options(s: &Shared) -> MqttOptions {
     o
 }
 
+/// The events of one connection, read by a thread that owns it; it ends
+/// after the connection's first error or when the client is dropped.
+struct Events(std::sync::mpsc::Receiver<Result<Event, ConnectionError>>);
+
+enum Next {
+    Event(Event),
+    Failed(ConnectionError),
+    Idle,
+    Ended,
+}
+
+impl Events {
+    fn spawn(mut conn: Connection) -> Events {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new().name("mqtt-conn".into()).spawn(move || loop {
+            match conn.recv() {
+                Ok(Ok(ev)) => {
+                    if tx.send(Ok(ev)).is_err() {
+                        break;
+                    }
+                }
+                Ok(Err(e)) => {
+                    let _ = tx.send(Err(e));
+                    break;
+                }
+                Err(_) => break,
+            }
+        });
+        if let Err(e) = spawned {
+            log::error!("mqtt: cannot start the connection thread: {e}");
+        }
+        Events(rx)
+    }
+
+    fn next(&self, timeout: Duration) -> Next {
+        match self.0.recv_timeout(timeout) {
+            Ok(Ok(ev)) => Next::Event(ev),
+            Ok(Err(e)) => Next::Failed(e),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Next::Idle,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Next::Ended,
+        }
+    }
+}
+
 /// What the worker keeps between connections.
 #[derive(Default)]
 struct Board {
@@ -114,13 +162,14 @@ pub(super) fn run(s: &Shared) {
     let mut backoff = BACKOFF_MIN;
     let mut outage: Option<(Instant, String)> = None;
     loop {
-        let (client, mut conn) = Client::new(options(s), 2 * super::WINDOW + 64);
+        let (client, conn) = Client::new(options(s), 2 * super::WINDOW + 64);
+        let events = Events::spawn(conn);
         {
             let mut link = lock(&s.link);
             *link =
                 super::Link { client: Some(client), cursor: lock(&s.outbox).acked(), ..Default::default() };
         }
-        let ended = session(s, &mut conn, &mut board, &mut outage, &mut backoff);
+        let ended = session(s, &events, &mut board, &mut outage, &mut backoff);
         lock(&s.link).client = None;
         persist(s, &mut board, true);
         if ended {
@@ -140,7 +189,7 @@ pub(super) fn run(s: &Shared) {
 /// One connection; true when the daemon is stopping and the worker is done.
 fn session(
     s: &Shared,
-    conn: &mut Connection,
+    events: &Events,
     board: &mut Board,
     outage: &mut Option<(Instant, String)>,
     backoff: &mut Duration,
@@ -152,13 +201,13 @@ fn session(
             let connected = lock(&s.link).connected;
             if !connected || lock(&s.outbox).owed() == 0 || since.elapsed() > DRAIN {
                 if connected {
-                    goodbye(s, conn);
+                    goodbye(s, events);
                 }
                 return true;
             }
         }
-        match conn.recv_timeout(TICK) {
-            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+        match events.next(TICK) {
+            Next::Event(Event::Incoming(Packet::ConnAck(_))) => {
                 if let Some((since, _)) = outage.take() {
                     log::info!("mqtt: connected again after {:.1} s", since.elapsed().as_secs_f64());
                 } else {
@@ -168,17 +217,17 @@ fn session(
                 *backoff = BACKOFF_MIN;
                 on_connect(s, board);
             }
-            Ok(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => sent(s, pkid),
-            Ok(Ok(Event::Incoming(Packet::PubAck(ack)))) => acked(s, ack.pkid),
-            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+            Next::Event(Event::Outgoing(Outgoing::Publish(pkid))) => sent(s, pkid),
+            Next::Event(Event::Incoming(Packet::PubAck(ack))) => acked(s, ack.pkid),
+            Next::Event(Event::Incoming(Packet::Publish(p))) => {
                 if command_topics(s).contains(&p.topic) {
                     on_command(s, &p.payload);
                 } else {
                     stale_config(s, board, &p.topic, &p.payload);
                 }
             }
-            Ok(Ok(_)) | Err(RecvTimeoutError::Timeout) => {}
-            Ok(Err(e)) => {
+            Next::Event(_) | Next::Idle => {}
+            Next::Failed(e) => {
                 let what = e.to_string();
                 match outage {
                     Some((_, last)) if *last == what => log::debug!("mqtt: still down: {what}"),
@@ -196,7 +245,7 @@ fn session(
                 lock(&s.link).connected = false;
                 return false;
             }
-            Err(RecvTimeoutError::Disconnected) => return false,
+            Next::Ended => return false,
         }
         if lock(&s.link).connected {
             s.pump();
@@ -393,7 +442,7 @@ fn persist(s: &Shared, board: &mut Board, now: bool) {
 }
 
 /// `offline` (retained) and a clean disconnect, waiting briefly for both to go out.
-fn goodbye(s: &Shared, conn: &mut Connection) {
+fn goodbye(s: &Shared, events: &Events) {
     {
         let mut link = lock(&s.link);
         link.send(&s.topic("status"), QoS::AtLeastOnce, true, b"offline".to_vec(), Tag::Other);
@@ -403,12 +452,10 @@ fn goodbye(s: &Shared, conn: &mut Connection) {
     }
     let until = Instant::now() + Duration::from_millis(500);
     while Instant::now() < until {
-        match conn.recv_timeout(TICK) {
-            Ok(Ok(Event::Outgoing(Outgoing::Disconnect)))
-            | Ok(Err(_))
-            | Err(RecvTimeoutError::Disconnected) => break,
-            Ok(Ok(Event::Incoming(Packet::PubAck(ack)))) => acked(s, ack.pkid),
-            Ok(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => sent(s, pkid),
+        match events.next(TICK) {
+            Next::Event(Event::Outgoing(Outgoing::Disconnect)) | Next::Failed(_) | Next::Ended => break,
+            Next::Event(Event::Incoming(Packet::PubAck(ack))) => acked(s, ack.pkid),
+            Next::Event(Event::Outgoing(Outgoing::Publish(pkid))) => sent(s, pkid),
             _ => {}
         }
     }

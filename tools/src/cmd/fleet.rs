@@ -124,14 +124,28 @@ pub fn publish_store(a: &PublishStoreArgs) -> anyhow::Result<ExitCode> {
     o.set_max_packet_size(1 << 20, payload.len() + 4096);
     o.set_keep_alive(Duration::from_secs(10));
     let (client, mut conn) = Client::new(o, 16);
+    // The connection runs on its own thread: a timed-out `Connection::recv_timeout`
+    // would drop rumqttc's future midway and restart a slow connect.
+    let (tx, events) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        while let Ok(ev) = conn.recv() {
+            let failed = ev.is_err();
+            if tx.send(ev).is_err() || failed {
+                break;
+            }
+        }
+    });
     let deadline = Instant::now() + Duration::from_secs(a.timeout_s);
     let mut replies: BTreeMap<String, BoardReply> = BTreeMap::new();
     let mut sent = false;
     while Instant::now() < deadline {
-        let event = match conn.recv_timeout(Duration::from_millis(100)) {
+        let event = match events.recv_timeout(Duration::from_millis(100)) {
             Ok(Ok(e)) => e,
             Ok(Err(e)) => bail!("broker {host}:{port}: {e}"),
-            Err(_) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                bail!("broker {host}:{port}: connection ended")
+            }
         };
         match event {
             Event::Incoming(Packet::ConnAck(_)) => {

@@ -131,8 +131,10 @@ fn foreign_files_are_refused_and_left_alone() {
     let mut b = std::fs::read(&state).expect("state");
     b[9] ^= 1;
     std::fs::write(&state, b).expect("write");
-    let e = Outbox::open(&path, 1 << 20).expect_err("corrupt state");
-    assert!(e.to_string().contains("o.outbox.state: corrupt outbox state"), "{e}");
+    drop(o);
+    let o = Outbox::open(&path, 1 << 20).expect("a corrupt state is moved aside");
+    assert_eq!((o.last_seq(), o.owed()), (1, 1), "the records are owed again");
+    assert!(dir.path().join("o.outbox.state.corrupt").exists());
 }
 
 #[test]
@@ -175,4 +177,15 @@ fn fuzz_seeds_are_what_the_outbox_writes() {
             .unwrap_or_else(|e| panic!("{}: {e}; run tools/fuzz/seed.sh", path.display()));
         assert!(committed == seed, "{} differs; run tools/fuzz/seed.sh", path.display());
     }
+}
+
+#[test]
+fn one_process_at_a_time() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("o.outbox");
+    let first = Outbox::open(&path, 1 << 20).expect("open");
+    let e = Outbox::open(&path, 1 << 20).expect_err("second writer");
+    assert!(e.to_string().contains("in use by another process"), "{e}");
+    drop(first);
+    Outbox::open(&path, 1 << 20).expect("free again");
 }
