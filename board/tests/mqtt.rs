@@ -224,6 +224,8 @@ fn events_state_snapshots_stats_and_discovery_reach_the_broker() {
     let mut sorted = latency.clone();
     sorted.sort_by(f64::total_cmp);
     let at = |p: f64| sorted[((sorted.len() - 1) as f64 * p).round() as usize];
+    let slow: Vec<(usize, f64)> = latency.iter().copied().enumerate().filter(|(_, l)| *l > 3.0).collect();
+    eprintln!("events over 3 ms (index, ms): {slow:?}");
     eprintln!(
         "decision to consumer on loopback: median {:.2} ms, p99 {:.2} ms ({} events)",
         at(0.5),

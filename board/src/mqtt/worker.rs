@@ -24,7 +24,9 @@ use crate::config::TlsFiles;
 const TICK: Duration = Duration::from_millis(50);
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
-const PERSIST_EVERY: Duration = Duration::from_millis(500);
+/// How often the acknowledged-through mark is written: each write is an fsync under the
+/// outbox lock (it can delay an event by that long); a crash resends at most this much.
+const PERSIST_EVERY: Duration = Duration::from_secs(5);
 
 /// The rustls client configuration for `files` (ring, no OpenSSL).
 pub(super) fn tls_config(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>, MqttError> {
