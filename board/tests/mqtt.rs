@@ -3,6 +3,8 @@
 //! and `mosquitto_passwd` on the PATH, from Debian's `mosquitto` package);
 //! `.ci/run` installs it and runs them with `--ignored`.
 //! `CLIP_EDGE_MQTT_EVENTS=10000` makes the outage run the full campaign.
+//! CI runs them one at a time (`--test-threads 1`, 22 s): each starts
+//! brokers and daemons, and timing figures mean more without the others.
 
 mod common;
 
@@ -90,12 +92,22 @@ fn consumer(port: u16, id: &str, filters: &[&str]) -> Inbox {
     let (client, mut conn) = Client::new(o, 64);
     let filters: Vec<String> = filters.iter().map(|f| f.to_string()).collect();
     let sink = inbox.clone();
+    let (ready, subscribed) = std::sync::mpsc::channel();
+    let want = filters.len();
     std::thread::spawn(move || {
+        let (mut acks, mut failures) = (0, 0);
         for ev in conn.iter() {
             match ev {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    failures = 0;
                     for f in &filters {
                         let _ = client.subscribe(f.as_str(), QoS::AtLeastOnce);
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    acks += 1;
+                    if acks == want {
+                        let _ = ready.send(());
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -103,10 +115,17 @@ fn consumer(port: u16, id: &str, filters: &[&str]) -> Inbox {
                     sink.lock().expect("inbox").push((p.topic.clone(), p.payload.to_vec(), now));
                 }
                 Ok(_) => {}
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                // A broker restart is a second or two; five seconds of failures is the test's end.
+                Err(_) if failures >= 50 => break,
+                Err(_) => {
+                    failures += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
             }
         }
     });
+    // Events published before the subscription took would never arrive.
+    subscribed.recv_timeout(Duration::from_secs(10)).expect("the consumer's subscriptions");
     inbox
 }
 
@@ -196,7 +215,16 @@ fn events_state_snapshots_stats_and_discovery_reach_the_broker() {
     let cfg = config(dir.path(), broker.port, "source = \"interval\"\nperiod_ms = 20\ncount = 100", "");
     let out = daemon(&cfg).output().expect("run");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    wait_for("100 events", 20, || events_of(&inbox, "clip-edge/porch/event").len() >= 100);
+    let until = Instant::now() + Duration::from_secs(20);
+    while events_of(&inbox, "clip-edge/porch/event").len() < 100 {
+        let got = events_of(&inbox, "clip-edge/porch/event").len();
+        assert!(
+            Instant::now() < until,
+            "{got} of 100 events arrived; the daemon said:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     let local: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("events.jsonl"))
         .expect("events file")
@@ -687,6 +715,7 @@ fn a_signed_store_is_taken_by_three_boards_and_bad_ones_by_none() {
         id: format!("h{issued_ms}"),
         issued_ms,
         devices: vec![],
+        expires_ms: None,
         action: Action::Store,
     };
     let mut o = MqttOptions::new("attacker", "127.0.0.1", broker.port);
@@ -730,6 +759,7 @@ fn a_signed_store_is_taken_by_three_boards_and_bad_ones_by_none() {
             id: format!("c{i}"),
             issued_ms: now + 1000 + i as u64,
             devices: vec!["cam2".into()],
+            expires_ms: Some(now + 60_000),
             action,
         };
         client

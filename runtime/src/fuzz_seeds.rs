@@ -38,8 +38,13 @@ fn camera(format: u8, w: u16, h: u16, stride: u16, halvings: u8, frame: &[u8]) -
 /// A command signed with the `signed_command` target's key.
 fn signed_seed(action: Action, body: &[u8]) -> Vec<u8> {
     let key = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
-    let header =
-        Header { id: "seed".into(), issued_ms: 1_796_000_000_000, devices: vec!["porch".into()], action };
+    let header = Header {
+        id: "seed".into(),
+        issued_ms: 1_796_000_000_000,
+        devices: vec!["porch".into()],
+        expires_ms: None,
+        action,
+    };
     crate::signed::sign(&key, &header, body)
 }
 

@@ -69,6 +69,10 @@ pub struct Header {
     /// Boards the command is for; empty: every board that receives it.
     #[serde(default)]
     pub devices: Vec<String>,
+    /// Sender's clock, ms since the Unix epoch: a board whose clock is past
+    /// it refuses the command (one held back and delivered late). `None`: no expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<u64>,
     /// The action.
     #[serde(flatten)]
     pub action: Action,
@@ -183,7 +187,13 @@ mod tests {
     }
 
     fn header() -> Header {
-        Header { id: "a1".into(), issued_ms: 5, devices: vec!["porch".into()], action: Action::Store }
+        Header {
+            id: "a1".into(),
+            issued_ms: 5,
+            devices: vec!["porch".into()],
+            expires_ms: None,
+            action: Action::Store,
+        }
     }
 
     #[test]

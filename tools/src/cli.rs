@@ -83,6 +83,9 @@ pub struct PublishStoreArgs {
     /// How long to wait for the boards' replies.
     #[arg(long, value_name = "S", default_value_t = 10)]
     pub timeout_s: u64,
+    /// How long the signed command stays valid: a board whose clock is past it refuses it.
+    #[arg(long, value_name = "S", default_value_t = 600)]
+    pub valid_s: u64,
     /// One JSON object on stdout.
     #[arg(long)]
     pub json: bool,

@@ -66,6 +66,15 @@ impl Gate {
         if !header.devices.is_empty() && !header.devices.contains(&self.device) {
             return Err(refuse(id, format!("not addressed to '{}'", self.device)));
         }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        if let Some(expires) = header.expires_ms.filter(|e| *e < now) {
+            return Err(refuse(
+                id,
+                format!("expired: valid until {expires} ms, this board's clock says {now} ms"),
+            ));
+        }
         if header.issued_ms <= self.last_issued {
             return Err(refuse(
                 id,
@@ -102,6 +111,7 @@ mod tests {
             id: format!("c{issued_ms}"),
             issued_ms,
             devices: devices.iter().map(|d| d.to_string()).collect(),
+            expires_ms: None,
             action,
         };
         signed::sign(&SigningKey::from_bytes(&[key; 32]), &header, body)
@@ -122,6 +132,17 @@ mod tests {
         let big = g.admit(&cmd(7, 14, &[], Action::Store, &[0; 1001])).expect_err("too large");
         assert!(big.error.contains("over the limit"), "{big:?}");
         assert!(g.admit(b"{\"cmd\":\"reload\"}").expect_err("unsigned").error.contains("not a signed"));
+        let mut late = Header {
+            id: "late".into(),
+            issued_ms: 15,
+            devices: vec![],
+            expires_ms: Some(1),
+            action: Action::Reload,
+        };
+        let key = SigningKey::from_bytes(&[7; 32]);
+        assert!(g.admit(&signed::sign(&key, &late, b"")).expect_err("expired").error.contains("expired"));
+        late.expires_ms = Some(u64::MAX);
+        assert!(g.admit(&signed::sign(&key, &late, b"")).is_ok());
         // The time survives a restart.
         let mut g = gate(dir.path());
         assert!(g.admit(&cmd(7, 13, &[], Action::Reload, b"")).is_err());

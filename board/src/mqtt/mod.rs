@@ -30,7 +30,7 @@ const WINDOW: usize = 64;
 /// Latency samples kept for the stats percentiles.
 const LATENCIES: usize = 1000;
 /// Longest a stopping daemon waits for the broker to take what is owed.
-const DRAIN: Duration = Duration::from_secs(2);
+const DRAIN: Duration = Duration::from_secs(5);
 
 /// Starting the MQTT side failed: the outbox or a TLS file.
 #[derive(Debug, thiserror::Error)]
@@ -335,7 +335,7 @@ impl Mqtt {
 }
 
 impl Drop for Mqtt {
-    /// Gives the broker up to two seconds to take what is owed, publishes
+    /// Gives the broker up to five seconds to take what is owed, publishes
     /// `offline` and disconnects.
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);

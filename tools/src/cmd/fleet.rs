@@ -116,7 +116,9 @@ pub fn publish_store(a: &PublishStoreArgs) -> anyhow::Result<ExitCode> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let id = format!("store-{issued_ms}");
-    let header = Header { id: id.clone(), issued_ms, devices: a.devices.clone(), action: Action::Store };
+    let expires_ms = Some(issued_ms.saturating_add(a.valid_s.saturating_mul(1000)));
+    let header =
+        Header { id: id.clone(), issued_ms, devices: a.devices.clone(), expires_ms, action: Action::Store };
     let payload = signed::sign(&key, &header, &bytes);
     log::info!("{}: {} labels, {} bytes, command {id}", a.prompts.display(), store.len(), bytes.len());
 
