@@ -128,7 +128,11 @@ fn start(
             let outputs = config.pin.as_ref().map(|p| p.labels.clone()).unwrap_or_default();
             sink.with_mqtt(clip_edge_board::mqtt::Mqtt::start(m, &model.bundle().name, &outputs)?)
         }
-        _ => sink,
+        Some(m) => {
+            clip_edge_board::mqtt::check_files(m)?;
+            sink
+        }
+        None => sink,
     };
     Daemon::start(config, model, devices, sink, shutdown)
 }

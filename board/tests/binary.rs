@@ -132,3 +132,21 @@ fn start_up_errors_name_the_key_or_device() {
     assert!(String::from_utf8_lossy(&o.stderr)
         .contains("/nonexistent/config.toml: configuration file does not exist"));
 }
+
+#[test]
+fn the_self_check_names_a_bad_mqtt_ca_file_without_a_broker() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("ca.pem"), "not a certificate\n").expect("ca");
+    let text = std::fs::read_to_string(common::root().join("board/examples/sim-mqtt.toml"))
+        .expect("example")
+        .replace("../../models/default", &common::root().join("models/default").display().to_string())
+        .replace("mqtt://127.0.0.1:1883", "mqtts://127.0.0.1:1")
+        .replace("/tmp/clip-edge-sim/mqtt.outbox", &dir.path().join("o.outbox").display().to_string())
+        .replace("# ca_file = \"/etc/clip-edge/broker-ca.pem\"", "ca_file = \"ca.pem\"");
+    let cfg = write_config(dir.path(), &text);
+    let o = bin().args(["check", "--config"]).arg(&cfg).output().expect("check");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("ca.pem: holds no usable CA certificate"), "{err}");
+    assert!(!dir.path().join("o.outbox").exists(), "check leaves the outbox to the running daemon");
+}

@@ -198,6 +198,12 @@ impl std::fmt::Debug for Mqtt {
     }
 }
 
+/// The self-check's part: the TLS files load (the outbox belongs to the
+/// running daemon and is not opened).
+pub fn check_files(cfg: &MqttConfig) -> Result<(), MqttError> {
+    cfg.broker.tls.as_ref().map(worker::tls_config).transpose().map(|_| ())
+}
+
 impl Mqtt {
     /// Opens the outbox and the TLS files and starts the worker, which
     /// connects in the background. `output_labels` are the labels that get a
