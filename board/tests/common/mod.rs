@@ -1,6 +1,8 @@
 //! Shared helpers for the board's integration tests.
 #![allow(dead_code)]
 
+pub mod broker;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
