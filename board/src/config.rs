@@ -432,6 +432,15 @@ impl Config {
         }
 
         let m = file.model;
+        if m.threads > 1 && !clip_edge_runtime::encoder::HAS_THREAD_POOL {
+            return Err(key(
+                "model.threads",
+                format!(
+                    "{} needs the thread pool, and this binary was built without it (cargo feature `threads`); use 1",
+                    m.threads
+                ),
+            ));
+        }
         if !(1..=clip_edge_runtime::encoder::MAX_THREADS).contains(&m.threads) {
             let range = format!("1..={}", clip_edge_runtime::encoder::MAX_THREADS);
             return Err(out_of_range("model.threads", &m.threads, &range));

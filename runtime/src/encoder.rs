@@ -96,8 +96,14 @@ pub struct ImageEncoder {
     threads: usize,
 }
 
-/// The most inference threads [`ImageEncoder::set_threads`] accepts.
-pub const MAX_THREADS: usize = 64;
+/// Whether this build has the thread pool behind [`ImageEncoder::set_threads`]
+/// (cargo feature `threads`, on by default; a lean single-core build leaves it
+/// and rayon out).
+pub const HAS_THREAD_POOL: bool = cfg!(feature = "threads");
+
+/// The most inference threads [`ImageEncoder::set_threads`] accepts: 1 in a
+/// build without the thread pool.
+pub const MAX_THREADS: usize = if HAS_THREAD_POOL { 64 } else { 1 };
 
 impl std::fmt::Debug for ImageEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -108,6 +114,21 @@ impl std::fmt::Debug for ImageEncoder {
             .field("threads", &self.threads)
             .finish_non_exhaustive()
     }
+}
+
+#[cfg(feature = "threads")]
+fn thread_pool(threads: usize) -> Result<Executor> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("clip-edge-mm-{i}"))
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start {threads} inference threads: {e}")))?;
+    Ok(Executor::MultiThread(Arc::new(pool)))
+}
+
+#[cfg(not(feature = "threads"))]
+fn thread_pool(threads: usize) -> Result<Executor> {
+    Err(Error::Usage(format!("threads {threads}: this build has no thread pool")))
 }
 
 /// The symbol of input 0's leading (batch) dimension when the graph was
@@ -364,19 +385,15 @@ impl ImageEncoder {
     /// on the caller's thread, the default). Boards with 2-4 cores gain most
     /// on large models; see `docs/performance.md`.
     pub fn set_threads(&mut self, threads: usize) -> Result<()> {
+        if threads > 1 && !HAS_THREAD_POOL {
+            return Err(Error::Usage(format!(
+                "threads {threads}: this build has no thread pool (built without the cargo feature `threads`); use 1"
+            )));
+        }
         if !(1..=MAX_THREADS).contains(&threads) {
             return Err(Error::Usage(format!("threads {threads} is out of range 1..={MAX_THREADS}")));
         }
-        self.executor = if threads == 1 {
-            Executor::SingleThread
-        } else {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .thread_name(|i| format!("clip-edge-mm-{i}"))
-                .build()
-                .map_err(|e| Error::Usage(format!("cannot start {threads} inference threads: {e}")))?;
-            Executor::MultiThread(Arc::new(pool))
-        };
+        self.executor = if threads == 1 { Executor::SingleThread } else { thread_pool(threads)? };
         self.threads = threads;
         Ok(())
     }

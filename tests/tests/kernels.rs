@@ -29,6 +29,14 @@ fn tract_picks_native_kernels_and_reports_them() {
                 if cfg!(any(target_arch = "aarch64", target_arch = "x86_64")) {
                     assert!(arch_specific, "tract fell back to the portable kernel {name} on {native:?}");
                 }
+                if cfg!(target_arch = "arm") {
+                    // Every Pi from the 2 on has NEON; armvfpv2 and generic are the fallbacks.
+                    assert!(
+                        name.starts_with("armv7neon"),
+                        "tract fell back to {name} on {native:?}: no NEON found \
+                         (under qemu-user, /proc/cpuinfo is the host's: set TRACT_CPU_ARM32_NEON=true)"
+                    );
+                }
             }
         }
     }
@@ -37,7 +45,8 @@ fn tract_picks_native_kernels_and_reports_them() {
 /// The default model's int8-compute form in the plan itself: its int8
 /// products run on the architecture's int8 kernel, the dot-product one
 /// wherever the CPU has it (x86 VNNI, aarch64 `sdot` on a Cortex-A76) and the
-/// plain SIMD one otherwise (a Cortex-A72 has no `sdot`).
+/// plain SIMD one otherwise (a Cortex-A72 has no `sdot`; 32-bit ARM has only
+/// the NEON one).
 #[test]
 fn int8_compute_uses_the_cpus_int8_kernels() {
     use clip_edge_runtime::{Bundle, ImageEncoder, Precision};
@@ -62,6 +71,10 @@ fn int8_compute_uses_the_cpus_int8_kernels() {
         assert!(!tiled.is_empty(), "no tiled int8 kernel: {int8:?}");
         for k in tiled {
             assert_eq!(k.contains("dot"), dot, "{k}: the CPU {} sdot", if dot { "has" } else { "has no" });
+        }
+    } else if cfg!(target_arch = "arm") {
+        for k in &int8 {
+            assert!(k.starts_with("armv7neon_mmm_i32"), "{k}: not tract's armv7 NEON int8 kernel");
         }
     } else if cfg!(target_arch = "x86_64") {
         let vnni = native.has(Isa::X86_64Avx512Vnni) || native.has(Isa::X86_64AvxVnni);

@@ -1,5 +1,6 @@
-//! The device binary on a virtual ARM board (`tools/vboard/`): qemu-system-aarch64
-//! `virt` with Debian's arm64 kernel, the PL061 GPIO controller's character
+//! The device binary on a virtual ARM board (`tools/vboard/`): qemu `virt` with
+//! Debian's arm64 kernel (a 64-bit OS, cortex-a72, 1 GB) or its armmp kernel (a
+//! 32-bit OS, cortex-a7, 512 MB like a Pi Zero 2), the PL061 GPIO controller's character
 //! device and the vivid V4L2 camera. Heavy (cross-builds the release device
 //! binary, boots a kernel under emulation), so a plain `cargo test` lists it as
 //! ignored; `.ci/run` runs it with `--ignored`.
@@ -26,13 +27,45 @@ fn seconds_after(line: &str, word: &str) -> f64 {
 #[test]
 #[ignore = "boots the virtual ARM board (minutes): cargo test --workspace --test vboard -- --ignored"]
 fn daemon_on_a_virtual_arm_board_handles_gpio_edges_v4l2_frames_a_camera_loss_and_sigterm() {
+    board_run("aarch64");
+}
+
+#[test]
+#[ignore = "boots the 32-bit virtual ARM board (minutes): cargo test --workspace --test vboard -- --ignored"]
+fn the_same_on_a_32_bit_board_with_512_mb() {
+    board_run("armv7");
+}
+
+fn board_run(arch: &str) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
-    let out = PathBuf::from(
-        std::env::var("CLIP_EDGE_VBOARD_OUT")
-            .unwrap_or_else(|_| root.join("target/vboard/test").display().to_string()),
-    );
+    let dir = if arch == "aarch64" {
+        "target/vboard/test".to_string()
+    } else {
+        format!("target/vboard-{arch}/test")
+    };
+    let out = match std::env::var("CLIP_EDGE_VBOARD_OUT") {
+        Ok(base) => PathBuf::from(base).join(arch),
+        Err(_) => root.join(dir),
+    };
+    // The one-file install: the guest installs this package first and checks it.
+    // Not under `out`'s parent: tools/vboard/build.sh empties its own folder.
+    let debs = root.join("target/vboard-deb").join(arch);
+    let _ = std::fs::remove_dir_all(&debs);
+    let status = Command::new(root.join("tools/cross/package.sh"))
+        .args([arch, "--no-lintian", "--out"])
+        .arg(&debs)
+        .status()
+        .expect("run tools/cross/package.sh");
+    assert!(status.success(), "tools/cross/package.sh {arch} failed ({status})");
+    let deb = std::fs::read_dir(&debs)
+        .expect("package folder")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .expect("a .deb from tools/cross/package.sh");
     let status = Command::new(root.join("tools/vboard/run.sh"))
-        .args(["--presses", &PRESSES.to_string(), "--timeout", "900", "--out"])
+        .args(["--arch", arch, "--presses", &PRESSES.to_string(), "--timeout", "900", "--deb"])
+        .arg(&deb)
+        .arg("--out")
         .arg(&out)
         .status()
         .expect("run tools/vboard/run.sh");
@@ -47,6 +80,29 @@ fn daemon_on_a_virtual_arm_board_handles_gpio_edges_v4l2_frames_a_camera_loss_an
     let find = |p: &str| {
         ours.iter().copied().find(|l| l.starts_with(p)).unwrap_or_else(|| panic!("no 'vboard: {p}' line"))
     };
+
+    let dpkg = find("package: ");
+    assert!(dpkg.starts_with("package: dpkg exit 0 "), "dpkg installs the package: {dpkg}");
+    let user = find("package user: ");
+    assert!(
+        user.contains("(clip-edge)") && user.contains("(gpio)") && user.contains("(video)"),
+        "the package's user, in the gpio and video groups: {user}"
+    );
+    let files = find("package files: ");
+    assert!(!files.contains("=missing"), "every installed file is there: {files}");
+    for (file, mode) in [
+        ("/usr/bin/clip-edge-board", "root:root:755"),
+        ("/etc/clip-edge/config.toml", "root:root:644"),
+        ("/var/lib/clip-edge/prompts.store", "clip-edge:clip-edge:644"),
+    ] {
+        assert!(files.contains(&format!("{file}={mode}")), "{file} is {mode}: {files}");
+    }
+    assert_eq!(find("package state dir: "), "package state dir: clip-edge:clip-edge:755");
+    let check = find("package check as clip-edge: ");
+    assert!(
+        check.starts_with("package check as clip-edge: exit 0 "),
+        "the self-check passes as the package's user against the installed paths: {check}"
+    );
 
     let wrong = find("wrong line: ");
     assert!(wrong.starts_with("wrong line: exit 1 "), "a wrong GPIO line must fail the self-check: {wrong}");
@@ -132,9 +188,11 @@ fn daemon_on_a_virtual_arm_board_handles_gpio_edges_v4l2_frames_a_camera_loss_an
         presses.iter().map(|e| e["timing_ms"]["total"].as_f64().expect("total")).collect();
     totals.sort_by(f64::total_cmp);
     let infer: Vec<f64> = presses.iter().map(|e| e["timing_ms"]["infer"].as_f64().expect("infer")).collect();
+    let memory = find("daemon memory: ");
+    assert!(memory.starts_with("daemon memory: VmHWM "), "the daemon's peak RSS is reported: {memory}");
     println!(
-        "virtual board: kernel up at {boot:.2} s, daemon ready at {ready_at:.2} s; trigger-to-decision \
-         median {:.0} ms (infer {infer:?} ms) under emulation; {} pin transitions",
+        "{arch} virtual board: kernel up at {boot:.2} s, daemon ready at {ready_at:.2} s; trigger-to-decision \
+         median {:.0} ms (infer {infer:?} ms) under emulation; {} pin transitions; {memory}",
         totals[totals.len() / 2],
         pin.len()
     );

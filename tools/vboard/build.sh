@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# Builds the virtual ARM board: an arm64 Debian kernel and an initramfs holding
-# the aarch64 `clip-edge-board` binary with its glibc, the default bundle, the
-# vivid camera modules, v4l2-ctl and the init script (tools/vboard/init).
+# Builds the virtual ARM board: a Debian kernel (arm64, or armmp for the 32-bit
+# board) and an initramfs holding the device binary for that architecture with
+# its glibc, the default bundle, the vivid camera modules, v4l2-ctl and the
+# init script (tools/vboard/init).
 # Debian packages are fetched with `apt-get download` into the cache folder
 # (kept between runs when the machine keeps it; never required).
 #
-# Usage: tools/vboard/build.sh [--bin PATH] [--out DIR]
-#   --bin PATH  use this aarch64 device binary instead of cross-building one
-#   --out DIR   where vmlinuz and initrd.cpio go (default target/vboard)
+# Usage: tools/vboard/build.sh [--arch aarch64|armv7] [--bin PATH] [--deb PATH] [--out DIR]
+#   --arch A    aarch64 (64-bit OS, default) or armv7 (32-bit OS, armhf)
+#   --bin PATH  use this device binary instead of cross-building one
+#   --deb PATH  also put this package (tools/cross/package.sh) on the board, with
+#               the tools its maintainer scripts call (getent, groupadd,
+#               useradd): the guest installs it and checks it first
+#   --out DIR   where vmlinuz and initrd.cpio go (default target/vboard, or
+#               target/vboard-armv7)
 # Environment: CLIP_EDGE_VBOARD_CACHE (default ~/.cache/clip-edge/vboard, outside
 # the checkout so that a machine that keeps its home keeps the packages across
 # fresh clones).
@@ -18,61 +24,74 @@ cd "$root"
 # Paths on the command line are the caller's, relative to where it ran.
 absolute() { case "$1" in /*) echo "$1" ;; *) echo "$caller/$1" ;; esac; }
 bin=""
-out="$root/target/vboard"
+deb_file=""
+out=""
+arch=aarch64
 while [ $# -gt 0 ]; do
   case "$1" in
+    --arch) arch=$2; shift 2 ;;
     --bin) bin=$(absolute "$2"); shift 2 ;;
+    --deb) deb_file=$(absolute "$2"); shift 2 ;;
     --out) out=$(absolute "$2"); shift 2 ;;
-    -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "build.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
 cache=${CLIP_EDGE_VBOARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/clip-edge/vboard}
-target=aarch64-unknown-linux-gnu
+case "$arch" in
+  aarch64) target=aarch64-unknown-linux-gnu; gnu=aarch64-linux-gnu; deb=arm64; kmeta=linux-image-arm64
+    ldso=ld-linux-aarch64.so.1; qemu=qemu-system-aarch64; setup=() ;;
+  armv7) target=armv7-unknown-linux-gnueabihf; gnu=arm-linux-gnueabihf; deb=armhf; kmeta=linux-image-armmp
+    ldso=ld-linux-armhf.so.3; qemu=qemu-system-arm; setup=(--armhf) ;;
+  *) echo "build.sh: --arch takes aarch64 or armv7, not '$arch'" >&2; exit 2 ;;
+esac
+[ -n "$out" ] || out="$root/target/vboard$([ "$arch" = aarch64 ] || echo "-$arch")"
 t0=$(date +%s)
 
-if ! command -v qemu-system-aarch64 >/dev/null || ! command -v cpio >/dev/null \
-  || ! command -v aarch64-linux-gnu-readelf >/dev/null; then
+if ! command -v $qemu >/dev/null || ! command -v cpio >/dev/null \
+  || ! command -v $gnu-readelf >/dev/null || ! dpkg --print-foreign-architectures | grep -qx $deb; then
   if [ "$(id -u)" != 0 ]; then
-    echo "build.sh: needs qemu-system-aarch64, cpio and the aarch64 binutils; as root run tools/cross/setup-debian.sh and apt-get install qemu-system-arm cpio" >&2
+    echo "build.sh: needs $qemu, cpio, the $arch binutils and dpkg's $deb architecture; as root run tools/cross/setup-debian.sh ${setup[*]} and apt-get install qemu-system-arm cpio" >&2
     exit 1
   fi
-  tools/cross/setup-debian.sh
+  tools/cross/setup-debian.sh "${setup[@]}"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-arm cpio >/dev/null
 fi
-dpkg --print-foreign-architectures | grep -qx arm64 || {
-  echo "build.sh: dpkg has no arm64 architecture; run tools/cross/setup-debian.sh as root" >&2
-  exit 1
-}
 
-# The kernel package follows Debian's current ABI name (linux-image-6.1.0-N-arm64).
+# The kernel package follows Debian's current ABI name (linux-image-6.1.0-N-arm64, -armmp).
 kernel_package() {
-  apt-cache depends linux-image-arm64:arm64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[^:]*\).*/\1/p' | head -1
+  apt-cache depends $kmeta:$deb 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[^:]*\).*/\1/p' | head -1
 }
 kpkg=$(kernel_package)
 if [ -z "$kpkg" ] && [ "$(id -u)" = 0 ]; then
   apt-get update -qq
   kpkg=$(kernel_package)
 fi
-[ -n "$kpkg" ] || { echo "build.sh: apt knows no linux-image-arm64:arm64; run apt-get update" >&2; exit 1; }
+[ -n "$kpkg" ] || { echo "build.sh: apt knows no $kmeta:$deb; run apt-get update" >&2; exit 1; }
 pkgs=("$kpkg" busybox-static v4l-utils libv4l-0 libv4lconvert0 libv4l2rds0 libstdc++6 libgcc-s1 libudev1 libjpeg62-turbo)
+if [ -n "$deb_file" ]; then
+  [ -f "$deb_file" ] || { echo "build.sh: no package at $deb_file" >&2; exit 1; }
+  # What the package's postinst calls, as on Raspberry Pi OS: getent (libc-bin),
+  # groupadd and useradd (passwd), with their libraries.
+  pkgs+=(libc-bin passwd libaudit1 libselinux1 libsemanage2 libsepol2
+    libbz2-1.0 libcap-ng0 libpcre2-8-0)
+fi
 mkdir -p "$cache/debs"
 missing=()
 for p in "${pkgs[@]}"; do
-  ls "$cache/debs/${p}_"*_arm64.deb >/dev/null 2>&1 || missing+=("$p:arm64")
+  ls "$cache/debs/${p}_"*_$deb.deb >/dev/null 2>&1 || missing+=("$p:$deb")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "fetching ${missing[*]}"
   (cd "$cache/debs" && apt-get download -q "${missing[@]}" 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
 fi
 for p in "${pkgs[@]}"; do
-  ls "$cache/debs/${p}_"*_arm64.deb >/dev/null 2>&1 || { echo "build.sh: could not fetch $p:arm64" >&2; exit 1; }
+  ls "$cache/debs/${p}_"*_$deb.deb >/dev/null 2>&1 || { echo "build.sh: could not fetch $p:$deb" >&2; exit 1; }
 done
 
 if [ -z "$bin" ]; then
-  export RUSTC=/usr/bin/rustc CARGO_TARGET_DIR="$root/target/cross-release" \
-    CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
-  unset CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS
+  export RUSTC=/usr/bin/rustc CARGO_TARGET_DIR="$root/target/cross-release" "CC_${target//-/_}=$gnu-gcc"
+  unset "CARGO_TARGET_$(echo "$target" | tr 'a-z-' 'A-Z_')_RUSTFLAGS"
   cargo build --locked --release --target $target -p clip-edge-board --bin clip-edge-board 2>&1 | tail -1
   bin="$CARGO_TARGET_DIR/$target/release/clip-edge-board"
 fi
@@ -84,7 +103,7 @@ debs=$(mktemp -d "$root/target/vboard-debs.XXXXXX")
 trap 'rm -rf "$debs"' EXIT
 newest_deb() {
   # Older versions may linger in a kept cache.
-  ls "$cache/debs/${1}_"*_arm64.deb | sort -V | tail -n 1
+  ls "$cache/debs/${1}_"*_$deb.deb | sort -V | tail -n 1
 }
 for p in "${pkgs[@]:1}"; do
   dpkg-deb -x "$(newest_deb "$p")" "$debs"
@@ -116,7 +135,7 @@ for f in bundle.toml prompts.store models/default/image_encoder_*; do
 done
 
 # Shared libraries: the cross glibc for the daemon, the packages' for v4l2-ctl.
-libdirs=(/usr/aarch64-linux-gnu/lib "$debs/lib/aarch64-linux-gnu" "$debs/usr/lib/aarch64-linux-gnu")
+libdirs=(/usr/$gnu/lib "$debs/lib/$gnu" "$debs/usr/lib/$gnu")
 find_lib() {
   for d in "${libdirs[@]}"; do
     if [ -e "$d/$1" ]; then echo "$d/$1"; return 0; fi
@@ -125,7 +144,7 @@ find_lib() {
 }
 copy_needed() {
   local lib path
-  for lib in $(aarch64-linux-gnu-readelf -d "$1" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p'); do
+  for lib in $($gnu-readelf -d "$1" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p'); do
     [ -e "$fs/lib/$lib" ] && continue
     path=$(find_lib "$lib") || { echo "build.sh: $1 needs $lib, not found in ${libdirs[*]}" >&2; exit 1; }
     cp -L "$path" "$fs/lib/$lib"
@@ -134,7 +153,14 @@ copy_needed() {
 }
 copy_needed "$fs/opt/clip-edge/bin/clip-edge-board"
 copy_needed "$fs/usr/bin/v4l2-ctl"
-cp -L "$(find_lib ld-linux-aarch64.so.1)" "$fs/lib/ld-linux-aarch64.so.1"
+if [ -n "$deb_file" ]; then
+  mkdir -p "$fs/pkg" "$fs/usr/sbin"
+  cp "$deb_file" "$fs/pkg/"
+  cp "$debs/usr/bin/getent" "$fs/usr/bin/getent"
+  for t in groupadd useradd; do cp "$debs/usr/sbin/$t" "$fs/usr/sbin/$t"; done
+  for t in usr/bin/getent usr/sbin/groupadd usr/sbin/useradd; do copy_needed "$fs/$t"; done
+fi
+cp -L "$(find_lib $ldso)" "$fs/lib/$ldso"
 
 # vivid and the modules it depends on, in load order (from each module's
 # .modinfo `depends=`; Debian's package has no modules.dep).
@@ -161,7 +187,8 @@ printf '%s\n' "${order[@]}" >"$fs/lib/modules/media/order"
 
 (cd "$fs" && find . | LC_ALL=C sort | cpio -o -H newc --quiet >"$out/initrd.cpio")
 rm -rf "$fs"
-echo "kernel $kver: $out/vmlinuz ($(stat -c %s "$out/vmlinuz") bytes)"
+echo "$arch board, kernel $kver: $out/vmlinuz ($(stat -c %s "$out/vmlinuz") bytes)"
 echo "initramfs: $out/initrd.cpio ($(stat -c %s "$out/initrd.cpio") bytes; modules: ${order[*]})"
 echo "device binary: $bin ($(stat -c %s "$bin") bytes)"
+[ -z "$deb_file" ] || echo "package to install on the board: $deb_file"
 echo "vboard build: $(( $(date +%s) - t0 )) s"

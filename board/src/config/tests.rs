@@ -146,6 +146,20 @@ fn errors_found_by_the_reader_give_line_column_and_key() {
     assert!(e.ends_with("line 1 col 1: missing field `camera`"), "{e}");
 }
 
+/// `threads` > 1 needs the thread pool: a lean build (`--no-default-features`)
+/// refuses it naming the key and the feature; the default build takes it.
+#[test]
+fn threads_above_one_need_the_thread_pool() {
+    let text = SIM.replacen("bundle = \"../../models/default\"", "bundle = \"x\"\nthreads = 2", 1);
+    let parsed = parse(&text);
+    if clip_edge_runtime::encoder::HAS_THREAD_POOL {
+        assert_eq!(parsed.expect("threads = 2 with the pool").threads, 2);
+    } else {
+        let e = parsed.expect_err("threads = 2 without the pool").to_string();
+        assert!(e.contains("key 'model.threads': 2 needs the thread pool") && e.contains("`threads`"), "{e}");
+    }
+}
+
 #[test]
 fn the_shipped_configs_are_valid() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
