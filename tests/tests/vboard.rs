@@ -25,13 +25,13 @@ fn seconds_after(line: &str, word: &str) -> f64 {
 }
 
 #[test]
-#[ignore = "boots the virtual ARM board (minutes): cargo test --workspace --test vboard -- --ignored"]
+#[ignore = "boots the virtual ARM board (minutes): cargo test --workspace --test vboard -- --ignored --test-threads 1"]
 fn daemon_on_a_virtual_arm_board_handles_gpio_edges_v4l2_frames_a_camera_loss_and_sigterm() {
     board_run("aarch64");
 }
 
 #[test]
-#[ignore = "boots the 32-bit virtual ARM board (minutes): cargo test --workspace --test vboard -- --ignored"]
+#[ignore = "boots the 32-bit virtual ARM board (minutes): cargo test --workspace --test vboard -- --ignored --test-threads 1"]
 fn the_same_on_a_32_bit_board_with_512_mb() {
     board_run("armv7");
 }

@@ -8,17 +8,19 @@
 #   aarch64 -> clip-edge_VERSION_arm64.deb (64-bit Raspberry Pi OS / Debian arm64)
 #   armv7   -> clip-edge_VERSION_armhf.deb (32-bit Raspberry Pi OS / Debian armhf)
 #   --bin PATH    the device binary (default: target/cross-release/TRIPLE/release/
-#                 clip-edge-board, cross-built when missing)
+#                 clip-edge-board, brought up to date with cargo first)
 #   --out DIR     where the .deb goes (default target/deb)
 #   --no-lintian  skip the lint (it runs when `lintian` is installed; CI installs it)
 # What goes where (docs/deploy.md, "Install from the package"):
 #   /usr/bin/clip-edge-board                      the device binary
 #   /usr/lib/systemd/system/clip-edge.service     the unit (installed, not enabled)
+#   /usr/lib/udev/rules.d/60-clip-edge-gpio.rules /dev/gpiochip* to the gpio group
 #   /etc/clip-edge/config.toml                    example configuration (a conffile)
 #   /usr/share/clip-edge/models/default/          the default bundle, read-only
 #   /var/lib/clip-edge/                           state: the prompt store enrolment edits, events
 set -euo pipefail
 caller=$PWD
+self=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 absolute() { case "$1" in /*) echo "$1" ;; *) echo "$caller/$1" ;; esac; }
@@ -27,7 +29,7 @@ shift || true
 case "$arch" in
   aarch64) target=aarch64-unknown-linux-gnu; gnu=aarch64-linux-gnu; deb=arm64 ;;
   armv7) target=armv7-unknown-linux-gnueabihf; gnu=arm-linux-gnueabihf; deb=armhf ;;
-  *) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,20p' "$self" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
 bin=""
 out="$root/target/deb"
@@ -43,10 +45,13 @@ done
 t0=$(date +%s)
 if [ -z "$bin" ]; then
   bin="$root/target/cross-release/$target/release/clip-edge-board"
-  if [ ! -x "$bin" ]; then
-    env RUSTC=/usr/bin/rustc CARGO_TARGET_DIR="$root/target/cross-release" "CC_${target//-/_}=$gnu-gcc" \
-      cargo build --locked --release --target $target -p clip-edge-board --bin clip-edge-board 2>&1 | tail -1
-  fi
+  # Always through cargo: a no-op when up to date, and it puts the default
+  # build back where a lean build (test-arm.sh --lean-binary) left its own.
+  log=$(mktemp)
+  env RUSTC=/usr/bin/rustc CARGO_TARGET_DIR="$root/target/cross-release" "CC_${target//-/_}=$gnu-gcc" \
+    cargo build --locked --release --target $target -p clip-edge-board --bin clip-edge-board >"$log" 2>&1 \
+    || { tail -n 60 "$log"; rm -f "$log"; echo "package.sh: the device binary did not build" >&2; exit 1; }
+  rm -f "$log"
 fi
 [ -x "$bin" ] || { echo "package.sh: no device binary at $bin" >&2; exit 1; }
 machine=$($gnu-readelf -h "$bin" | sed -n 's/^ *Machine: *//p')
@@ -61,7 +66,7 @@ glibc=$({ $gnu-objdump -T "$bin" 2>/dev/null || true; } | grep -o 'GLIBC_[0-9.]*
 depends="libc6${glibc:+ (>= $glibc)}, libgcc-s1, passwd"
 stage="$out/$deb/root"
 rm -rf "$stage"
-mkdir -p "$stage"/{DEBIAN,usr/bin,usr/lib/systemd/system,etc/clip-edge,usr/share/clip-edge/models/default,usr/share/doc/clip-edge}
+mkdir -p "$stage"/{DEBIAN,usr/bin,usr/lib/systemd/system,usr/lib/udev/rules.d,etc/clip-edge,usr/share/clip-edge/models/default,usr/share/doc/clip-edge}
 install -m 755 "$bin" "$stage/usr/bin/clip-edge-board"
 sed 's#^ExecStart=/usr/local/bin/#ExecStart=/usr/bin/#' board/deploy/clip-edge.service >"$stage/usr/lib/systemd/system/clip-edge.service"
 grep -q '^ExecStart=/usr/bin/clip-edge-board ' "$stage/usr/lib/systemd/system/clip-edge.service" \
@@ -70,7 +75,14 @@ sed 's#^bundle = "/opt/clip-edge/models/default"#bundle = "/usr/share/clip-edge/
   board/examples/raspberry-pi.toml >"$stage/etc/clip-edge/config.toml"
 grep -q '^bundle = "/usr/share/clip-edge/models/default"' "$stage/etc/clip-edge/config.toml" \
   || { echo "package.sh: board/examples/raspberry-pi.toml does not name /opt/clip-edge/models/default" >&2; exit 1; }
-chmod 644 "$stage/usr/lib/systemd/system/clip-edge.service" "$stage/etc/clip-edge/config.toml"
+# Raspberry Pi OS ships this rule itself (99-com.rules); plain Debian leaves
+# the chips root-only, where the gpio group alone would give no access.
+cat >"$stage/usr/lib/udev/rules.d/60-clip-edge-gpio.rules" <<'EOF'
+# clip-edge: GPIO character devices to the gpio group (its daemon's user is in it).
+SUBSYSTEM=="gpio", KERNEL=="gpiochip*", GROUP="gpio", MODE="0660"
+EOF
+chmod 644 "$stage/usr/lib/systemd/system/clip-edge.service" "$stage/etc/clip-edge/config.toml" \
+  "$stage/usr/lib/udev/rules.d/60-clip-edge-gpio.rules"
 # The device needs the manifest, the image encoders and the prompt store; the
 # text encoder and tokenizer stay on the host.
 for f in bundle.toml prompts.store MODEL_CARD.md models/default/image_encoder_*.onnx; do
@@ -170,6 +182,13 @@ if [ "$1" = configure ]; then
   fi
   if [ -d /run/systemd/system ]; then
     systemctl --system daemon-reload >/dev/null || true
+    # An upgrade ($2 is the old version): a running daemon restarts on the new binary.
+    if [ -n "$2" ]; then
+      deb-systemd-invoke try-restart clip-edge.service >/dev/null || true
+    fi
+  fi
+  if command -v udevadm >/dev/null && [ -d /run/udev ]; then
+    udevadm trigger --subsystem-match=gpio >/dev/null 2>&1 || true
   fi
   echo "clip-edge: edit /etc/clip-edge/config.toml, run 'clip-edge-board check --config /etc/clip-edge/config.toml', then 'systemctl enable --now clip-edge'"
 fi
@@ -185,19 +204,31 @@ exit 0
 EOF
 cat >"$stage/DEBIAN/postrm" <<'EOF'
 #!/bin/sh
-# Purge removes the state (enrolled classes, events); the system user stays, as
+# Remove masks the unit (as dh_installsystemd does), so a unit an admin enabled
+# is not started while the package is gone; purge forgets its enablement and
+# removes the state (enrolled classes, events). The system user stays, as
 # Debian policy asks (files it owned may remain elsewhere).
 set -e
-if [ "$1" = purge ]; then
-  rm -rf /var/lib/clip-edge
-fi
 if [ -d /run/systemd/system ]; then
   systemctl --system daemon-reload >/dev/null || true
+fi
+if [ "$1" = remove ] && command -v deb-systemd-helper >/dev/null; then
+  deb-systemd-helper mask clip-edge.service >/dev/null || true
+fi
+if [ "$1" = purge ]; then
+  if command -v deb-systemd-helper >/dev/null; then
+    deb-systemd-helper purge clip-edge.service >/dev/null || true
+    deb-systemd-helper unmask clip-edge.service >/dev/null || true
+  fi
+  rm -rf /var/lib/clip-edge
 fi
 exit 0
 EOF
 chmod 755 "$stage/DEBIAN"/{postinst,prerm,postrm}
 
+(cd "$stage" && find . -path ./DEBIAN -prune -o -type f -print | sed 's#^\./##' | LC_ALL=C sort \
+  | grep -vx 'etc/clip-edge/config.toml' | xargs md5sum >DEBIAN/md5sums)
+chmod 644 "$stage/DEBIAN/md5sums"
 mkdir -p "$out"
 pkg="$out/clip-edge_${version}_$deb.deb"
 dpkg-deb --root-owner-group -Zxz --build "$stage" "$pkg" >/dev/null
@@ -206,8 +237,11 @@ dpkg-deb --info "$pkg" | sed -n 's/^ *\(Package\|Version\|Architecture\|Depends\
 if [ $lint = yes ]; then
   if command -v lintian >/dev/null; then
     # Errors fail the build; warnings are printed for the record.
-    lintian --tag-display-limit 0 --fail-on error "$pkg" 2>&1 | grep -v '^running with root privileges'
-    [ "${PIPESTATUS[0]}" = 0 ] || { echo "package.sh: lintian found errors in $pkg" >&2; exit 1; }
+    rc=0
+    lintian --tag-display-limit 0 --fail-on error "$pkg" >"$stage.lintian" 2>&1 || rc=$?
+    grep -v '^running with root privileges' "$stage.lintian" || true
+    rm -f "$stage.lintian"
+    [ $rc = 0 ] || { echo "package.sh: lintian found errors in $pkg (exit $rc)" >&2; exit 1; }
     echo "lintian: no errors"
   else
     echo "lintian: not installed (apt-get install lintian), not run"

@@ -23,6 +23,8 @@
 #   --lean-binary     also build it without the thread pool (cargo feature
 #                     `threads` off) and print the size it saves
 #   --no-tests        only the binaries asked for
+# Environment: QEMU_CPUS_AARCH64 (default "cortex-a72 cortex-a76"),
+# QEMU_CPUS_ARMV7 (default "cortex-a7"): the CPUs the suites run as, in turn.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -30,9 +32,9 @@ arch=${1:-}
 shift || true
 case "$arch" in
   aarch64) target=aarch64-unknown-linux-gnu; gnu=aarch64-linux-gnu; qemu=qemu-aarch64-static
-    cpus=(${QEMU_CPU:-cortex-a72 cortex-a76}); setup=() ;;
+    cpus=(${QEMU_CPUS_AARCH64:-cortex-a72 cortex-a76}); setup=() ;;
   armv7) target=armv7-unknown-linux-gnueabihf; gnu=arm-linux-gnueabihf; qemu=qemu-arm-static
-    cpus=(${QEMU_CPU:-cortex-a7}); setup=(--armhf)
+    cpus=(${QEMU_CPUS_ARMV7:-cortex-a7}); setup=(--armhf)
     # qemu-user shows the host's /proc/cpuinfo, where tract's armv7 probe looks
     # for "neon"; every Cortex-A7 has NEON, so tell tract (a real Pi's
     # /proc/cpuinfo lists it, and there this is not needed).
@@ -85,9 +87,17 @@ if [ $tests = yes ]; then
 fi
 
 build_release() { # FEATURE-ARGS...
-  ( unset "CARGO_TARGET_${t_var}_RUSTFLAGS"
+  local log="$root/target/cross-release-$arch.log"
+  mkdir -p "$root/target"
+  if ( unset "CARGO_TARGET_${t_var}_RUSTFLAGS"
     CARGO_TARGET_DIR="$root/target/cross-release" \
-      cargo build --locked --release --target $target -p clip-edge-board --bin clip-edge-board "$@" 2>&1 | tail -1 )
+      cargo build --locked --release --target $target -p clip-edge-board --bin clip-edge-board "$@" ) >"$log" 2>&1; then
+    tail -n 1 "$log"
+  else
+    tail -n 80 "$log"
+    echo "test-arm.sh: the $arch release build failed (whole log: $log)" >&2
+    exit 1
+  fi
 }
 out="$root/target/cross-release/$target/release"
 if [ $lean = yes ]; then

@@ -71,6 +71,8 @@ fi
 pkgs=("$kpkg" busybox-static v4l-utils libv4l-0 libv4lconvert0 libv4l2rds0 libstdc++6 libgcc-s1 libudev1 libjpeg62-turbo)
 if [ -n "$deb_file" ]; then
   [ -f "$deb_file" ] || { echo "build.sh: no package at $deb_file" >&2; exit 1; }
+  pkg_arch=$(dpkg-deb -f "$deb_file" Architecture)
+  [ "$pkg_arch" = "$deb" ] || { echo "build.sh: $deb_file is for $pkg_arch, this board is $deb" >&2; exit 1; }
   # What the package's postinst calls, as on Raspberry Pi OS: getent (libc-bin),
   # groupadd and useradd (passwd), with their libraries.
   pkgs+=(libc-bin passwd libaudit1 libselinux1 libsemanage2 libsepol2
@@ -155,7 +157,8 @@ copy_needed "$fs/opt/clip-edge/bin/clip-edge-board"
 copy_needed "$fs/usr/bin/v4l2-ctl"
 if [ -n "$deb_file" ]; then
   mkdir -p "$fs/pkg" "$fs/usr/sbin"
-  cp "$deb_file" "$fs/pkg/"
+  # A fixed name: init installs /pkg/clip-edge_*.deb.
+  cp "$deb_file" "$fs/pkg/clip-edge_$(dpkg-deb -f "$deb_file" Version)_$deb.deb"
   cp "$debs/usr/bin/getent" "$fs/usr/bin/getent"
   for t in groupadd useradd; do cp "$debs/usr/sbin/$t" "$fs/usr/sbin/$t"; done
   for t in usr/bin/getent usr/sbin/groupadd usr/sbin/useradd; do copy_needed "$fs/$t"; done

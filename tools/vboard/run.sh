@@ -43,6 +43,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$presses" in '' | *[!0-9]*) echo "run.sh: --presses takes a number, not '$presses'" >&2; exit 2 ;; esac
+if [ $build = no ] && [ ${#build_args[@]} -gt 0 ]; then
+  echo "run.sh: --bin and --deb go into the image: they need a build (drop --no-build)" >&2
+  exit 2
+fi
 case "$arch" in
   aarch64) machine=(qemu-system-aarch64 -M virt -cpu cortex-a72 -smp 2 -m 1024); img="$root/target/vboard" ;;
   armv7) machine=(qemu-system-arm -M virt -cpu cortex-a7 -smp 2 -m 512); img="$root/target/vboard-armv7" ;;

@@ -10,9 +10,9 @@ without it the CSV is still written):
 
 Checks, after a warm-up of two windows: descriptors and threads never change;
 resident memory drifts (a least-squares line over the run, end minus start)
-by at most --max-drift of its mean, p99 latency by at most
+by at most --max-drift of its mean either way, p99 latency grows by at most
 --max-latency-drift (default the same; CI, on a shared 2-core machine, allows
-more); every trigger is handled or counted as coalesced; the daemon stops
+more; a falling p99 is not a fault); every trigger is handled or counted as coalesced; the daemon stops
 cleanly on SIGTERM. Exit status 1
 when a check fails. docs/reliability.md has the figures.
 """
@@ -56,6 +56,18 @@ def drift(xs: list[float], ys: list[float]) -> float:
         return 0.0
     slope = statistics.linear_regression(xs, ys).slope
     return slope * (xs[-1] - xs[0]) / statistics.fmean(ys)
+
+
+def drift_problems(summary: dict, max_rss: float, max_p99: float) -> list[str]:
+    """RSS must stay flat both ways; p99 latency must not grow. A p99 that falls
+    is not a fault of the daemon: on a shared machine it means a neighbour's
+    load went away (CI saw -57% once, while another build ran beside the soak)."""
+    problems = []
+    if abs(summary["rss_drift"]) > max_rss:
+        problems.append(f"rss_drift {summary['rss_drift']:+.1%} beyond ±{max_rss:.0%}")
+    if summary["p99_drift"] > max_p99:
+        problems.append(f"p99_drift {summary['p99_drift']:+.1%} beyond +{max_p99:.0%}")
+    return problems
 
 
 def p99(values: list[float]) -> float:
@@ -172,9 +184,7 @@ def soak(a: argparse.Namespace, work: pathlib.Path) -> dict:
         problems.append(f"open descriptors changed: {summary['fds']}")
     if len(summary["threads"]) != 1:
         problems.append(f"threads changed: {summary['threads']}")
-    for k, limit in (("rss_drift", a.max_drift), ("p99_drift", a.max_latency_drift or a.max_drift)):
-        if abs(summary[k]) > limit:
-            problems.append(f"{k} {summary[k]:+.1%} beyond ±{limit:.0%}")
+    problems += drift_problems(summary, a.max_drift, a.max_latency_drift or a.max_drift)
     if code != 0 or not d.stopped or d.stopped.get("reason") != "signal":
         problems.append(f"did not stop cleanly on SIGTERM (exit {code}, {d.stopped})")
     # Triggers still queued when SIGTERM came are neither handled nor coalesced: at most one queue (64).

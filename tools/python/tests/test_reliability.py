@@ -25,3 +25,10 @@ def test_the_expected_store_after_an_enrolment_caps_shots_per_class():
     assert c.after_add(full) == (("dog", "class", True, 0), (kill9.CLASS, "class", False, 16))
     assert c.after_remove(full) == before
     assert c.after_remove(before) is None
+
+
+def test_rss_drift_fails_both_ways_and_p99_only_when_it_grows():
+    ok = {"rss_drift": 0.01, "p99_drift": -0.57}
+    assert soak.drift_problems(ok, 0.05, 0.5) == []
+    assert soak.drift_problems({"rss_drift": -0.06, "p99_drift": 0.0}, 0.05, 0.5) == ["rss_drift -6.0% beyond ±5%"]
+    assert soak.drift_problems({"rss_drift": 0.0, "p99_drift": 0.51}, 0.05, 0.5) == ["p99_drift +51.0% beyond +50%"]
