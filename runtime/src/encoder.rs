@@ -496,6 +496,7 @@ pub fn optimise_with(
     precision: Precision,
     rewrites: Rewrites,
 ) -> TractResult<(TypedModel, Option<crate::int8::Int8Report>)> {
+    prefer_wide_int8_tile();
     typed.declutter()?;
     if rewrites.depthwise {
         crate::depthwise::rewrite(&mut typed)?;
@@ -509,6 +510,27 @@ pub fn optimise_with(
         crate::int8::replace_im2col(&mut typed)?;
     }
     Ok((typed, report))
+}
+
+/// Asks tract for its wide int8 tile (`avx512vnni_mmm_i32_16x16`) on x86
+/// cores with AVX-512 VNNI. tract chooses between that kernel and the ymm
+/// `avx512vnni_mmm_i32_8x8` from a timing probe of the core's 512-bit ports,
+/// run once per process; on this project's Zen 4 build host (one
+/// double-pumped 512-bit unit) the probe's verdict changed between runs, and
+/// the 16x16 ran the int8-compute form of the default model and ViT-B-32
+/// 1.4-1.45x faster than the 8x8 (`docs/performance.md`). Installed as
+/// tract's deployment-level value of the `TRACT_AVX512_FMA_UNITS` knob, so
+/// that variable in the environment still decides; inert elsewhere.
+fn prefer_wide_int8_tile() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            if let Err(e) = tract_core::knobs::set_config_global("TRACT_AVX512_FMA_UNITS", "2") {
+                log::warn!("could not ask tract for its 16x16 int8 kernel: {e:#}");
+            }
+        });
+    }
 }
 
 /// Milliseconds as a float, for logs and reports.

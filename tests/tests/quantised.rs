@@ -76,6 +76,27 @@ fn int8_compute_runs_int8_kernels_and_agrees_with_f32() {
         kernels.iter().any(|(_, acc)| *acc == tract_core::prelude::DatumType::I32),
         "no int8 kernel in {kernels:?}"
     );
+    // The encoder asks tract for its 16x16 AVX-512 VNNI tile, whatever
+    // tract's port probe says (it is not stable on every core); the
+    // environment overrides. (Here, not in kernels.rs: a test there picks
+    // kernels through tract directly, which would run the probe first.)
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512vnni")
+        && std::env::var_os("TRACT_AVX512_FMA_UNITS").is_none()
+    {
+        // With AMX-INT8 (Sapphire Rapids and later) tract takes its AMX tile
+        // kernel of the same 16x16 shape instead.
+        use tract_linalg::isa::{native, Isa};
+        let wide = if native().has(Isa::X86_64AmxInt8) {
+            "avx512amx_mmm_i32_16x16"
+        } else {
+            "avx512vnni_mmm_i32_16x16"
+        };
+        assert!(
+            kernels.iter().any(|(k, _)| k == wide),
+            "tract's 16x16 int8 kernel ({wide}) is not in the plan: {kernels:?}"
+        );
+    }
 
     let rule = DecisionRule::default();
     let mut worst = 1f32;

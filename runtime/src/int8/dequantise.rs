@@ -13,13 +13,57 @@ use tract_linalg::multithread::par_chunks_mut;
 /// `channel_axis`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
 pub struct Dequantise {
-    /// The output-channel axis of the accumulator.
+    /// The output-channel axis of the output (and of the accumulator where
+    /// `acc_layout` is [`AccLayout::Same`]).
     pub channel_axis: usize,
     /// One weight scale per output channel.
     pub channel_scale: Arc<Tensor>,
     /// One bias per output channel, added after the scales.
     pub bias: Option<Arc<Tensor>>,
+    /// Where the accumulator has its channel axis; the output has it at
+    /// `channel_axis`, so any other layout makes this op transpose too.
+    pub acc_layout: AccLayout,
+    /// Applies tract's exact GELU to the result: the `GeluExact` that
+    /// followed this op, fused so that the activations are not read and
+    /// written once more.
+    pub gelu: bool,
 }
+
+/// tract's exact GELU (its `GeluExact`) in place, in the same arithmetic:
+/// `x * 0.5 * (1 + erf(x / sqrt 2))`, erf from tract-linalg's kernel.
+pub(super) struct Gelu {
+    erf: Box<dyn tract_linalg::element_wise::ElementWise<f32>>,
+}
+
+impl Gelu {
+    pub(super) fn new() -> TractResult<Gelu> {
+        Ok(Gelu { erf: tract_linalg::routines::Func::Erf.ew_f32()? })
+    }
+
+    pub(super) fn run(&self, ys: &mut [f32], scratch: &mut Vec<f32>) -> TractResult<()> {
+        let c = 2.0f32.sqrt().recip();
+        for chunk in ys.chunks_mut(1024) {
+            scratch.clear();
+            scratch.extend(chunk.iter().map(|y| y * c));
+            self.erf.run(scratch)?;
+            chunk.iter_mut().zip(scratch.iter()).for_each(|(y, e)| *y = (*y * 0.5) * (*e + 1.0));
+        }
+        Ok(())
+    }
+}
+
+/// Where an accumulator has its channel axis (the other axes keep the
+/// output's order).
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum AccLayout {
+    /// At the output's `channel_axis`.
+    Same,
+    /// Last (the output has it before other axes: NCHW).
+    ChannelLast,
+}
+
+/// Channels and pixels of one tile of the transposing pass.
+const TILE: (usize, usize) = (8, 64);
 
 impl Dequantise {
     /// `y = acc * xs * ws (+ b)` over an accumulator viewed as
@@ -38,7 +82,9 @@ impl Dequantise {
         // Row segments sharing one pattern: a row of channels (linear layers,
         // one activation scale each) or a row of pixels (one channel each).
         let row = if inner == 1 { channels } else { inner };
+        let gelu = self.gelu.then(Gelu::new).transpose()?;
         par_chunks_mut(y, 1, acc.len(), |first, chunk| {
+            let mut scratch = Vec::new();
             let mut pos = first;
             let mut rest = chunk;
             while !rest.is_empty() {
@@ -71,12 +117,105 @@ impl Dequantise {
                         seg.iter_mut().zip(a).zip(xs).for_each(|((y, &a), &x)| *y = a as f32 * (x * w) + b);
                     }
                 }
+                if let Some(g) = &gelu {
+                    g.run(seg, &mut scratch)?;
+                }
                 pos += n;
                 rest = tail;
             }
             Ok(())
         })?;
         Ok(())
+    }
+}
+
+impl Dequantise {
+    /// [`Dequantise::run`] for an accumulator laid out `outer x inner x
+    /// channels` ([`AccLayout::ChannelLast`]) into `y` laid out `outer x
+    /// channels x inner`, in tiles of a few channels by a run of pixels: the
+    /// accumulator is read a row of channels at a time, `y` written a run of
+    /// pixels at a time.
+    pub fn run_transposed(
+        &self,
+        y_shape: &[usize],
+        acc: &[i32],
+        xs: &[f32],
+        y: &mut [f32],
+    ) -> TractResult<()> {
+        let ws = self.channel_scale.try_as_plain_ram()?;
+        let ws = ws.as_slice::<f32>()?;
+        let bias_view = self.bias.as_ref().map(|b| b.try_as_plain_ram()).transpose()?;
+        let bias = bias_view.as_ref().map(|b| b.as_slice::<f32>()).transpose()?;
+        let channels = y_shape[self.channel_axis];
+        let inner: usize = y_shape[self.channel_axis + 1..].iter().product();
+        let outer: usize = y_shape[..self.channel_axis].iter().product();
+        ensure!(ws.len() == channels && bias.is_none_or(|b| b.len() == channels));
+        ensure!(acc.len() == outer * channels * inner && y.len() == acc.len());
+        ensure!(xs.len() == 1 || xs.len() == outer * inner);
+        if inner == 0 {
+            return Ok(());
+        }
+        let (tc, tp) = TILE;
+        let gelu = self.gelu.then(Gelu::new).transpose()?;
+        par_chunks_mut(y, inner, acc.len(), |first_row, chunk| {
+            let mut scratch = Vec::new();
+            let mut tile = [[0f32; TILE.1]; TILE.0];
+            let mut row = first_row;
+            let mut rest = chunk;
+            while !rest.is_empty() {
+                // The chunk's rows of one outer index: channels ca .. ca + cn.
+                let (o, ca) = (row / channels, row % channels);
+                let cn = (channels - ca).min(rest.len() / inner);
+                let (rows, tail) = rest.split_at_mut(cn * inner);
+                // A run of pixels across all these channels at a time, so
+                // that its rows of the accumulator stay in cache.
+                for p0 in (0..inner).step_by(tp) {
+                    let pn = tp.min(inner - p0);
+                    for c0 in (0..cn).step_by(tc) {
+                        let cw = tc.min(cn - c0);
+                        let (ws, c) = (&ws[ca + c0..ca + c0 + cw], ca + c0);
+                        for p in 0..pn {
+                            let q = o * inner + p0 + p;
+                            let x = if xs.len() == 1 { xs[0] } else { xs[q] };
+                            let a = &acc[q * channels + c..q * channels + c + cw];
+                            for ((t, &a), &w) in tile.iter_mut().zip(a).zip(ws) {
+                                t[p] = a as f32 * (x * w);
+                            }
+                        }
+                        let out_rows = rows[c0 * inner..(c0 + cw) * inner].chunks_exact_mut(inner);
+                        for (j, out) in out_rows.enumerate() {
+                            let b = bias.map_or(0.0, |b| b[c + j]);
+                            out[p0..p0 + pn].iter_mut().zip(&tile[j][..pn]).for_each(|(y, &t)| *y = t + b);
+                        }
+                    }
+                }
+                if let Some(g) = &gelu {
+                    for out in rows.chunks_exact_mut(inner) {
+                        g.run(out, &mut scratch)?;
+                    }
+                }
+                row += cn;
+                rest = tail;
+            }
+            Ok(())
+        })
+    }
+
+    /// The output's shape for an accumulator of shape `acc`.
+    pub(super) fn output_shape<D: Clone>(&self, acc: &[D]) -> TVec<D> {
+        let mut shape: TVec<D> = acc.into();
+        let from = self.acc_channel_axis(shape.len());
+        let c = shape.remove(from);
+        shape.insert(self.channel_axis, c);
+        shape
+    }
+
+    /// The accumulator's channel axis.
+    fn acc_channel_axis(&self, rank: usize) -> usize {
+        match self.acc_layout {
+            AccLayout::Same => self.channel_axis,
+            AccLayout::ChannelLast => rank - 1,
+        }
     }
 }
 
@@ -87,10 +226,15 @@ impl Op for Dequantise {
 
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
-            "channel axis {}, {} channels{}",
+            "channel axis {}{}, {} channels{}{}",
             self.channel_axis,
+            match self.acc_layout {
+                AccLayout::Same => "",
+                AccLayout::ChannelLast => " (from last)",
+            },
             self.channel_scale.len(),
-            if self.bias.is_some() { ", bias" } else { "" }
+            if self.bias.is_some() { ", bias" } else { "" },
+            if self.gelu { ", GELU" } else { "" }
         )])
     }
 
@@ -102,13 +246,17 @@ impl EvalOp for Dequantise {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let (acc, xs) = args_2!(inputs);
-        let shape: TVec<usize> = acc.shape().into();
+        let shape = self.output_shape(acc.shape());
         let mut y = Tensor::zero::<f32>(&shape)?;
         {
-            let acc = acc.try_as_plain_ram()?;
-            let xs = xs.try_as_plain_ram()?;
+            let (acc, xs) = (acc.try_as_plain_ram()?, xs.try_as_plain_ram()?);
+            let (acc, xs) = (acc.as_slice::<i32>()?, xs.as_slice::<f32>()?);
             let mut yv = y.try_as_plain_ram_mut()?;
-            self.run(&shape, acc.as_slice::<i32>()?, xs.as_slice::<f32>()?, yv.as_slice_mut::<f32>()?)?;
+            let y = yv.as_slice_mut::<f32>()?;
+            match self.acc_layout {
+                AccLayout::Same => self.run(&shape, acc, xs, y)?,
+                AccLayout::ChannelLast => self.run_transposed(&shape, acc, xs, y)?,
+            }
         }
         Ok(tvec!(y.into_tvalue()))
     }
@@ -119,10 +267,10 @@ impl TypedOp for Dequantise {
         ensure!(inputs[0].datum_type == i32::datum_type() && inputs[1].datum_type == f32::datum_type());
         ensure!(self.channel_axis < inputs[0].rank());
         let channels = self.channel_scale.len().to_dim();
-        ensure!(inputs[0].shape[self.channel_axis] == channels);
+        ensure!(inputs[0].shape[self.acc_channel_axis(inputs[0].rank())] == channels);
         let scales = inputs[1].shape.volume();
         ensure!(scales.is_one() || scales * channels == inputs[0].shape.volume());
-        Ok(tvec!(f32::fact(inputs[0].shape.to_tvec())))
+        Ok(tvec!(f32::fact(self.output_shape(&inputs[0].shape.to_tvec()))))
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
@@ -137,7 +285,74 @@ mod tests {
     use super::*;
 
     fn op(channel_axis: usize, ws: &[f32], bias: Option<&[f32]>) -> Dequantise {
-        Dequantise { channel_axis, channel_scale: rctensor1(ws), bias: bias.map(rctensor1) }
+        Dequantise {
+            channel_axis,
+            channel_scale: rctensor1(ws),
+            bias: bias.map(rctensor1),
+            acc_layout: AccLayout::Same,
+            gelu: false,
+        }
+    }
+
+    #[test]
+    fn fused_gelu_is_tracts_gelu_to_the_bit() {
+        // [1, 3 channels, 1500 pixels], plain and transposed, against tract's
+        // own GeluExact op on the plain result.
+        let (channels, inner) = (3, 1500);
+        let acc: Vec<i32> = (0..channels * inner).map(|i| (i as i32 * 37) % 255 - 127).collect();
+        let xs: Vec<f32> = (0..inner).map(|p| 0.01 + (p % 5) as f32 * 0.02).collect();
+        let d = op(1, &[1.0, 0.5, 2.0], Some(&[0.1, -0.2, 0.0]));
+        let mut plain = vec![0f32; acc.len()];
+        d.run(&[1, channels, inner], &acc, &xs, &mut plain).expect("run");
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([1, channels, inner])).expect("source");
+        let gelu = tract_core::ops::nn::gelu_exact::gelu_exact();
+        let y = model.wire_node("gelu", gelu, &[x]).expect("gelu");
+        model.select_output_outlets(&y).expect("outputs");
+        let input = Tensor::from_shape(&[1, channels, inner], &plain).expect("t").into_tvalue();
+        let reference = model.into_runnable().expect("plan").run(tvec!(input)).expect("tract's GELU");
+        let want: Vec<f32> =
+            reference[0].to_plain_array_view::<f32>().expect("f32").iter().copied().collect();
+        let fused = Dequantise { gelu: true, ..d.clone() };
+        let mut got = vec![0f32; acc.len()];
+        fused.run(&[1, channels, inner], &acc, &xs, &mut got).expect("run");
+        assert_eq!(got, want);
+        let mut transposed_acc = vec![0i32; acc.len()];
+        for c in 0..channels {
+            for p in 0..inner {
+                transposed_acc[p * channels + c] = acc[c * inner + p];
+            }
+        }
+        let t = Dequantise { acc_layout: AccLayout::ChannelLast, ..fused };
+        t.run_transposed(&[1, channels, inner], &transposed_acc, &xs, &mut got).expect("run");
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_channel_last_accumulator_comes_out_channel_first() {
+        // y: [2 outer, 11 channels, 70 pixels] (tiles of 8 x 64 with remainders);
+        // acc: the same values laid out [2, 70, 11].
+        let (outer, channels, inner) = (2, 11, 70);
+        let ws: Vec<f32> = (0..channels).map(|c| 0.5 + c as f32).collect();
+        let bias: Vec<f32> = (0..channels).map(|c| c as f32 * -0.25).collect();
+        let xs: Vec<f32> = (0..outer * inner).map(|q| 1.0 + (q % 7) as f32).collect();
+        let plain: Vec<i32> = (0..outer * channels * inner).map(|i| (i as i32 * 37) % 255 - 127).collect();
+        let mut acc = vec![0i32; plain.len()];
+        for o in 0..outer {
+            for c in 0..channels {
+                for p in 0..inner {
+                    acc[(o * inner + p) * channels + c] = plain[(o * channels + c) * inner + p];
+                }
+            }
+        }
+        let d = op(1, &ws, Some(&bias));
+        let mut want = vec![0f32; plain.len()];
+        d.run(&[outer, channels, inner], &plain, &xs, &mut want).expect("run");
+        let t = Dequantise { acc_layout: AccLayout::ChannelLast, ..d };
+        let mut got = vec![0f32; plain.len()];
+        t.run_transposed(&[outer, channels, inner], &acc, &xs, &mut got).expect("run");
+        assert_eq!(got, want);
+        assert_eq!(&*t.output_shape(&[outer, inner, channels]), &[outer, channels, inner]);
     }
 
     #[test]

@@ -28,12 +28,18 @@ use tract_core::ops::einsum::EinSum;
 use tract_core::ops::math;
 
 mod dequantise;
+mod fuse;
 mod patches;
 mod quantise;
+mod requantise;
+mod weight;
 
-pub use dequantise::Dequantise;
+pub use dequantise::{AccLayout, Dequantise};
 pub use patches::{replace_im2col, PackPatches};
 pub use quantise::{Granularity, QuantiseSym};
+pub use requantise::Requantise;
+pub use weight::quantise_weight;
+use weight::Weight;
 
 /// The smallest contraction length (inputs per output value) worth an int8
 /// product: below it the per-run quantisation of the activations costs more
@@ -142,6 +148,42 @@ struct Site {
 /// Rewrites the weighted layers of a decluttered model (see the module
 /// documentation). Call between `declutter()` and `optimize()`.
 pub fn rewrite(model: &mut TypedModel) -> TractResult<Int8Report> {
+    rewrite_with(model, OutputTile::here())
+}
+
+/// How the int8 kernel tract will pick here holds its output tile, which
+/// decides the layout the int8 products accumulate in (see `accumulator_layout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputTile {
+    /// Columns of the tile in registers, stored along the product's m side
+    /// (tract's 8x8 x86 kernels, ARM).
+    Columns,
+    /// Rows of the tile in registers, stored along the n side (tract's 16x16
+    /// AVX-512 VNNI kernel, AMX).
+    Rows,
+}
+
+impl OutputTile {
+    /// This CPU's, as far as tract's kernel choice goes: x86 with AVX-512
+    /// VNNI once tract is told of two 512-bit units (the encoder asks for it,
+    /// see `encoder::prefer_wide_int8_tile`; `TRACT_AVX512_FMA_UNITS=1` in
+    /// the environment keeps the 8x8 kernel) has rows; AVX2 and ARM columns.
+    pub fn here() -> OutputTile {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let units = tract_linalg::knobs::TRACT_AVX512_FMA_UNITS.get();
+            if std::arch::is_x86_feature_detected!("avx512vnni")
+                && units.as_deref().map(str::trim) == Some("2")
+            {
+                return OutputTile::Rows;
+            }
+        }
+        OutputTile::Columns
+    }
+}
+
+/// [`rewrite`] for a given output tile.
+pub fn rewrite_with(model: &mut TypedModel, tile: OutputTile) -> TractResult<Int8Report> {
     let order = model.eval_order()?;
     let mut sites: Vec<Site> = Vec::new();
     for &id in &order {
@@ -174,10 +216,13 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<Int8Report> {
     for site in sites {
         let node = model.node(site.node).clone();
         let compute = match site.verdict {
-            Err(why) => LayerCompute::F32(why),
+            Err(why) => {
+                fold_int8_weights(model, &node)?;
+                LayerCompute::F32(why)
+            }
             Ok(Candidate::Product { weight_input, k_axes, weight_channel_axis, channel_axis }) => {
-                product_patch(model, &node, weight_input, k_axes, weight_channel_axis, channel_axis)?
-                    .apply(model)?;
+                let layout = Layout { weight_input, k_axes, weight_channel_axis, channel_axis, tile };
+                product_patch(model, &node, layout)?.apply(model)?;
                 LayerCompute::Int8PerRow
             }
             Ok(Candidate::Conv { out_axis }) => {
@@ -187,6 +232,8 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<Int8Report> {
         };
         report.layers.push(Int8Layer { name: site.name, macs: site.macs, compute });
     }
+    fuse::gelu(model)?;
+    fuse::requantise(model)?;
     model.prop_consts()?;
     model.compact()?;
     Ok(report)
@@ -304,114 +351,26 @@ fn conv_site(model: &TypedModel, node: &TypedNode, op: &Conv) -> TractResult<Opt
     Ok(Some(Site { node: node.id, name: node.name.clone(), macs, verdict }))
 }
 
-/// A layer's constant weight: f32, or the int8 file's `Mul(Cast(q), scale)`
-/// that tract leaves unfolded when the f32 weight would be large (the
-/// int8-compute form loads the int8 file folding only its small weights,
-/// see `dequant::Fold::Small`).
-#[derive(Debug, Clone)]
-enum Weight {
-    F32(Arc<Tensor>),
-    Int8 { q: Arc<Tensor>, scale: Arc<Tensor> },
-}
-
-impl Weight {
-    fn of(model: &TypedModel, outlet: OutletId) -> TractResult<Option<Weight>> {
-        let fact = model.outlet_fact(outlet)?;
-        if let Some(k) = &fact.konst {
-            return Ok((k.datum_type() == f32::datum_type()).then(|| Weight::F32(k.clone())));
+/// Turns the unfolded int8 weights (`Mul(Cast(q), s)`) of a layer that stays
+/// f32 into f32 constants, which tract then packs once at load: left as they
+/// are, tract would cast, rescale and pack them on every frame (ViT-B-32's
+/// patch embedding, 2.4 M values: 2.5-8.5 ms per frame, varying with the
+/// page faults of its 9 MB of temporaries).
+fn fold_int8_weights(model: &mut TypedModel, node: &TypedNode) -> TractResult<()> {
+    for (slot, &outlet) in node.inputs.iter().enumerate() {
+        if model.outlet_fact(outlet)?.konst.is_some() {
+            continue;
         }
-        let node = model.node(outlet.node);
-        let is_mul =
-            node.op_as::<tract_core::ops::binary::TypedBinOp>().is_some_and(|b| b.0.is::<math::Mul>());
-        if !is_mul || node.inputs.len() != 2 || node.outputs[0].successors.len() != 1 {
-            return Ok(None);
-        }
-        for (a, b) in [(0, 1), (1, 0)] {
-            let cast = model.node(node.inputs[a].node);
-            let Some(scale) = model.outlet_fact(node.inputs[b])?.konst.clone() else { continue };
-            let is_cast =
-                cast.op_as::<tract_core::ops::cast::Cast>().is_some_and(|c| c.to == f32::datum_type());
-            if !is_cast || scale.datum_type() != f32::datum_type() {
-                continue;
-            }
-            if let Some(q) = &model.outlet_fact(cast.inputs[0])?.konst {
-                if q.datum_type() == i8::datum_type() && scale.rank() <= q.rank() {
-                    return Ok(Some(Weight::Int8 { q: q.clone(), scale }));
-                }
-            }
-        }
-        Ok(None)
+        let Some(Weight::Int8 { q, scale }) = Weight::of(model, outlet)? else { continue };
+        let w = q.cast_to::<f32>()?.into_owned();
+        let w =
+            (w.to_plain_array_view::<f32>()?.to_owned() * scale.to_plain_array_view::<f32>()?).into_tensor();
+        let mut patch = TypedModelPatch::new(format!("fold int8 weight of {}", node.name));
+        let konst = patch.add_const(format!("{}.weight_{slot}.f32", node.name), w)?;
+        patch.shunt_outside(model, outlet, konst)?;
+        patch.apply(model)?;
     }
-
-    fn shape(&self) -> &[usize] {
-        match self {
-            Weight::F32(w) => w.shape(),
-            Weight::Int8 { q, .. } => q.shape(),
-        }
-    }
-
-    /// The int8 values and one scale per channel along `axis`: the stored ones
-    /// when the file's scales are per channel along `axis`, else quantised here.
-    fn quantised(&self, axis: usize) -> TractResult<(Tensor, Vec<f32>)> {
-        match self {
-            Weight::F32(w) => quantise_weight(w, axis),
-            Weight::Int8 { q, scale } => {
-                let offset = q.rank() - scale.rank();
-                let along_axis = scale.shape().iter().enumerate().all(|(i, &d)| {
-                    if i + offset == axis {
-                        d == q.shape()[axis]
-                    } else {
-                        d == 1
-                    }
-                });
-                let scales: Vec<f32> = scale.to_plain_array_view::<f32>()?.iter().copied().collect();
-                let stored_ok = along_axis && scales.iter().all(|s| s.is_finite() && *s > 0.0);
-                if stored_ok {
-                    return Ok(((**q).clone(), scales));
-                }
-                // Any other scale layout: back to f32, then per channel.
-                let w = q.cast_to::<f32>()?.into_owned();
-                let w = (w.to_plain_array_view::<f32>()?.to_owned() * scale.to_plain_array_view::<f32>()?)
-                    .into_tensor();
-                quantise_weight(&w, axis)
-            }
-        }
-    }
-}
-
-/// Symmetric per-channel quantisation of a constant f32 weight along `axis`:
-/// the int8 values and one scale per channel (`max|w| / 127`; 1 for a
-/// channel of zeros).
-pub fn quantise_weight(w: &Tensor, axis: usize) -> TractResult<(Tensor, Vec<f32>)> {
-    let shape = w.shape();
-    let (len, inner) = (shape[axis], shape[axis + 1..].iter().product::<usize>());
-    let view = w.try_as_plain_ram()?;
-    let values = view.as_slice::<f32>()?;
-    // Values of channel c: every block of `len * inner`, at c * inner .. (c + 1) * inner.
-    let lanes = |c: usize| {
-        values.chunks_exact((len * inner).max(1)).flat_map(move |block| &block[c * inner..(c + 1) * inner])
-    };
-    let scales: Vec<f32> = (0..len)
-        .map(|c| {
-            let max = lanes(c).fold(0f32, |m, v| m.max(v.abs()));
-            if max > 0.0 && max.is_finite() {
-                max / 127.0
-            } else {
-                1.0
-            }
-        })
-        .collect();
-    let mut q = vec![0i8; values.len()];
-    for (qb, vb) in q.chunks_exact_mut((len * inner).max(1)).zip(values.chunks_exact((len * inner).max(1))) {
-        for ((qr, vr), &s) in
-            qb.chunks_exact_mut(inner.max(1)).zip(vb.chunks_exact(inner.max(1))).zip(&scales)
-        {
-            qr.iter_mut()
-                .zip(vr)
-                .for_each(|(q, &v)| *q = (v / s).round_ties_even().clamp(-127.0, 127.0) as i8);
-        }
-    }
-    Ok((Tensor::from_shape(shape, &q)?, scales))
+    Ok(())
 }
 
 /// The constant that a single successor `Add` of `node` adds along
@@ -462,14 +421,17 @@ fn wire_quantise(
     Ok((q[0], q[1]))
 }
 
-fn product_patch(
-    model: &TypedModel,
-    node: &TypedNode,
+/// Where a product's operands and output keep their axes.
+struct Layout {
     weight_input: usize,
     k_axes: std::ops::Range<usize>,
     weight_channel_axis: usize,
     channel_axis: usize,
-) -> TractResult<TypedModelPatch> {
+    tile: OutputTile,
+}
+
+fn product_patch(model: &TypedModel, node: &TypedNode, layout: Layout) -> TractResult<TypedModelPatch> {
+    let Layout { weight_input, k_axes, weight_channel_axis, channel_axis, tile } = layout;
     let op = node.op_as::<EinSum>().context("not an EinSum")?;
     let x_input = 1 - weight_input;
     let name = &node.name;
@@ -481,21 +443,55 @@ fn product_patch(
     let wq = patch.add_const(format!("{name}.int8.weight"), q)?;
     let mut inputs = [xq, xq];
     inputs[weight_input] = wq;
-    let acc = patch.wire_node(
-        format!("{name}.int8.matmul"),
-        EinSum::new(op.axes.clone(), i32::datum_type()),
-        &inputs,
-    )?[0];
+    let out_shape = model.outlet_fact(node.id.into())?.shape.as_concrete().map(|s| s.to_vec());
+    let acc_layout = out_shape.map_or(AccLayout::Same, |s| accumulator_layout(&s, channel_axis, tile));
+    let axes = if acc_layout == AccLayout::Same {
+        op.axes.clone()
+    } else {
+        let (ins, outs) = op.axes.to_strs();
+        let mut out: Vec<char> = outs[0].chars().collect();
+        let c = out.remove(channel_axis);
+        out.push(c);
+        AxesMapping::from_strs(&ins, &[out.into_iter().collect::<String>()])?
+    };
+    let acc =
+        patch.wire_node(format!("{name}.int8.matmul"), EinSum::new(axes, i32::datum_type()), &inputs)?[0];
     let bias = bias_successor(model, node, channel_axis, w_scale.len())?;
     let dequantise = Dequantise {
         channel_axis,
         channel_scale: rctensor1(&w_scale),
         bias: bias.as_ref().map(|(_, b)| rctensor1(b)),
+        acc_layout,
+        gelu: false,
     };
     let y = patch.wire_node(format!("{name}.int8.dequantise"), dequantise, &[acc, x_scale])?[0];
     let replaced = bias.map_or(node.id, |(add, _)| add);
     patch.shunt_outside(model, replaced.into(), y)?;
     Ok(patch)
+}
+
+/// The layout an int8 product with output `shape` accumulates in
+/// ([`Dequantise`] puts the channel axis back). tract makes the larger of the
+/// two output dimensions the product's m side; a kernel that keeps rows of
+/// the output tile in registers ([`OutputTile::Rows`]) writes them
+/// contiguously only when the n side, the smaller, is the accumulator's last
+/// axis. An NCHW 1x1 convolution with more pixels than channels has it the
+/// other way round: measured on MobileCLIP2-S0's first stages, 2.2 ms
+/// against 0.2 ms for the same 50 M multiply-accumulates. (tract picks its
+/// 16x16 tile only where both sides are at least 16.) A linear layer with
+/// more channels than tokens has it the other way round too, but there the
+/// long contraction hides the strided stores: ViT-B-32's products went from
+/// 23.5 to 20.3 ms accumulated channels-first while transposing back cost
+/// 10 ms more, so those stay as they are.
+fn accumulator_layout(shape: &[usize], channel_axis: usize, tile: OutputTile) -> AccLayout {
+    let channels = shape[channel_axis];
+    let others = shape.iter().product::<usize>() / channels.max(1);
+    let channel_last = channel_axis + 1 == shape.len();
+    if tile == OutputTile::Rows && !channel_last && channels >= 16 && others > channels {
+        AccLayout::ChannelLast
+    } else {
+        AccLayout::Same
+    }
 }
 
 fn conv_patch(model: &TypedModel, node: &TypedNode, out_axis: usize) -> TractResult<TypedModelPatch> {
@@ -529,7 +525,13 @@ fn conv_patch(model: &TypedModel, node: &TypedNode, out_axis: usize) -> TractRes
         1 => Some(rctensor1(&vec![bias_values[0]; channels])),
         n => bail!("{name}: bias has {n} values for {channels} channels"),
     };
-    let dequantise = Dequantise { channel_axis, channel_scale: rctensor1(&k_scale), bias };
+    let dequantise = Dequantise {
+        channel_axis,
+        channel_scale: rctensor1(&k_scale),
+        bias,
+        acc_layout: AccLayout::Same,
+        gelu: false,
+    };
     let y = patch.wire_node(format!("{name}.int8.dequantise"), dequantise, &[acc, x_scale])?[0];
     patch.shunt_outside(model, node.id.into(), y)?;
     Ok(patch)

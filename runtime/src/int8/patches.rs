@@ -4,11 +4,12 @@
 //!
 //! tract 0.23.9's own `Im2col` fills that layout one byte at a time through
 //! a general writer (about 1.8 ns per byte here, 40% of the default model's
-//! int8 frame). This op builds four im2col rows at a time in a small scratch
-//! buffer with row copies, then interleaves them into each panel as 32-bit
-//! words: the same bytes, about ten times faster. It replaces tract's node
-//! after optimisation ([`replace_im2col`]) only for the case it implements
-//! (2-D NCHW, one group, zero padding value); any other stays tract's.
+//! int8 frame). This op fills each panel straight from the image: four
+//! im2col rows of the panel's pixels at a time (one row copy each where the
+//! pixels lie in one output row), interleaved into the panel's 32-bit
+//! words. It replaces tract's node after optimisation ([`replace_im2col`])
+//! only for the case it implements (2-D NCHW, one group, zero padding value,
+//! panels of 4, 8, 16 or 32 pixels); any other stays tract's.
 
 use tract_core::internal::*;
 use tract_core::ops::cnn::conv::Im2Col;
@@ -56,86 +57,156 @@ impl Geometry {
         self.out[0] * self.out[1]
     }
 
-    /// Writes im2col row `kk` (channel, kernel row, kernel column in that
-    /// order, as tract packs the kernel) for every output pixel into `row`,
-    /// which must hold zeros where the patch reads padding.
-    fn fill_row(&self, image: &[i8], kk: usize, row: &mut [i8]) {
-        let taps = self.kernel[0] * self.kernel[1];
-        let (c, ky, kx) = (kk / taps, (kk % taps) / self.kernel[1], kk % self.kernel[1]);
-        let plane = &image[c * self.height * self.width..(c + 1) * self.height * self.width];
-        let (oh, ow) = (self.out[0], self.out[1]);
-        let dy = (ky * self.dilations[0]) as isize - self.pad[0] as isize;
-        let dx = (kx * self.dilations[1]) as isize - self.pad[1] as isize;
-        let sx = self.strides[1] as isize;
-        // Output columns whose input column lies inside the image.
-        let first = if dx >= 0 { 0 } else { ((-dx) + sx - 1) / sx } as usize;
-        let last = ((self.width as isize - dx + sx - 1) / sx).clamp(0, ow as isize) as usize;
-        for (yo, out) in row.chunks_exact_mut(ow).enumerate().take(oh) {
-            let y = (yo * self.strides[0]) as isize + dy;
-            if y < 0 || y >= self.height as isize || first >= last {
-                continue;
-            }
-            let src = &plane[y as usize * self.width..(y as usize + 1) * self.width];
-            let x0 = (first as isize * sx + dx) as usize;
-            if sx == 1 {
-                out[first..last].copy_from_slice(&src[x0..x0 + (last - first)]);
+    /// Rows and columns of the zero-padded image that the patches read:
+    /// padding before, the image, and padding after as far as the last patch reaches.
+    fn padded(&self) -> [usize; 2] {
+        let reach = |i: usize| {
+            if self.out[i] == 0 {
+                0
             } else {
-                out[first..last]
-                    .iter_mut()
-                    .zip(src[x0..].iter().step_by(sx as usize))
-                    .for_each(|(o, &v)| *o = v);
+                (self.out[i] - 1) * self.strides[i] + (self.kernel[i] - 1) * self.dilations[i] + 1
+            }
+        };
+        [reach(0), reach(1)]
+    }
+
+    /// The image with its padding written out as zeros, so that every patch
+    /// value is a plain read: `channels` planes of `padded()` size.
+    fn pad_image(&self, image: &[u8]) -> Vec<u8> {
+        let [ph, pw] = self.padded();
+        let mut out = vec![0u8; self.channels * ph * pw];
+        let (h, w) = (self.height, self.width);
+        if h * w == 0 {
+            return out;
+        }
+        let rows = h.min(ph.saturating_sub(self.pad[0]));
+        let cols = w.min(pw.saturating_sub(self.pad[1]));
+        for (plane, src) in out.chunks_exact_mut(ph * pw).zip(image.chunks_exact(h * w)) {
+            for y in 0..rows {
+                let to = (y + self.pad[0]) * pw + self.pad[1];
+                plane[to..to + cols].copy_from_slice(&src[y * w..y * w + cols]);
             }
         }
+        out
+    }
+
+    /// Offset of each im2col row (channel, kernel row, kernel column in that
+    /// order, as tract packs the kernel) from an output pixel's origin in
+    /// the padded image.
+    fn taps(&self) -> Vec<usize> {
+        let [ph, pw] = self.padded();
+        let mut taps = Vec::with_capacity(self.k());
+        for c in 0..self.channels {
+            for ky in 0..self.kernel[0] {
+                for kx in 0..self.kernel[1] {
+                    taps.push(c * ph * pw + ky * self.dilations[0] * pw + kx * self.dilations[1]);
+                }
+            }
+        }
+        taps
     }
 
     /// The packed patches of one image in `PackedI8K4(r)` layout: panels of
-    /// `r` output pixels, each `ceil(k / 4)` blocks of `r` x 4 bytes. Both
-    /// passes (im2col rows, then panels) are spread over the tract executor's
-    /// threads; the bytes do not depend on their number.
+    /// `r` output pixels, each `ceil(k / 4)` blocks of `r` x 4 bytes, read
+    /// from a zero-padded copy of the image. Panels are spread over the tract
+    /// executor's threads; the bytes do not depend on their number.
     fn pack(&self, image: &[i8], r: usize, packed: &mut [u8]) -> TractResult<()> {
-        let (k, n) = (self.k(), self.n());
-        let kb_count = k.div_ceil(4);
-        let panel_len = kb_count * 4 * r;
+        match r {
+            4 => self.pack_r::<4>(image, packed),
+            8 => self.pack_r::<8>(image, packed),
+            16 => self.pack_r::<16>(image, packed),
+            32 => self.pack_r::<32>(image, packed),
+            _ => bail!("PackPatches: no packing for panels of {r} pixels"),
+        }
+    }
+
+    /// Panel widths [`Geometry::pack`] implements.
+    fn packs(r: usize) -> bool {
+        matches!(r, 4 | 8 | 16 | 32)
+    }
+
+    fn pack_r<const R: usize>(&self, image: &[i8], packed: &mut [u8]) -> TractResult<()> {
+        let (k, n, ow) = (self.k(), self.n(), self.out[1]);
+        let panel_len = k.div_ceil(4) * 4 * R;
         ensure!(
-            packed.len() == n.div_ceil(r) * panel_len
+            packed.len() == n.div_ceil(R) * panel_len
                 && image.len() == self.channels * self.height * self.width
         );
         if n == 0 {
             return Ok(());
         }
-        // Pass 1: the im2col matrix, k (rounded up to 4, zero rows) x n.
-        let mut rows = vec![0i8; kb_count * 4 * n];
-        par_chunks_mut(&mut rows, n, kb_count * 4 * n, |first, chunk| {
-            for (i, row) in chunk.chunks_exact_mut(n).enumerate() {
-                if first + i < k {
-                    self.fill_row(image, first + i, row);
-                }
-            }
-            Ok(())
-        })?;
-        // Pass 2: each panel takes its r columns of every group of four rows,
-        // interleaved byte by byte.
+        let padded = self.pad_image(bytemuck::cast_slice(image));
+        let taps = self.taps();
+        let [_, pw] = self.padded();
+        let [sy, sx] = self.strides;
+        let origin = |col: usize| (col / ow) * sy * pw + (col % ow) * sx;
         par_chunks_mut(packed, panel_len, packed.len(), |first, chunk| {
+            let mut quad = [[0u8; R]; 4];
             for (i, panel) in chunk.chunks_exact_mut(panel_len).enumerate() {
-                let p = first + i;
-                let cols = p * r..(p * r + r).min(n);
-                for (kb, block) in panel.chunks_exact_mut(4 * r).enumerate() {
-                    let four = &rows[kb * 4 * n..(kb + 1) * 4 * n];
-                    let (r0, rest) = four.split_at(n);
-                    let (r1, rest) = rest.split_at(n);
-                    let (r2, r3) = rest.split_at(n);
-                    let lanes = r0[cols.clone()]
-                        .iter()
-                        .zip(&r1[cols.clone()])
-                        .zip(&r2[cols.clone()])
-                        .zip(&r3[cols.clone()]);
-                    for (w, (((&a, &b), &c), &d)) in block.chunks_exact_mut(4).zip(lanes) {
-                        w.copy_from_slice(&[a as u8, b as u8, c as u8, d as u8]);
+                let col0 = (first + i) * R;
+                let base = origin(col0);
+                if sx == 1 && col0 + R <= n && col0 % ow + R <= ow {
+                    // The panel's pixels lie side by side in one output row:
+                    // each im2col row's values are R consecutive bytes.
+                    for (kb, block) in panel.chunks_exact_mut(4 * R).enumerate() {
+                        for (l, lane) in quad.iter_mut().enumerate() {
+                            match taps.get(kb * 4 + l) {
+                                Some(&t) => lane.copy_from_slice(&padded[base + t..base + t + R]),
+                                None => *lane = [0; R],
+                            }
+                        }
+                        interleave([&quad[0], &quad[1], &quad[2], &quad[3]], block);
                     }
+                    continue;
+                }
+                // Otherwise, runs of pixels that share an output row (strided
+                // reads for a horizontal stride above 1).
+                let mut runs = [(0usize, 0usize, 0usize); R];
+                let mut count = 0;
+                let mut j = 0;
+                while j < R && col0 + j < n {
+                    let col = col0 + j;
+                    let len = (ow - col % ow).min(R - j).min(n - col);
+                    runs[count] = (j, len, origin(col));
+                    count += 1;
+                    j += len;
+                }
+                for (kb, block) in panel.chunks_exact_mut(4 * R).enumerate() {
+                    for (l, lane) in quad.iter_mut().enumerate() {
+                        *lane = [0; R];
+                        let Some(&tap) = taps.get(kb * 4 + l) else { continue };
+                        for &(j0, len, o) in &runs[..count] {
+                            let dst = &mut lane[j0..j0 + len];
+                            if sx == 1 {
+                                let src = &padded[o + tap..o + tap + len];
+                                let (mut d, mut s) = (dst.chunks_exact_mut(8), src.chunks_exact(8));
+                                (&mut d).zip(&mut s).for_each(|(d, s)| d.copy_from_slice(s));
+                                d.into_remainder().iter_mut().zip(s.remainder()).for_each(|(d, s)| *d = *s);
+                            } else {
+                                let src = padded[o + tap..].iter().step_by(sx);
+                                dst.iter_mut().zip(src).for_each(|(d, s)| *d = *s);
+                            }
+                        }
+                    }
+                    interleave([&quad[0], &quad[1], &quad[2], &quad[3]], block);
                 }
             }
             Ok(())
         })
+    }
+}
+
+/// One K4 block: `R` pixels of four im2col rows, pixel by pixel, the four
+/// rows' bytes side by side. Written as plain indexing on fixed-size rows,
+/// which the compiler turns into byte shuffles.
+#[inline(always)]
+fn interleave<const R: usize>(rows: [&[u8; R]; 4], block: &mut [u8]) {
+    let block = &mut block[..4 * R];
+    for j in 0..R {
+        block[4 * j] = rows[0][j];
+        block[4 * j + 1] = rows[1][j];
+        block[4 * j + 2] = rows[2][j];
+        block[4 * j + 3] = rows[3][j];
     }
 }
 
@@ -220,7 +291,14 @@ pub fn replace_im2col(model: &mut TypedModel) -> TractResult<usize> {
         };
         let nchw = op.pool_spec.data_format == tract_core::ops::nn::DataFormat::NCHW;
         let shape_ok = input.shape.as_concrete().is_some_and(|s| s.len() == 4 && s[0] == 1);
-        if input.datum_type != i8::datum_type() || op.group != 1 || !pad_is_zero || !nchw || !shape_ok {
+        let supported = Geometry::packs(format.r);
+        if input.datum_type != i8::datum_type()
+            || op.group != 1
+            || !pad_is_zero
+            || !nchw
+            || !shape_ok
+            || !supported
+        {
             continue;
         }
         let new =
@@ -295,7 +373,7 @@ mod tests {
                 out: [out(height), out(width)],
             };
             let image: Vec<i8> = (0..channels * height * width).map(|i| (i * 37 % 255) as i8).collect();
-            for r in [8, 16] {
+            for r in [4, 8, 16, 32] {
                 let want = reference(&geo, &image, r);
                 let mut got = vec![0u8; want.len()];
                 geo.pack(&image, r, &mut got).expect("pack");

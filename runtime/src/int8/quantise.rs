@@ -36,14 +36,14 @@ const ROUND_MAGIC: f32 = 12_582_912.0;
 const ROUND_MAGIC_BITS: i32 = 0x4B40_0000;
 
 #[inline(always)]
-fn quantise_value(v: f32, inv: f32) -> i8 {
+pub(super) fn quantise_value(v: f32, inv: f32) -> i8 {
     // |v * inv| <= 127 by construction, so the integer fits an i8 (a NaN
     // input gives some value in range; the embedding check catches NaN).
     ((v * inv + ROUND_MAGIC).to_bits() as i32).wrapping_sub(ROUND_MAGIC_BITS) as i8
 }
 
 /// The largest magnitude in `xs`, eight lanes at a time so that it vectorises.
-fn abs_max(xs: &[f32]) -> f32 {
+pub(super) fn abs_max(xs: &[f32]) -> f32 {
     let mut lanes = [0f32; 8];
     let mut chunks = xs.chunks_exact(8);
     for c in &mut chunks {
@@ -56,7 +56,7 @@ fn abs_max(xs: &[f32]) -> f32 {
     lanes.iter().fold(rest, |m, &v| if v > m { v } else { m })
 }
 
-fn scale_of(max: f32) -> (f32, f32) {
+pub(super) fn scale_of(max: f32) -> (f32, f32) {
     let max = max.max(f32::MIN_POSITIVE);
     (max / 127.0, 127.0 / max)
 }

@@ -10,6 +10,54 @@ fn weights(k: usize, n: usize, seed: usize) -> Vec<f32> {
     (0..k * n).map(|i| (((i * 7919 + seed * 104729) % 2001) as f32 - 1000.0) / 1000.0).collect()
 }
 
+/// 1x1-convolution-like products (`ok,kp->op`) in a chain on a `[c, p]`
+/// channels-first input, weights seeded from `seed`, with tract's exact GELU
+/// after the product named `gelu_after`.
+fn channels_first_chain(
+    c: usize,
+    p: usize,
+    names: &[&str],
+    seed: usize,
+    gelu_after: Option<&str>,
+) -> TypedModel {
+    let mut model = TypedModel::default();
+    let mut h = model.add_source("x", f32::fact([c, p])).expect("source");
+    for (i, &name) in names.iter().enumerate() {
+        let w = Tensor::from_shape(&[c, c], &weights(c, c, i + seed)).expect("w");
+        let w = model.add_const(format!("{name}.w"), w).expect("c");
+        let axes: AxesMapping = "ok,kp->op".parse().expect("axes");
+        h = model.wire_node(name, EinSum::new(axes, f32::datum_type()), &[w, h]).expect("einsum")[0];
+        if gelu_after == Some(name) {
+            let gelu = tract_core::ops::nn::gelu_exact::gelu_exact();
+            h = model.wire_node("gelu", gelu, &[h]).expect("gelu")[0];
+        }
+    }
+    model.select_output_outlets(&[h]).expect("outputs");
+    model
+}
+
+/// Optimises and runs a model with one `[m, k]` f32 input on a fixed input;
+/// its first output as a vector.
+fn run_on_test_input(model: TypedModel, m: usize, k: usize) -> Vec<f32> {
+    let input: Vec<f32> = (0..m * k).map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0).collect();
+    let input = Tensor::from_shape(&[m, k], &input).expect("input");
+    let plan = model.into_optimized().expect("optimise").into_runnable().expect("plan");
+    let out = plan.run(tvec!(input.into_tvalue())).expect("run");
+    out[0].to_plain_array_view::<f32>().expect("f32").iter().copied().collect()
+}
+
+/// A `k x k` weight as the int8 file stores a large one: `Mul(Cast(q), s)`,
+/// one scale per output channel. Returns it with its int8 values and scales.
+fn stored_int8_weight(model: &mut TypedModel, k: usize, seed: usize) -> (OutletId, Vec<i8>, Vec<f32>) {
+    let q: Vec<i8> = weights(k, k, seed).iter().map(|v| (v * 127.0).round() as i8).collect();
+    let scales: Vec<f32> = (0..k).map(|c| 0.01 + c as f32 * 0.001).collect();
+    let qc = model.add_const("q", Tensor::from_shape(&[k, k], &q).expect("q")).expect("c");
+    let sc = model.add_const("s", Tensor::from_shape(&[1, k], &scales).expect("s")).expect("c");
+    let qf = model.wire_node("cast", cast(f32::datum_type()), &[qc]).expect("cast")[0];
+    let w = model.wire_node("rescale", math::mul(), &[qf, sc]).expect("mul")[0];
+    (w, q, scales)
+}
+
 /// Three linear layers; the middle one's weight is the int8 file's
 /// unfolded `Mul(Cast(q), scale)`. The middle one runs in int8 with the
 /// stored values, the others stay f32, and the result stays close to f32.
@@ -20,24 +68,13 @@ fn the_middle_of_three_layers_runs_in_int8_from_stored_int8_weights() {
     let x = model.add_source("x", f32::fact([m, k])).expect("source");
     let w1 = model.add_const("w1", Tensor::from_shape(&[k, k], &weights(k, k, 1)).expect("w1")).expect("c");
     let h = einsum(&mut model, "first", x, w1);
-    let q: Vec<i8> = weights(k, k, 2).iter().map(|v| (v * 127.0).round() as i8).collect();
-    let scales: Vec<f32> = (0..k).map(|c| 0.01 + c as f32 * 0.001).collect();
-    let qc = model.add_const("q", Tensor::from_shape(&[k, k], &q).expect("q")).expect("c");
-    let sc = model.add_const("s", Tensor::from_shape(&[1, k], &scales).expect("s")).expect("c");
-    let qf = model.wire_node("cast", cast(f32::datum_type()), &[qc]).expect("cast")[0];
-    let w2 = model.wire_node("rescale", math::mul(), &[qf, sc]).expect("mul")[0];
+    let (w2, _, _) = stored_int8_weight(&mut model, k, 2);
     let h = einsum(&mut model, "middle", h, w2);
     let w3 = model.add_const("w3", Tensor::from_shape(&[k, 8], &weights(k, 8, 3)).expect("w3")).expect("c");
     let y = einsum(&mut model, "last", h, w3);
     model.select_output_outlets(&[y]).expect("outputs");
 
-    let input: Vec<f32> = (0..m * k).map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0).collect();
-    let input = Tensor::from_shape(&[m, k], &input).expect("input");
-    let run = |model: TypedModel| -> Vec<f32> {
-        let plan = model.into_optimized().expect("optimise").into_runnable().expect("plan");
-        let out = plan.run(tvec!(input.clone().into_tvalue())).expect("run");
-        out[0].to_plain_array_view::<f32>().expect("f32").iter().copied().collect()
-    };
+    let run = |model: TypedModel| run_on_test_input(model, m, k);
     let reference = run(model.clone());
 
     let mut rewritten = model;
@@ -72,4 +109,120 @@ fn weights_quantise_per_channel_with_ties_to_even() {
     let (q, s) = quantise_weight(&w, 1).expect("quantise");
     assert_eq!(s, [2.0 / 127.0, 0.5 / 127.0]);
     assert_eq!(q, tensor2(&[[64i8, -127], [16, 0], [-127, 0]]));
+}
+
+/// Three 1x1-convolution-like products on a channels-first activation with
+/// more pixels than channels: with a row-major output tile the middle one
+/// accumulates channels-last and its dequantisation transposes back, with
+/// the same values to the bit as the column layout.
+#[test]
+fn a_channels_first_product_accumulates_channels_last_for_row_tiles() {
+    let (c, p) = (32, 80);
+    let model = channels_first_chain(c, p, &["first", "middle", "last"], 4, None);
+    let input: Vec<f32> = (0..c * p).map(|i| ((i * 31 % 23) as f32 - 11.0) / 8.0).collect();
+    let input = Tensor::from_shape(&[c, p], &input).expect("input");
+    let run = |tile: OutputTile| -> (Vec<f32>, usize) {
+        let mut m = model.clone();
+        let report = rewrite_with(&mut m, tile).expect("rewrite");
+        assert_eq!(report.layers[1].compute, LayerCompute::Int8PerRow);
+        let transposing = m
+            .nodes()
+            .iter()
+            .filter(|n| n.op_as::<Dequantise>().is_some_and(|d| d.acc_layout != AccLayout::Same))
+            .count();
+        let plan = m.into_optimized().expect("optimise").into_runnable().expect("plan");
+        let out = plan.run(tvec!(input.clone().into_tvalue())).expect("run");
+        (out[0].to_plain_array_view::<f32>().expect("f32").iter().copied().collect(), transposing)
+    };
+    let (columns, none) = run(OutputTile::Columns);
+    let (rows, one) = run(OutputTile::Rows);
+    assert_eq!((none, one), (0, 1));
+    assert_eq!(rows, columns);
+}
+
+/// The first layer stays f32; its weight, stored as the int8 file's unfolded
+/// `Mul(Cast(q), scale)`, becomes one f32 constant (q times scale) instead
+/// of being cast and rescaled on every run.
+#[test]
+fn a_layer_kept_f32_gets_its_int8_weight_folded_at_load() {
+    let (m, k) = (4, 32);
+    let mut model = TypedModel::default();
+    let x = model.add_source("x", f32::fact([m, k])).expect("source");
+    let (w1, q, scales) = stored_int8_weight(&mut model, k, 5);
+    let y = einsum(&mut model, "first", x, w1);
+    model.select_output_outlets(&[y]).expect("outputs");
+    let report = rewrite(&mut model).expect("rewrite");
+    assert_eq!(report.layers[0].compute, LayerCompute::F32(KeptF32::First));
+    let first = model.node(model.node_by_name("first").expect("first").id);
+    let w = model.outlet_fact(first.inputs[1]).expect("fact").konst.clone().expect("a constant weight");
+    let want: Vec<f32> = q.iter().enumerate().map(|(i, &v)| v as f32 * scales[i % k]).collect();
+    assert_eq!(w.to_plain_array_view::<f32>().expect("f32").iter().copied().collect::<Vec<_>>(), want);
+    assert!(
+        model.nodes().iter().all(|n| n.op_as::<tract_core::ops::cast::Cast>().is_none()),
+        "a Cast is left"
+    );
+}
+
+/// tract's exact GELU between two int8 products is fused into the first
+/// one's `Dequantise`, with the same result to the bit.
+#[test]
+fn a_gelu_after_an_int8_product_is_fused_into_its_dequantisation() {
+    let (m, k) = (4, 32);
+    let mut model = TypedModel::default();
+    let x = model.add_source("x", f32::fact([m, k])).expect("source");
+    let mut h = x;
+    for (i, name) in ["first", "middle", "next", "last"].into_iter().enumerate() {
+        let w = Tensor::from_shape(&[k, k], &weights(k, k, i + 7)).expect("w");
+        let w = model.add_const(format!("{name}.w"), w).expect("c");
+        h = einsum(&mut model, name, h, w);
+        if name == "middle" {
+            let gelu = tract_core::ops::nn::gelu_exact::gelu_exact();
+            h = model.wire_node("gelu", gelu, &[h]).expect("gelu")[0];
+        }
+    }
+    model.select_output_outlets(&[h]).expect("outputs");
+    let run = |model: TypedModel| run_on_test_input(model, m, k);
+    let mut fused = model.clone();
+    rewrite_with(&mut fused, OutputTile::Columns).expect("rewrite");
+    let gelus =
+        |m: &TypedModel| m.nodes().iter().filter(|n| n.op_as::<Dequantise>().is_some_and(|d| d.gelu)).count();
+    assert_eq!(gelus(&fused), 1);
+    // The same rewrite with the GELU left as tract's own op, by hand.
+    let mut separate = model;
+    rewrite_with(&mut separate, OutputTile::Columns).expect("rewrite");
+    let node =
+        separate.nodes().iter().find(|n| n.op_as::<Dequantise>().is_some_and(|d| d.gelu)).expect("fused");
+    let d = Dequantise { gelu: false, ..node.op_as::<Dequantise>().expect("dequantise").clone() };
+    let mut patch = TypedModelPatch::new("unfuse");
+    let inputs = patch.taps(&separate, &node.inputs).expect("taps");
+    let y = patch.wire_node("plain", d, &inputs).expect("dequantise")[0];
+    let g = patch.wire_node("gelu", tract_core::ops::nn::gelu_exact::gelu_exact(), &[y]).expect("gelu")[0];
+    patch.shunt_outside(&separate, node.id.into(), g).expect("shunt");
+    patch.apply(&mut separate).expect("apply");
+    assert_eq!(gelus(&separate), 0);
+    assert_eq!(run(fused), run(separate));
+}
+
+/// Two channels-first int8 products with a GELU between them (MobileCLIP's
+/// ConvFFN shape): with a row-major output tile the first one's accumulator
+/// is requantised channels-last straight into the second, with the same
+/// result to the bit as the column layout, which takes the plain path.
+#[test]
+fn a_channels_last_accumulator_is_requantised_straight_into_the_next_product() {
+    let (c, p) = (32, 80);
+    let model = channels_first_chain(c, p, &["first", "expand", "contract", "last"], 11, Some("expand"));
+    let input: Vec<f32> = (0..c * p).map(|i| ((i * 31 % 23) as f32 - 11.0) / 8.0).collect();
+    let input = Tensor::from_shape(&[c, p], &input).expect("input");
+    let run = |tile: OutputTile| -> (Vec<f32>, usize) {
+        let mut m = model.clone();
+        rewrite_with(&mut m, tile).expect("rewrite");
+        let requantising = m.nodes().iter().filter(|n| n.op_as::<Requantise>().is_some()).count();
+        let plan = m.into_optimized().expect("optimise").into_runnable().expect("plan");
+        let out = plan.run(tvec!(input.clone().into_tvalue())).expect("run");
+        (out[0].to_plain_array_view::<f32>().expect("f32").iter().copied().collect(), requantising)
+    };
+    let (columns, none) = run(OutputTile::Columns);
+    let (rows, one) = run(OutputTile::Rows);
+    assert_eq!((none, one), (0, 1));
+    assert_eq!(rows, columns);
 }

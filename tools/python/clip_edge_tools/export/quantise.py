@@ -5,6 +5,7 @@ tract's int8 kernels as int8-compute), ONNX Runtime's dynamic int8, f16 storage.
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -18,7 +19,8 @@ def quantise_int8_dynamic(src: pathlib.Path, dst: pathlib.Path, per_channel: boo
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel)
 
 
-def quantise_int8_weights(src: pathlib.Path, dst: pathlib.Path, min_elements: int = 1024) -> int:
+def quantise_int8_weights(src: pathlib.Path, dst: pathlib.Path, min_elements: int = 1024,
+                          keep_f32: Sequence[str] = ()) -> int:
     """Weight-only int8: every large constant weight of a Conv, Gemm or MatMul
     is stored as int8 with one f32 scale per output channel (symmetric, no
     zero point) and turned back into f32 by Cast + Mul in the graph.
@@ -26,8 +28,9 @@ def quantise_int8_weights(src: pathlib.Path, dst: pathlib.Path, min_elements: in
     tract folds those constant Cast and Mul nodes when it optimises the model,
     so in memory the weights are f32 again and inference runs at f32 speed,
     while the file is about 4x smaller. (ONNX dynamic or QDQ int8 graphs run
-    2-6x slower than f32 in tract 0.23: docs/performance.md.) Returns the
-    number of weights quantised.
+    2-6x slower than f32 in tract 0.23: docs/performance.md.) The weights of
+    nodes whose name contains one of `keep_f32` stay f32. Returns the number
+    of weights quantised.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -46,6 +49,8 @@ def quantise_int8_weights(src: pathlib.Path, dst: pathlib.Path, min_elements: in
         if len(uses) != 1 or uses[0][1] != 1 or uses[0][0].op_type not in ("Conv", "Gemm", "MatMul"):
             continue
         node = uses[0][0]
+        if any(k in node.name for k in keep_f32):
+            continue
         w = numpy_helper.to_array(init)
         if node.op_type == "Conv":
             axis = 0
@@ -70,12 +75,13 @@ def quantise_int8_weights(src: pathlib.Path, dst: pathlib.Path, min_elements: in
     return len(added) // 2
 
 
-def make_int8(src: pathlib.Path, dst: pathlib.Path, mode: str) -> None:
+def make_int8(src: pathlib.Path, dst: pathlib.Path, mode: str, keep_f32: Sequence[str] = ()) -> None:
     """The int8 image encoder in `mode`: "weights" (weight-only, folded to f32
-    at load: smaller and as fast as f32 in tract) or "dynamic" (ONNX Runtime's
-    MatMulInteger form: fast in ONNX Runtime, slower than f32 in tract)."""
+    at load: smaller and as fast as f32 in tract; nodes named with one of
+    `keep_f32` stay f32) or "dynamic" (ONNX Runtime's MatMulInteger form: fast
+    in ONNX Runtime, slower than f32 in tract)."""
     if mode == "weights":
-        quantise_int8_weights(src, dst)
+        quantise_int8_weights(src, dst, keep_f32=keep_f32)
     elif mode == "dynamic":
         quantise_int8_dynamic(src, dst)
     else:

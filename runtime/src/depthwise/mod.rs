@@ -20,14 +20,32 @@ use tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
 use tract_core::ops::nn::DataFormat;
 use tract_linalg::multithread::par_chunks_mut;
 
+mod narrow;
+
+use narrow::planes_channels_last;
+
 /// Image width from which tract's own depthwise kernel, on stride-1 convolutions
 /// without a channel multiplier, beats this op (measured on MobileCLIP2-S0:
 /// tract wins at 64 px, they tie at 32 px, this op wins at 16 and 8 px, at
 /// stride 2 and with a multiplier; `docs/performance.md`).
 const LONG_ROWS: usize = 48;
 
-/// Output rows computed together: they share the input rows they read.
+/// Output width up to which the channels-last kernel ([`planes_channels_last`])
+/// runs where the width is not a multiple of 8: there the per-plane kernel
+/// leaves a 4- and 1-column remainder on every row (a 7 px row is 4 + 1 + 1 + 1,
+/// 14 px is 8 + 4 + 1 + 1). At 8 and 16 px its full blocks win
+/// (MobileCLIP2-S0: 14.5 ms of depthwise per frame against 15.9-18.2 ms
+/// channels-last; EfficientNet-Lite0's 14 and 7 px layers: 7.0 against 14.9 ms).
+const NARROW: usize = 16;
+
+/// Output rows computed together (they share the input rows they read) on
+/// baseline targets; AVX2 and AVX-512 clones take [`WIDE_ROWS`].
 const ROWS: usize = 2;
+
+/// Output rows computed together where 16 or 32 vector registers hold the
+/// accumulators: 16 outputs are one or two registers there, so two rows
+/// would leave too few independent FMA chains to hide their latency.
+const WIDE_ROWS: usize = 4;
 
 /// One output plane's inputs: the padded input phases and the kernel.
 struct Plane<'a> {
@@ -44,15 +62,29 @@ struct Plane<'a> {
 }
 
 impl Plane<'_> {
-    /// Computes columns `x0..` of output rows `oy..oy + rows` in blocks of `L`
-    /// (accumulators held in registers over every tap) while a whole block
-    /// fits; returns the first column left.
+    /// Computes output rows `oy..oy + R` (in `out`), in blocks of 32 columns
+    /// where `wide`, then 16, 8, 4 and 1.
     #[inline(always)]
-    fn columns<const L: usize>(&self, oy: usize, rows: usize, mut x0: usize, out: &mut [f32]) -> usize {
+    fn rows<const R: usize>(&self, oy: usize, wide: bool, out: &mut [f32]) {
+        let mut x0 = 0;
+        if wide {
+            x0 = self.columns::<32, R>(oy, x0, out);
+        }
+        x0 = self.columns::<16, R>(oy, x0, out);
+        x0 = self.columns::<8, R>(oy, x0, out);
+        x0 = self.columns::<4, R>(oy, x0, out);
+        self.columns::<1, R>(oy, x0, out);
+    }
+
+    /// Computes columns `x0..` of output rows `oy..oy + R` in blocks of `L`
+    /// (the `L x R` accumulators held in registers over every tap) while a
+    /// whole block fits; returns the first column left.
+    #[inline(always)]
+    fn columns<const L: usize, const R: usize>(&self, oy: usize, mut x0: usize, out: &mut [f32]) -> usize {
         while x0 + L <= self.ow {
-            let mut acc = [[self.bias; L]; ROWS];
-            // Input row j (of this pair's window) feeds output row r through kernel row j - r * sy.
-            for j in 0..self.kh + self.sy * (rows - 1) {
+            let mut acc = [[self.bias; L]; R];
+            // Input row j (of this block's window) feeds output row r through kernel row j - r * sy.
+            for j in 0..self.kh + self.sy * (R - 1) {
                 let in_row = oy * self.sy + j;
                 for kx in 0..self.kw {
                     let start = (kx % self.sx) * self.phase_len + in_row * self.phase_w + x0 + kx / self.sx;
@@ -61,7 +93,7 @@ impl Plane<'_> {
                     else {
                         continue;
                     };
-                    for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+                    for (r, acc) in acc.iter_mut().enumerate() {
                         let Some(ky) = j.checked_sub(r * self.sy).filter(|&ky| ky < self.kh) else {
                             continue;
                         };
@@ -72,7 +104,7 @@ impl Plane<'_> {
                     }
                 }
             }
-            for (r, acc) in acc.iter().enumerate().take(rows) {
+            for (r, acc) in acc.iter().enumerate() {
                 out[r * self.ow + x0..r * self.ow + x0 + L].copy_from_slice(acc);
             }
             x0 += L;
@@ -109,6 +141,8 @@ struct Geometry {
     phase_w: usize,
     /// Rows of the padded plane.
     ph: usize,
+    /// Columns of the padded plane.
+    pw: usize,
 }
 
 impl DepthwiseConv {
@@ -138,74 +172,89 @@ impl DepthwiseConv {
             pad_left: p[1].pad_before,
             phase_w: pw.div_ceil(sx),
             ph,
+            pw,
         }
     }
+}
 
-    /// Computes output planes `first..first + out.len() / (oh * ow)` from `x`
-    /// (`Cin` planes of `h x w`), using `scratch` for the padded phases.
-    fn planes(
-        &self,
-        g: &Geometry,
-        x: &[f32],
-        first: usize,
-        out: &mut [f32],
-        scratch: &mut Vec<f32>,
-    ) -> TractResult<()> {
-        let [kh, kw] = self.kernel_hw;
-        let [sy, sx] = self.strides;
-        let kernel = self.kernel.try_as_plain_ram()?;
-        let kernel = kernel.as_slice::<f32>()?;
-        let bias = self.bias.try_as_plain_ram()?;
-        let bias = bias.as_slice::<f32>()?;
-        let plane_in = g.h * g.w;
-        let phase_len = g.ph * g.phase_w;
-        if g.oh * g.ow == 0 || plane_in == 0 {
-            return Ok(());
-        }
-        scratch.clear();
-        scratch.resize(sx * phase_len, 0.0);
-        let mut loaded: Option<usize> = None;
-        for (i, plane) in out.chunks_exact_mut(g.oh * g.ow).enumerate() {
-            let oc = first + i;
-            let ic = oc / self.multiplier;
-            if loaded != Some(ic) {
-                // Padded input plane: column px of the padded row goes to phase
-                // px % sx at px / sx (one phase, a plain copy, at stride 1).
-                scratch.iter_mut().for_each(|v| *v = 0.0);
-                let src = &x[ic * plane_in..(ic + 1) * plane_in];
-                for (y, row) in src.chunks_exact(g.w).enumerate() {
-                    let py = y + g.pad_top;
-                    for phase in 0..sx {
-                        // Image columns xx with (xx + pad_left) % sx == phase.
-                        let first = (phase + sx - g.pad_left % sx) % sx;
-                        if first >= g.w {
-                            continue;
-                        }
-                        let at = phase * phase_len + py * g.phase_w + (first + g.pad_left) / sx;
-                        let dst = &mut scratch[at..at + (g.w - first).div_ceil(sx)];
-                        dst.iter_mut().zip(row[first..].iter().step_by(sx)).for_each(|(d, &v)| *d = v);
-                    }
-                }
-                loaded = Some(ic);
-            }
-            let taps = &kernel[oc * kh * kw..(oc + 1) * kh * kw];
-            let b = bias.get(oc).copied().unwrap_or(0.0);
-            let ctx =
-                Plane { scratch, phase_len, phase_w: g.phase_w, taps, kh, kw, sy, sx, ow: g.ow, bias: b };
-            let mut oy = 0;
-            while oy < g.oh {
-                let rows = ROWS.min(g.oh - oy);
-                let out_rows = &mut plane[oy * g.ow..(oy + rows) * g.ow];
-                let mut x0 = 0;
-                x0 = ctx.columns::<16>(oy, rows, x0, out_rows);
-                x0 = ctx.columns::<8>(oy, rows, x0, out_rows);
-                x0 = ctx.columns::<4>(oy, rows, x0, out_rows);
-                ctx.columns::<1>(oy, rows, x0, out_rows);
-                oy += rows;
-            }
-        }
-        Ok(())
+/// Computes output planes `first..first + out.len() / (oh * ow)` from `x`
+/// (`Cin` planes of `h x w`), using `scratch` for the padded phases.
+/// Compiled for x86-64's baseline and again for AVX2 and AVX-512 (the same
+/// arithmetic, in wider vectors), chosen at run time.
+#[multiversion::multiversion(targets = "simd")]
+fn planes(
+    conv: &DepthwiseConv,
+    g: &Geometry,
+    x: &[f32],
+    first: usize,
+    out: &mut [f32],
+    scratch: &mut Vec<f32>,
+) -> TractResult<()> {
+    let [kh, kw] = conv.kernel_hw;
+    let [sy, sx] = conv.strides;
+    let kernel = conv.kernel.try_as_plain_ram()?;
+    let kernel = kernel.as_slice::<f32>()?;
+    let bias = conv.bias.try_as_plain_ram()?;
+    let bias = bias.as_slice::<f32>()?;
+    let plane_in = g.h * g.w;
+    let phase_len = g.ph * g.phase_w;
+    if g.oh * g.ow == 0 || plane_in == 0 {
+        return Ok(());
     }
+    scratch.clear();
+    scratch.resize(sx * phase_len, 0.0);
+    let mut loaded: Option<usize> = None;
+    for (i, plane) in out.chunks_exact_mut(g.oh * g.ow).enumerate() {
+        let oc = first + i;
+        let ic = oc / conv.multiplier;
+        if loaded != Some(ic) {
+            // Padded input plane: column px of the padded row goes to phase
+            // px % sx at px / sx (one phase, a plain copy, at stride 1).
+            scratch.iter_mut().for_each(|v| *v = 0.0);
+            let src = &x[ic * plane_in..(ic + 1) * plane_in];
+            for (y, row) in src.chunks_exact(g.w).enumerate() {
+                let py = y + g.pad_top;
+                for phase in 0..sx {
+                    // Image columns xx with (xx + pad_left) % sx == phase.
+                    let first = (phase + sx - g.pad_left % sx) % sx;
+                    if first >= g.w {
+                        continue;
+                    }
+                    let at = phase * phase_len + py * g.phase_w + (first + g.pad_left) / sx;
+                    let dst = &mut scratch[at..at + (g.w - first).div_ceil(sx)];
+                    dst.iter_mut().zip(row[first..].iter().step_by(sx)).for_each(|(d, &v)| *d = v);
+                }
+            }
+            loaded = Some(ic);
+        }
+        let taps = &kernel[oc * kh * kw..(oc + 1) * kh * kw];
+        let b = bias.get(oc).copied().unwrap_or(0.0);
+        let ctx = Plane { scratch, phase_len, phase_w: g.phase_w, taps, kh, kw, sy, sx, ow: g.ow, bias: b };
+        // (The feature name is x86's: asking for it on another architecture panics.)
+        #[cfg(target_arch = "x86_64")]
+        let wide = multiversion::target::selected_target!().supports_feature_str("avx2");
+        #[cfg(not(target_arch = "x86_64"))]
+        let wide = false;
+        let mut oy = 0;
+        while oy < g.oh {
+            let left = g.oh - oy;
+            let rows = if wide && left >= WIDE_ROWS {
+                WIDE_ROWS
+            } else if left >= ROWS {
+                ROWS
+            } else {
+                1
+            };
+            let out_rows = &mut plane[oy * g.ow..(oy + rows) * g.ow];
+            match rows {
+                WIDE_ROWS => ctx.rows::<WIDE_ROWS>(oy, wide, out_rows),
+                ROWS => ctx.rows::<ROWS>(oy, wide, out_rows),
+                _ => ctx.rows::<1>(oy, wide, out_rows),
+            }
+            oy += rows;
+        }
+    }
+    Ok(())
 }
 
 /// `a * b + c`: fused where the baseline instruction set has it (aarch64 NEON);
@@ -266,7 +315,11 @@ impl EvalOp for DepthwiseConv {
             let macs = ys.len() * self.kernel_hw[0] * self.kernel_hw[1];
             par_chunks_mut(ys, plane, macs, |first, chunk| {
                 let mut scratch = Vec::new();
-                self.planes(&g, xs, first, chunk, &mut scratch)
+                if g.ow <= NARROW && !g.ow.is_multiple_of(8) {
+                    planes_channels_last(self, &g, xs, first, chunk, &mut scratch)
+                } else {
+                    planes(self, &g, xs, first, chunk, &mut scratch)
+                }
             })?;
         }
         Ok(tvec!(y.into_tvalue()))
@@ -424,6 +477,11 @@ mod tests {
             (2, 16, 16, 7, 2, 2, 3),
             (3, 8, 8, 3, 2, 1, 1),
             (2, 5, 37, 1, 1, 1, 0),
+            (2, 7, 45, 3, 1, 1, 1),
+            (83, 7, 7, 5, 1, 1, 2),
+            (81, 14, 14, 5, 1, 2, 2),
+            (17, 8, 9, 3, 2, 2, 1),
+            (3, 1, 1, 3, 1, 1, 1),
         ] {
             let x: Vec<f32> = (0..cin * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
             let k: Vec<f32> =
@@ -445,6 +503,37 @@ mod tests {
             assert_eq!(got.len(), want.len(), "shape for {cin}x{h}x{w} k{kh} m{mult} s{stride}");
             let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             assert!(worst < 1e-4, "{cin}x{h}x{w} k{kh} m{mult} s{stride} p{pad}: max |d| {worst}");
+        }
+    }
+
+    /// The channels-last kernel of narrow planes gives the per-plane kernel's bits.
+    #[test]
+    fn both_kernels_give_the_same_bits() {
+        for (cin, h, w, kh, mult, stride, pad) in
+            [(83, 7, 7, 5, 1, 1, 2), (20, 14, 14, 3, 1, 2, 1), (9, 8, 8, 3, 2, 1, 1)]
+        {
+            let x: Vec<f32> = (0..cin * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+            let k: Vec<f32> =
+                (0..cin * mult * kh * kh).map(|i| ((i * 13 % 29) as f32 - 14.0) / 10.0).collect();
+            let bias: Vec<f32> = (0..cin * mult).map(|c| 0.25 * c as f32).collect();
+            let op = DepthwiseConv {
+                kernel: Tensor::from_shape(&[cin * mult, kh, kh], &k).expect("k").into_arc_tensor(),
+                bias: rctensor1(&bias),
+                multiplier: mult,
+                kernel_hw: [kh, kh],
+                strides: [stride, stride],
+                padding: PaddingSpec::ExplicitOnnxPool(tvec![pad, pad], tvec![pad, pad], false),
+                has_n: true,
+            };
+            let g = op.geometry(h, w);
+            let len = cin * mult * g.oh * g.ow;
+            let (mut a, mut b) = (vec![0.0; len], vec![0.0; len]);
+            planes(&op, &g, &x, 0, &mut a, &mut Vec::new()).expect("per plane");
+            planes_channels_last(&op, &g, &x, 0, &mut b, &mut Vec::new()).expect("channels last");
+            assert!(
+                a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{cin}x{h}x{w} k{kh} m{mult} s{stride}"
+            );
         }
     }
 }

@@ -1,0 +1,115 @@
+//! A weighted layer's constant weight, f32 or stored int8, and its
+//! symmetric per-channel quantisation.
+
+use tract_core::internal::*;
+use tract_core::ops::math;
+
+/// A layer's constant weight: f32, or the int8 file's `Mul(Cast(q), scale)`
+/// that tract leaves unfolded when the f32 weight would be large (the
+/// int8-compute form loads the int8 file folding only its small weights,
+/// see `dequant::Fold::Small`).
+#[derive(Debug, Clone)]
+pub(super) enum Weight {
+    F32(Arc<Tensor>),
+    Int8 { q: Arc<Tensor>, scale: Arc<Tensor> },
+}
+
+impl Weight {
+    pub(super) fn of(model: &TypedModel, outlet: OutletId) -> TractResult<Option<Weight>> {
+        let fact = model.outlet_fact(outlet)?;
+        if let Some(k) = &fact.konst {
+            return Ok((k.datum_type() == f32::datum_type()).then(|| Weight::F32(k.clone())));
+        }
+        let node = model.node(outlet.node);
+        let is_mul =
+            node.op_as::<tract_core::ops::binary::TypedBinOp>().is_some_and(|b| b.0.is::<math::Mul>());
+        if !is_mul || node.inputs.len() != 2 || node.outputs[0].successors.len() != 1 {
+            return Ok(None);
+        }
+        for (a, b) in [(0, 1), (1, 0)] {
+            let cast = model.node(node.inputs[a].node);
+            let Some(scale) = model.outlet_fact(node.inputs[b])?.konst.clone() else { continue };
+            let is_cast =
+                cast.op_as::<tract_core::ops::cast::Cast>().is_some_and(|c| c.to == f32::datum_type());
+            if !is_cast || scale.datum_type() != f32::datum_type() {
+                continue;
+            }
+            if let Some(q) = &model.outlet_fact(cast.inputs[0])?.konst {
+                if q.datum_type() == i8::datum_type() && scale.rank() <= q.rank() {
+                    return Ok(Some(Weight::Int8 { q: q.clone(), scale }));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    pub(super) fn shape(&self) -> &[usize] {
+        match self {
+            Weight::F32(w) => w.shape(),
+            Weight::Int8 { q, .. } => q.shape(),
+        }
+    }
+
+    /// The int8 values and one scale per channel along `axis`: the stored ones
+    /// when the file's scales are per channel along `axis`, else quantised here.
+    pub(super) fn quantised(&self, axis: usize) -> TractResult<(Tensor, Vec<f32>)> {
+        match self {
+            Weight::F32(w) => quantise_weight(w, axis),
+            Weight::Int8 { q, scale } => {
+                let offset = q.rank() - scale.rank();
+                let along_axis = scale.shape().iter().enumerate().all(|(i, &d)| {
+                    if i + offset == axis {
+                        d == q.shape()[axis]
+                    } else {
+                        d == 1
+                    }
+                });
+                let scales: Vec<f32> = scale.to_plain_array_view::<f32>()?.iter().copied().collect();
+                let stored_ok = along_axis && scales.iter().all(|s| s.is_finite() && *s > 0.0);
+                if stored_ok {
+                    return Ok(((**q).clone(), scales));
+                }
+                // Any other scale layout: back to f32, then per channel.
+                let w = q.cast_to::<f32>()?.into_owned();
+                let w = (w.to_plain_array_view::<f32>()?.to_owned() * scale.to_plain_array_view::<f32>()?)
+                    .into_tensor();
+                quantise_weight(&w, axis)
+            }
+        }
+    }
+}
+
+/// Symmetric per-channel quantisation of a constant f32 weight along `axis`:
+/// the int8 values and one scale per channel (`max|w| / 127`; 1 for a
+/// channel of zeros).
+pub fn quantise_weight(w: &Tensor, axis: usize) -> TractResult<(Tensor, Vec<f32>)> {
+    let shape = w.shape();
+    let (len, inner) = (shape[axis], shape[axis + 1..].iter().product::<usize>());
+    let view = w.try_as_plain_ram()?;
+    let values = view.as_slice::<f32>()?;
+    // Values of channel c: every block of `len * inner`, at c * inner .. (c + 1) * inner.
+    let lanes = |c: usize| {
+        values.chunks_exact((len * inner).max(1)).flat_map(move |block| &block[c * inner..(c + 1) * inner])
+    };
+    let scales: Vec<f32> = (0..len)
+        .map(|c| {
+            let max = lanes(c).fold(0f32, |m, v| m.max(v.abs()));
+            if max > 0.0 && max.is_finite() {
+                max / 127.0
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    let mut q = vec![0i8; values.len()];
+    for (qb, vb) in q.chunks_exact_mut((len * inner).max(1)).zip(values.chunks_exact((len * inner).max(1))) {
+        for ((qr, vr), &s) in
+            qb.chunks_exact_mut(inner.max(1)).zip(vb.chunks_exact(inner.max(1))).zip(&scales)
+        {
+            qr.iter_mut()
+                .zip(vr)
+                .for_each(|(q, &v)| *q = (v / s).round_ties_even().clamp(-127.0, 127.0) as i8);
+        }
+    }
+    Ok((Tensor::from_shape(shape, &q)?, scales))
+}

@@ -1,0 +1,98 @@
+"""The photo model's pieces (clip_edge_tools.photo_model, issue 22): TensorFlow
+SAME padding, the checkpoint's parameter mapping, the ConSE read-out, the
+held-out protocol, the Pad-into-Conv rewrite of exports and the int8 weight
+rule. Needs the venv's torch (tools/python/setup_venv.sh)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from clip_edge_tools.photo_model import effnet, evaluate, tower  # noqa: E402
+
+
+@pytest.mark.parametrize("size,k,stride,want", [(224, 3, 2, (0, 1)), (56, 5, 2, (1, 2)), (14, 5, 1, (2, 2)),
+                                                (7, 3, 1, (1, 1)), (7, 1, 1, (0, 0))])
+def test_same_padding_is_tensorflows(size, k, stride, want):
+    conv = effnet.SameConv(1, 1, k, stride, size=size)
+    assert conv.pad[:2] == want and conv.pad[2:] == want
+    out = conv(torch.zeros(1, 1, size, size))
+    assert out.shape[-1] == -(-size // stride)
+
+
+def test_every_checkpoint_tensor_has_one_place_in_the_network():
+    net = effnet.EfficientNetLite0()
+    ours = [k for k in net.state_dict() if not k.endswith("num_batches_tracked")]
+    names = effnet._checkpoint_names()
+    assert len(ours) == len(names) == len(set(names))
+    assert sum(p.numel() for p in net.parameters()) == 4_652_008
+
+
+def test_the_readout_is_a_convex_combination_of_the_class_keys():
+    keys = torch.nn.functional.normalize(torch.randn(5, tower.EMBED_DIM), dim=-1)
+    logits = torch.tensor([[0.0, 0.0, 50.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0, 1.0]])
+    e = tower.readout(logits, keys)
+    assert torch.allclose(e[0], keys[2], atol=1e-5)
+    assert torch.allclose(e[1], torch.nn.functional.normalize(keys.mean(0), dim=-1), atol=1e-5)
+
+
+def test_heldout_ranks_a_perfect_text_first_and_a_useless_one_by_chance():
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(1000, 64, generator=g)
+    b = torch.zeros(1000)
+    # Keys that are the classifier vectors themselves (padded): the read-out of a class's own vector is its key.
+    keys = torch.nn.functional.normalize(torch.cat([W, torch.zeros(1000, tower.EMBED_DIM - 64)], 1), dim=-1)
+    good = evaluate.heldout(W, b, keys, alpha=20.0)
+    assert good["top1"] > 0.9 and good["folds"] == 10 and good["classes_per_fold"] == 100
+    shuffled = keys[torch.randperm(1000, generator=g)]
+    bad = evaluate.heldout(W, b, shuffled, alpha=20.0)
+    assert bad["top5"] < 0.2
+
+
+def test_fake_int8_keeps_each_slice_within_half_a_step():
+    w = torch.randn(8, 300)
+    q = evaluate.fake_int8(w, 0)
+    step = w.abs().amax(1, keepdim=True) / 127
+    assert ((q - w).abs() <= step / 2 + 1e-7).all()
+    assert len(torch.unique(q[0] / step[0])) <= 255
+
+
+def test_pads_fused_into_convolutions_give_the_same_outputs(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from clip_edge_tools.export.onnx_export import export_onnx, fuse_pads_into_convs
+
+    class Two(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = effnet.SameConv(3, 8, 3, 2, size=32)
+            self.b = effnet.SameConv(8, 8, 5, 2, groups=8, size=16)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x))).mean((2, 3))
+
+    path = tmp_path / "two.onnx"
+    export_onnx(Two().eval(), torch.zeros(1, 3, 32, 32), path, "image")
+    x = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    before = ort.InferenceSession(str(path)).run(None, {"image": x})[0]
+    assert fuse_pads_into_convs(path, (1, 3, 32, 32)) == 2
+    import onnx
+    assert not any(n.op_type == "Pad" for n in onnx.load(str(path)).graph.node)
+    after = ort.InferenceSession(str(path)).run(None, {"image": x})[0]
+    np.testing.assert_allclose(after, before, atol=1e-6)
+
+
+def test_int8_weights_keep_the_named_nodes_in_f32(tmp_path):
+    import onnx
+
+    from clip_edge_tools.export.onnx_export import export_onnx
+    from clip_edge_tools.export.quantise import quantise_int8_weights
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(64, 64, 1), torch.nn.ReLU(), torch.nn.Conv2d(64, 64, 1))
+    src, dst = tmp_path / "f32.onnx", tmp_path / "int8.onnx"
+    export_onnx(net.eval(), torch.zeros(1, 64, 4, 4), src, "image")
+    second = [n.name for n in onnx.load(str(src)).graph.node if n.op_type == "Conv"][1]
+    assert quantise_int8_weights(src, dst, min_elements=1024, keep_f32=(second,)) == 1
+    int8 = [i.name for i in onnx.load(str(dst)).graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    assert len(int8) == 1
