@@ -92,6 +92,8 @@ for p in "${pkgs[@]}"; do
 done
 
 if [ -z "$bin" ]; then
+  # Without the calling test's CARGO_* variables: they would make cargo rebuild it.
+  source "$root/tools/cross/clean-cargo-env.sh"
   export RUSTC=/usr/bin/rustc CARGO_TARGET_DIR="$root/target/cross-release" "CC_${target//-/_}=$gnu-gcc"
   unset "CARGO_TARGET_$(echo "$target" | tr 'a-z-' 'A-Z_')_RUSTFLAGS"
   cargo build --locked --release --target $target -p clip-edge-board --bin clip-edge-board 2>&1 | tail -1
@@ -111,11 +113,14 @@ for p in "${pkgs[@]:1}"; do
   dpkg-deb -x "$(newest_deb "$p")" "$debs"
 done
 # The kernel package unpacks to ~360 MB, nearly all of it modules the board
-# never loads: take the kernel image and the media drivers, and any other
-# module vivid comes to depend on one file at a time (add_module below).
+# never loads: take the kernel image, the media drivers and the power-cut disk's
+# (virtio, block, ext4 and what it needs), and any other module vivid comes to
+# depend on one file at a time (add_module below).
 kdeb=$(newest_deb "$kpkg")
 kver=${kpkg#linux-image-}
-dpkg-deb --fsys-tarfile "$kdeb" | tar -x -C "$debs" --wildcards "./boot/vmlinuz-$kver" "./lib/modules/$kver/kernel/drivers/media/*"
+k="./lib/modules/$kver/kernel"
+dpkg-deb --fsys-tarfile "$kdeb" | tar -x -C "$debs" --wildcards "./boot/vmlinuz-$kver" "$k/drivers/media/*" \
+  "$k/drivers/virtio/*" "$k/drivers/block/*" "$k/fs/ext4/*" "$k/fs/jbd2/*" "$k/fs/mbcache.ko" "$k/lib/*" "$k/crypto/*"
 [ -f "$debs/boot/vmlinuz-$kver" ] || { echo "build.sh: $kdeb has no boot/vmlinuz-$kver" >&2; exit 1; }
 
 rm -rf "$out"
@@ -186,6 +191,9 @@ add_module() {
   order+=("$name")
 }
 add_module vivid
+# The power-cut campaign's disk (tools/python/clip_edge_tools/powercut.py): virtio-blk with ext4, whose
+# crc32c the kernel asks for by name (no modprobe here, so it is loaded up front).
+for m in virtio_mmio virtio_blk crc32c_generic ext4; do add_module $m; done
 printf '%s\n' "${order[@]}" >"$fs/lib/modules/media/order"
 
 (cd "$fs" && find . | LC_ALL=C sort | cpio -o -H newc --quiet >"$out/initrd.cpio")

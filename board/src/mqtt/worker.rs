@@ -201,7 +201,9 @@ fn session(
         if s.stop.load(Ordering::Relaxed) {
             let since = *stopping.get_or_insert_with(Instant::now);
             let connected = lock(&s.link).connected;
-            if !connected || lock(&s.outbox).owed() == 0 || since.elapsed() > DRAIN {
+            // Not connected yet is no reason to go: a short run can stop before its first ConnAck (a failed
+            // connection ends the session below; DRAIN bounds the wait either way).
+            if lock(&s.outbox).owed() == 0 || since.elapsed() > DRAIN {
                 if connected {
                     goodbye(s, events);
                 }

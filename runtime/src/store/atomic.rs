@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let (dir, tmp) = temporary(path, "tmp")?;
     remove_stale_temporaries(&dir, path);
+    log::debug!("{}: writing {} bytes through {}", path.display(), data.len(), tmp.display());
     let result = (|| -> std::io::Result<()> {
         let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
         f.write_all(data)?;
@@ -25,20 +26,31 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         return Err(Error::io(path, e));
     }
+    log::debug!("{}: written", path.display());
     Ok(())
 }
 
-/// Removes `.NAME.tmp-PID` files in `dir` whose process is gone (Linux: no
-/// `/proc/PID`). Best effort: a file that cannot be listed or removed stays.
+/// Removes `.NAME.tmp-PID` and `.NAME.check-PID` files in `dir` whose
+/// process is gone (Linux: no `/proc/PID`), and those with this process's own
+/// PID: it has not created its own yet, so one there is a leftover of an
+/// earlier process that had the same PID before a reboot (PIDs restart at
+/// boot, and a board's boot runs the same programs in the same order). Best
+/// effort: a file that cannot be listed or removed stays.
 fn remove_stale_temporaries(dir: &Path, path: &Path) {
     let (Some(name), true) = (path.file_name(), Path::new("/proc/self").exists()) else { return };
-    let prefix = format!(".{}.tmp-", name.to_string_lossy());
+    let name = name.to_string_lossy();
+    let prefixes = [format!(".{name}.tmp-"), format!(".{name}.check-")];
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
         let file = entry.file_name();
-        let Some(pid) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else { continue };
-        if pid.parse::<u32>().is_ok_and(|p| p != std::process::id()) && !Path::new("/proc").join(pid).exists()
-        {
+        let Some(pid) = file
+            .to_str()
+            .and_then(|f| prefixes.iter().find_map(|p| f.strip_prefix(p.as_str())))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() || !Path::new("/proc").join(pid.to_string()).exists() {
             let _ = std::fs::remove_file(entry.path());
         }
     }
@@ -88,6 +100,20 @@ mod tests {
         builder(ElementType::F32).write(&path).expect("write");
         assert!(!dead.exists(), "a dead writer's temporary file stays");
         assert!(live.exists() && other.exists(), "a live writer's or another file's temporary was removed");
+    }
+
+    #[test]
+    fn a_leftover_with_this_process_pid_is_stale_not_a_blocker() {
+        // After a power cut PIDs restart: the writer that died may have had this process's PID.
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("p.store");
+        let own = dir.path().join(format!(".p.store.tmp-{}", std::process::id()));
+        let probe = dir.path().join(".p.store.check-4194305");
+        std::fs::write(&own, b"half a store").expect("leftover");
+        std::fs::write(&probe, b"").expect("leftover probe");
+        builder(ElementType::F32).write(&path).expect("write over a leftover of the same pid");
+        assert!(PromptStore::open(&path).is_ok());
+        assert!(!own.exists() && !probe.exists(), "leftovers stay");
     }
 
     #[test]

@@ -64,9 +64,11 @@ fn open_lock_file(path: &Path) -> Result<(std::fs::File, PathBuf)> {
 pub fn check_editable(path: &Path) -> Result<()> {
     open_lock_file(path)?;
     let (_, probe) = super::atomic::temporary(path, "check")?;
+    // Not create_new: a probe left by a process that had this PID before a power cut is no obstacle.
     std::fs::OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(true)
         .open(&probe)
         .map_err(|e| Error::io(&probe, e))?;
     std::fs::remove_file(&probe).map_err(|e| Error::io(&probe, e))
@@ -177,6 +179,17 @@ mod tests {
         let s = PromptStore::open(&path).expect("valid");
         assert_eq!(s.shots().len(), 20);
         assert_eq!(s.len(), 7);
+    }
+
+    #[test]
+    fn the_editable_check_passes_over_a_probe_left_by_a_process_with_this_pid() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("p.store");
+        builder(ElementType::F32).write(&path).expect("write");
+        let probe = dir.path().join(format!(".p.store.check-{}", std::process::id()));
+        std::fs::write(&probe, b"").expect("leftover probe");
+        check_editable(&path).expect("a leftover probe is no obstacle");
+        assert!(!probe.exists());
     }
 
     #[test]

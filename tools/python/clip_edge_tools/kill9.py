@@ -36,6 +36,16 @@ def log(msg: str) -> None:
     print(f"[kill9] {msg}", file=sys.stderr, flush=True)
 
 
+def after_enrolment(before: tuple, cls: str, added: int, cap: int = 16) -> tuple:
+    """A store's listing after `added` shots of `cls` were enrolled (a new image-only class goes last; at most
+    `cap` shots per class, the oldest replaced)."""
+    old = next((r for r in before if r[0] == cls), None)
+    if old is None:
+        return (*before, (cls, "class", False, min(added, cap)))
+    shots = min(old[3] + added, cap)
+    return tuple((r[0], r[1], r[2], shots) if r[0] == cls else r for r in before)
+
+
 class Campaign:
     def __init__(self, bins: pathlib.Path, work: pathlib.Path, seed: int):
         self.cli = bins / "clip-edge"
@@ -88,11 +98,7 @@ class Campaign:
         return self.built
 
     def after_add(self, before: tuple) -> tuple:
-        rows = [r for r in before if r[0] != CLASS]
-        old = next((r for r in before if r[0] == CLASS), None)
-        shots = min((old[3] if old else 0) + 2, 16)
-        return tuple(rows + [(CLASS, "class", False, shots)]) if not old else tuple(
-            (r[0], r[1], r[2], shots) if r[0] == CLASS else r for r in before)
+        return after_enrolment(before, CLASS, 2)
 
     def after_remove(self, before: tuple) -> tuple | None:
         if not any(r[0] == CLASS for r in before):
