@@ -48,6 +48,8 @@ if [ -z "$bin" ]; then
   # Always through cargo: a no-op when up to date, and it puts the default
   # build back where a lean build (test-arm.sh --lean-binary) left its own.
   log=$(mktemp)
+  # Without the calling test's CARGO_* variables: they would make cargo rebuild it.
+  source "$root/tools/cross/clean-cargo-env.sh"
   env RUSTC=/usr/bin/rustc CARGO_TARGET_DIR="$root/target/cross-release" "CC_${target//-/_}=$gnu-gcc" \
     cargo build --locked --release --target $target -p clip-edge-board --bin clip-edge-board >"$log" 2>&1 \
     || { tail -n 60 "$log"; rm -f "$log"; echo "package.sh: the device binary did not build" >&2; exit 1; }
