@@ -468,6 +468,30 @@ mod tests {
         y
     }
 
+    /// Square-kernel case `(cin, h, w, kh, multiplier, stride, pad)`.
+    type Case = (usize, usize, usize, usize, usize, usize, usize);
+
+    /// The op of `case` with deterministic input `x`, kernel `k` and bias
+    /// `bias_step * channel`.
+    fn fixture(
+        (cin, h, w, kh, mult, stride, pad): Case,
+        bias_step: f32,
+    ) -> (DepthwiseConv, Vec<f32>, Vec<f32>) {
+        let x: Vec<f32> = (0..cin * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+        let k: Vec<f32> = (0..cin * mult * kh * kh).map(|i| ((i * 13 % 29) as f32 - 14.0) / 10.0).collect();
+        let bias: Vec<f32> = (0..cin * mult).map(|c| bias_step * c as f32).collect();
+        let op = DepthwiseConv {
+            kernel: Tensor::from_shape(&[cin * mult, kh, kh], &k).expect("k").into_arc_tensor(),
+            bias: rctensor1(&bias),
+            multiplier: mult,
+            kernel_hw: [kh, kh],
+            strides: [stride, stride],
+            padding: PaddingSpec::ExplicitOnnxPool(tvec![pad, pad], tvec![pad, pad], false),
+            has_n: true,
+        };
+        (op, x, k)
+    }
+
     #[test]
     fn matches_the_direct_convolution() {
         for (cin, h, w, kh, mult, stride, pad) in [
@@ -483,19 +507,7 @@ mod tests {
             (17, 8, 9, 3, 2, 2, 1),
             (3, 1, 1, 3, 1, 1, 1),
         ] {
-            let x: Vec<f32> = (0..cin * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
-            let k: Vec<f32> =
-                (0..cin * mult * kh * kh).map(|i| ((i * 13 % 29) as f32 - 14.0) / 10.0).collect();
-            let bias: Vec<f32> = (0..cin * mult).map(|c| 0.5 * c as f32).collect();
-            let op = DepthwiseConv {
-                kernel: Tensor::from_shape(&[cin * mult, kh, kh], &k).expect("k").into_arc_tensor(),
-                bias: rctensor1(&bias),
-                multiplier: mult,
-                kernel_hw: [kh, kh],
-                strides: [stride, stride],
-                padding: PaddingSpec::ExplicitOnnxPool(tvec![pad, pad], tvec![pad, pad], false),
-                has_n: true,
-            };
+            let (op, x, k) = fixture((cin, h, w, kh, mult, stride, pad), 0.5);
             let input = Tensor::from_shape(&[1, cin, h, w], &x).expect("x");
             let y = op.eval(&EvalContext::out_of_plan(), tvec![input.into_tvalue()]).expect("eval");
             let got: Vec<f32> = y[0].to_plain_array_view::<f32>().expect("y").iter().copied().collect();
@@ -512,19 +524,7 @@ mod tests {
         for (cin, h, w, kh, mult, stride, pad) in
             [(83, 7, 7, 5, 1, 1, 2), (20, 14, 14, 3, 1, 2, 1), (9, 8, 8, 3, 2, 1, 1)]
         {
-            let x: Vec<f32> = (0..cin * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
-            let k: Vec<f32> =
-                (0..cin * mult * kh * kh).map(|i| ((i * 13 % 29) as f32 - 14.0) / 10.0).collect();
-            let bias: Vec<f32> = (0..cin * mult).map(|c| 0.25 * c as f32).collect();
-            let op = DepthwiseConv {
-                kernel: Tensor::from_shape(&[cin * mult, kh, kh], &k).expect("k").into_arc_tensor(),
-                bias: rctensor1(&bias),
-                multiplier: mult,
-                kernel_hw: [kh, kh],
-                strides: [stride, stride],
-                padding: PaddingSpec::ExplicitOnnxPool(tvec![pad, pad], tvec![pad, pad], false),
-                has_n: true,
-            };
+            let (op, x, _) = fixture((cin, h, w, kh, mult, stride, pad), 0.25);
             let g = op.geometry(h, w);
             let len = cin * mult * g.oh * g.ow;
             let (mut a, mut b) = (vec![0.0; len], vec![0.0; len]);
