@@ -14,7 +14,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::broker::{config, consumer, daemon, events_of, free_port, json, wait_for, Broker, Inbox, NEEDS};
+use common::broker::{
+    config, consumer, daemon, events_of, free_port, json, local_events, wait_for, Broker, Inbox, NEEDS,
+};
 
 /// Keys every entity of ours has (Home Assistant's MQTT entity basics).
 const COMMON_KEYS: [&str; 6] =
@@ -41,12 +43,14 @@ fn events_state_snapshots_stats_and_discovery_reach_the_broker() {
     let cfg = config(dir.path(), broker.port, "source = \"interval\"\nperiod_ms = 20\ncount = 100", "");
     let out = daemon(&cfg).output().expect("run");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let made = local_events(dir.path());
+    assert!(made >= 50, "{made} of 100 triggers made events: {}", String::from_utf8_lossy(&out.stderr));
     let until = Instant::now() + Duration::from_secs(20);
-    while events_of(&inbox, "clip-edge/porch/event").len() < 100 {
+    while (events_of(&inbox, "clip-edge/porch/event").len() as u64) < made {
         let got = events_of(&inbox, "clip-edge/porch/event").len();
         assert!(
             Instant::now() < until,
-            "{got} of 100 events arrived; the daemon said:\n{}",
+            "{got} of {made} events arrived; the daemon said:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
         std::thread::sleep(Duration::from_millis(50));
@@ -60,7 +64,7 @@ fn events_state_snapshots_stats_and_discovery_reach_the_broker() {
         .collect();
     let got = events_of(&inbox, "clip-edge/porch/event");
     let seqs: Vec<u64> = got.iter().map(|(e, _)| e["seq"].as_u64().expect("seq")).collect();
-    assert_eq!(seqs, (1..=100).collect::<Vec<_>>());
+    assert_eq!(seqs, (1..=made).collect::<Vec<_>>());
     for ((e, _), l) in got.iter().zip(&local) {
         assert_eq!(e["device"], "porch");
         let mut e = e.clone();
@@ -100,7 +104,7 @@ fn events_state_snapshots_stats_and_discovery_reach_the_broker() {
     let last = |topic: &str| all.iter().rev().find(|(t, ..)| t == topic).map(|(_, p, _)| p.clone());
     assert!(all.iter().any(|(t, p, _)| t == "clip-edge/porch/status" && p == b"online"));
     let state = json(&last("clip-edge/porch/state").expect("state"));
-    assert_eq!(state["seq"], 100);
+    assert_eq!(state["seq"], made);
     let stats = json(&last("clip-edge/porch/stats").expect("stats"));
     for k in ["events", "errors", "coalesced", "uptime_s", "model", "store", "latency_ms", "outbox"] {
         assert!(!stats[k].is_null(), "stats.{k} missing: {stats}");
@@ -144,12 +148,15 @@ fn events_state_snapshots_stats_and_discovery_reach_the_broker() {
     // A restart continues the sequence.
     let out = daemon(&cfg).output().expect("run");
     assert!(out.status.success());
-    wait_for("200 events", 20, || events_of(&inbox, "clip-edge/porch/event").len() >= 200);
+    let made = local_events(dir.path());
+    wait_for("the second run's events", 20, || {
+        events_of(&inbox, "clip-edge/porch/event").len() as u64 >= made
+    });
     let seqs: Vec<u64> = events_of(&inbox, "clip-edge/porch/event")
         .iter()
         .map(|(e, _)| e["seq"].as_u64().expect("seq"))
         .collect();
-    assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
+    assert_eq!(seqs, (1..=made).collect::<Vec<_>>());
 }
 
 #[test]
@@ -389,12 +396,15 @@ fn a_bridge_carries_a_boards_events_to_the_fleet_broker() {
     let cfg = config(edge_dir.path(), edge.port, "source = \"interval\"\nperiod_ms = 50\ncount = 10", "");
     let out = daemon(&cfg).output().expect("run");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    wait_for("10 events at the fleet broker", 20, || events_of(&inbox, "clip-edge/porch/event").len() >= 10);
+    let made = local_events(edge_dir.path());
+    wait_for("the events at the fleet broker", 20, || {
+        events_of(&inbox, "clip-edge/porch/event").len() as u64 >= made
+    });
     let seqs: Vec<u64> = events_of(&inbox, "clip-edge/porch/event")
         .iter()
         .map(|(e, _)| e["seq"].as_u64().expect("seq"))
         .collect();
-    assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
+    assert_eq!(seqs, (1..=made).collect::<Vec<_>>());
     let all = inbox.lock().expect("inbox").clone();
     assert!(all.iter().any(|(t, p, _)| t == "clip-edge/porch/status" && p == b"online"));
 }

@@ -182,6 +182,16 @@ pub fn json(b: &[u8]) -> serde_json::Value {
     serde_json::from_slice(b).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(b)))
 }
 
+/// Events the daemon wrote to its local events file: under load the interval
+/// trigger coalesces, so a run of `count = N` can make fewer than N.
+pub fn local_events(dir: &Path) -> u64 {
+    std::fs::read_to_string(dir.join("events.jsonl"))
+        .expect("events file")
+        .lines()
+        .filter(|l| json(l.as_bytes())["type"] == "event")
+        .count() as u64
+}
+
 pub fn events_of(inbox: &Inbox, topic: &str) -> Vec<(serde_json::Value, u64)> {
     let m = inbox.lock().expect("inbox");
     m.iter().filter(|(t, ..)| t == topic).map(|(_, p, at)| (json(p), *at)).collect()
