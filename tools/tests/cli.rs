@@ -250,15 +250,17 @@ fn prompts_inspect_reports_and_checks_the_model() {
 #[test]
 fn a_closed_stdout_pipe_ends_the_command_quietly() {
     let store = bundle().join("prompts.store");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_clip-edge"))
+    // The read end is closed before the child starts: its first write must fail
+    // (closing it after spawn raced a fast child whose output fit the pipe buffer).
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let o = Command::new(env!("CARGO_BIN_EXE_clip-edge"))
         .args(["prompts", "inspect", "--pairs", "36"])
         .arg(&store)
-        .stdout(std::process::Stdio::piped())
+        .stdout(writer)
         .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    drop(child.stdout.take());
-    let o = child.wait_with_output().expect("wait");
+        .output()
+        .expect("run");
     assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
     assert_eq!(o.status.code(), Some(i32::from(clip_edge_runtime::process::BROKEN_PIPE_STATUS)));
 }
