@@ -277,8 +277,7 @@ fn a_wrong_password_is_logged_and_classification_goes_on() {
             || log.contains("BadUserNamePassword"),
         "{log}"
     );
-    let local = std::fs::read_to_string(dir.path().join("events.jsonl")).expect("events");
-    assert_eq!(local.lines().filter(|l| l.contains("\"type\":\"event\"")).count(), 10);
+    assert_eq!(local_events(dir.path()), 10);
 }
 
 /// Runs `openssl` with `args` (split at spaces) in `dir`.
@@ -371,12 +370,7 @@ fn tls_with_the_right_ca_delivers_and_a_wrong_ca_is_a_clear_error() {
     assert!(out.status.success(), "a wrong CA does not stop the daemon");
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains("mqtt: 127.0.0.1:") && log.contains("UnknownIssuer"), "{log}");
-    let local = std::fs::read_to_string(d.join("events.jsonl")).expect("events");
-    assert_eq!(
-        local.lines().filter(|l| l.contains("\"type\":\"event\"")).count(),
-        20,
-        "every run classified"
-    );
+    assert_eq!(local_events(d), 20, "every run classified");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(events_of(&inbox, "clip-edge/porch/event").len(), 5, "nothing arrived without trust");
 }
