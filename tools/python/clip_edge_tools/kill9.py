@@ -1,12 +1,17 @@
 """Kill -9 campaign on the host: the operations that write a prompt store
 (`clip-edge prompts build --out`, `fewshot add`, `fewshot remove`,
-`clip-edge-board enroll`) are killed with SIGKILL at random moments, and after
+`clip-edge-board enroll`, and the daemon taking a store pushed over MQTT with
+`clip-edge publish-store`: the daemon is the process killed) are killed with
+SIGKILL at random moments, and after
 every kill the store must read back valid and hold either the content before
 the operation or the content after it, never a mix; no temporary file may
 stay behind once the next write has run; and `clip-edge-board check` must
 pass (the daemon starts) at intervals and at the end.
 
-Standard library only, so it runs without the tools' venv:
+Standard library only, so it runs without the tools' venv; the store push
+needs mosquitto (`apt install mosquitto`; the campaign starts its own broker
+on 127.0.0.1), or `--no-mqtt` to leave that operation out, which the summary
+then says:
 
     PYTHONPATH=tools/python python3 -m clip_edge_tools.kill9 --kills 1000 --bin target/release
 
@@ -23,6 +28,7 @@ import pathlib
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +36,8 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 CLASS = "kill test"
+DEVICE = "kill9"
+PUSH = "daemon store push"
 
 
 def log(msg: str) -> None:
@@ -46,8 +54,38 @@ def after_enrolment(before: tuple, cls: str, added: int, cap: int = 16) -> tuple
     return tuple((r[0], r[1], r[2], shots) if r[0] == cls else r for r in before)
 
 
+class Broker:
+    """mosquitto on a free port of 127.0.0.1, stopped by close()."""
+
+    def __init__(self, work: pathlib.Path):
+        exe = shutil.which("mosquitto")
+        if exe is None:
+            raise SystemExit("kill9: the daemon store push needs mosquitto on PATH (apt install mosquitto); "
+                             "--no-mqtt leaves that operation out")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        conf = work / "mosquitto.conf"
+        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.close()
+                    raise SystemExit(f"kill9: mosquitto did not listen on 127.0.0.1:{self.port} within 10 s") from None
+                time.sleep(0.05)
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
 class Campaign:
-    def __init__(self, bins: pathlib.Path, work: pathlib.Path, seed: int):
+    def __init__(self, bins: pathlib.Path, work: pathlib.Path, seed: int, broker: Broker | None):
         self.cli = bins / "clip-edge"
         self.board = bins / "clip-edge-board"
         for b in (self.cli, self.board):
@@ -82,12 +120,93 @@ class Campaign:
         }
         self.built = None
         self.durations: dict[str, float] = {}
+        self.broker = broker
+        self.push_failures = 0
+        self.push_kills_during_write = 0
+        if broker is not None:
+            self.setup_push(broker)
+
+    def setup_push(self, broker: Broker) -> None:
+        """A daemon config with signed fleet commands, a key pair, and two stores to push in turn."""
+        key = self.work / "fleet"
+        p = subprocess.run([str(self.cli), "-q", "keygen", "--out", str(key)], capture_output=True, text=True)
+        if p.returncode != 0:
+            raise SystemExit(f"kill9: keygen failed: {p.stderr.strip()}")
+        self.key = key
+        self.url = f"mqtt://127.0.0.1:{broker.port}"
+        self.push_stores = [self.work / "push-a.store", self.work / "push-b.store"]
+        shutil.copy(self.bundle / "prompts.store", self.push_stores[0])
+        shutil.copy(self.bundle / "prompts.store", self.push_stores[1])
+        p = subprocess.run([str(self.cli), "-q", "fewshot", "add", "--bundle", str(self.bundle), "--prompts",
+                            str(self.push_stores[1]), "--class", "pushed class", *self.images],
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            raise SystemExit(f"kill9: making the second store to push failed: {p.stderr.strip()}")
+        self.push_listings = [self.listing(s) for s in self.push_stores]
+        self.push_target = self.push_stores[0]
+        self.mqtt_config = self.work / "board-mqtt.toml"
+        self.mqtt_config.write_text(
+            self.config.read_text().replace(f'[enroll]\nclass = "{CLASS}"\n', "")
+            + f'[events]\nstdout = false\n[mqtt]\nurl = "{self.url}"\ndevice = "{DEVICE}"\n'
+            f'outbox = "{self.work / "mqtt.outbox"}"\n'
+            f'[mqtt.commands]\nenabled = true\npublic_key = "{key}.pub"\nmax_store_bytes = 1048576\n'
+        )
+        self.ops[PUSH] = (None, self.after_push)
+
+    def push(self, delay: float, at_write: bool = False) -> tuple[bool, float]:
+        """Starts the daemon, pushes self.push_target to it once it is connected, SIGKILLs the daemon `delay`
+        seconds after the push began (or when the push finished, if sooner); `at_write`: instead, 0-3 ms after
+        the daemon logs that it is writing the store. Returns whether the push finished (the daemon replied
+        that it took the store) and the seconds from push to the end."""
+        log_path = self.work / "daemon.log"
+        with open(log_path, "wb") as log_file:
+            daemon = subprocess.Popen([str(self.board), "run", "--config", str(self.mqtt_config)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log_file,
+                                      env={**os.environ, "RUST_LOG": "info,clip_edge_runtime::store=debug"})
+        pub = None
+        try:
+            deadline = time.monotonic() + 30
+            while b"mqtt: connected to" not in log_path.read_bytes():
+                if daemon.poll() is not None or time.monotonic() > deadline:
+                    tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+                    raise SystemExit(f"kill9: the daemon did not connect to the broker: {tail}")
+                time.sleep(0.01)
+            # The daemon subscribes to its command topic right after the ConnAck it just logged; give that
+            # subscription time to reach the broker (a push sent before it is lost: counted, never silent).
+            time.sleep(0.2)
+            started = time.monotonic()
+            pub = subprocess.Popen([str(self.cli), "-q", "publish-store", "--json", "--timeout-s", "10", "--broker",
+                                    self.url, "--prompts", str(self.push_target), "--key", str(self.key),
+                                    "--devices", DEVICE], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if at_write:
+                while b"bytes through" not in log_path.read_bytes() and pub.poll() is None:
+                    if time.monotonic() - started > delay:
+                        break
+                    time.sleep(0.0005)
+                delay = time.monotonic() - started + self.rng.uniform(0, 0.003)
+            try:
+                finished = pub.wait(timeout=max(0.0, delay - (time.monotonic() - started))) == 0
+                if not finished:
+                    self.push_failures += 1
+                    log(f"{PUSH}: publish-store ended with status {pub.returncode} before the kill")
+            except subprocess.TimeoutExpired:
+                finished = False
+            return finished, time.monotonic() - started
+        finally:
+            daemon.stdin.close()
+            for proc in (daemon, pub):
+                if proc is not None and proc.poll() is None:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    proc.wait()
+            text = log_path.read_bytes()
+            if b"bytes through" in text and b": written" not in text:
+                self.push_kills_during_write += 1
 
     # ------------------------------------------------------------ the store's content
 
-    def listing(self) -> tuple | None:
+    def listing(self, store: pathlib.Path | None = None) -> tuple | None:
         """What the store holds, timestamps aside: (label, kind, text, shots) per entry; None if invalid."""
-        p = subprocess.run([str(self.cli), "-q", "fewshot", "list", str(self.store), "--json"],
+        p = subprocess.run([str(self.cli), "-q", "fewshot", "list", str(store or self.store), "--json"],
                            capture_output=True, text=True)
         if p.returncode != 0:
             return None
@@ -105,6 +224,12 @@ class Campaign:
             return None  # refused: nothing to remove, the store stays
         return tuple(r for r in before if r[0] != CLASS)
 
+    def after_push(self, before: tuple) -> tuple:
+        """Pushes whichever of the two stores differs from what the board holds."""
+        i = 1 if before == self.push_listings[0] else 0
+        self.push_target = self.push_stores[i]
+        return self.push_listings[i]
+
     def leftovers(self) -> list[str]:
         return sorted(n for n in os.listdir(self.work) if ".tmp-" in n)
 
@@ -114,6 +239,16 @@ class Campaign:
         """Runs every operation once to the end: its duration bounds the kill moments."""
         for name, (cmd, after) in self.ops.items():
             before = self.listing()
+            if cmd is None:
+                expected = after(before)
+                finished, self.durations[name] = self.push(60.0)
+                if not finished:
+                    raise SystemExit(f"kill9: {name} failed unkilled (log: {self.work / 'daemon.log'})")
+                now = self.listing()
+                if now != expected:
+                    raise SystemExit(f"kill9: {name} gave {now}, expected {expected}")
+                log(f"{name}: {self.durations[name] * 1e3:.0f} ms unkilled (from the push to the reply)")
+                continue
             t0 = time.monotonic()
             p = subprocess.run(cmd, capture_output=True, text=True)
             self.durations[name] = time.monotonic() - t0
@@ -147,19 +282,17 @@ class Campaign:
             # Half the kills land near the end, where the write is (the start is model loading).
             d = self.durations[name]
             delay = self.rng.uniform(0.8 * d, 1.05 * d) if self.rng.random() < 0.5 else self.rng.uniform(0, 1.1 * d)
-            started = time.monotonic()
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                proc.wait(timeout=delay)
-                finished = True
-                # Follow the operation's real duration (the machine's load changes it).
-                self.durations[name] = 0.8 * d + 0.2 * (time.monotonic() - started)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
-                finished = False
-                if delay > d:  # still running past the estimate: it has grown
-                    self.durations[name] = 0.8 * d + 0.2 * 1.25 * delay
+            if cmd is None:
+                # A third of the push kills aim at the store write itself (the rest of its time is start-up).
+                at_write = self.rng.random() < 1 / 3
+                stats["push_kills_aimed_at_the_write"] = stats.get("push_kills_aimed_at_the_write", 0) + at_write
+                finished, took = self.push(10 * d if at_write else delay, at_write)
+            else:
+                finished, took = self.killed(cmd, delay)
+            if finished:  # follow the operation's real duration (the machine's load changes it)
+                self.durations[name] = 0.8 * d + 0.2 * took
+            elif delay > d:  # still running past the estimate: it has grown
+                self.durations[name] = 0.8 * d + 0.2 * 1.25 * delay
             stats["kills"] += 1
             op = stats["by_operation"].setdefault(name, {"kills": 0, "old": 0, "new": 0, "bad": 0})
             op["kills"] += 1
@@ -196,9 +329,25 @@ class Campaign:
         stats["leftover_temp_files"] = len(self.leftovers())
         stats["board_checks"] += 1
         stats["board_check_failures"] += 0 if self.check_board() else 1
+        stats["push_failures"] = self.push_failures
+        # Between the daemon's "writing N bytes through TMP" and "written" log lines.
+        stats["push_kills_during_write"] = self.push_kills_during_write
         stats["seconds"] = round(time.monotonic() - t_start, 1)
         stats["unkilled_ms"] = {n: round(d * 1e3) for n, d in self.durations.items()}
         return stats
+
+    @staticmethod
+    def killed(cmd: list[str], delay: float) -> tuple[bool, float]:
+        """Runs `cmd`, SIGKILLed after `delay` seconds unless it ended first: (whether it ended, seconds run)."""
+        started = time.monotonic()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            proc.wait(timeout=delay)
+            return True, time.monotonic() - started
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return False, time.monotonic() - started
 
     def reset(self) -> None:
         shutil.copy(self.bundle / "prompts.store", self.store)
@@ -212,18 +361,29 @@ def main(argv: list[str] | None = None) -> int:
                     help="folder with clip-edge and clip-edge-board (default target/release)")
     ap.add_argument("--seed", type=int, default=1, help="random seed of operations and kill moments")
     ap.add_argument("--board-every", type=int, default=25, help="run clip-edge-board check every N kills")
+    ap.add_argument("--no-mqtt", action="store_true",
+                    help=f"leave out the {PUSH!r} operation (it needs mosquitto)")
     ap.add_argument("--out", help="also write the JSON summary here")
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="clip-edge-kill9-") as d:
-        c = Campaign(pathlib.Path(a.bin), pathlib.Path(d), a.seed)
-        c.time_ops()
-        stats = c.run(a.kills, a.board_every)
+        broker = None if a.no_mqtt else Broker(pathlib.Path(d))
+        try:
+            c = Campaign(pathlib.Path(a.bin), pathlib.Path(d), a.seed, broker)
+            c.time_ops()
+            stats = c.run(a.kills, a.board_every)
+        finally:
+            if broker is not None:
+                broker.close()
+    if a.no_mqtt:
+        stats["left_out"] = f"{PUSH} (--no-mqtt)"
+        log(f"SKIPPED: {PUSH} (--no-mqtt)")
     stats["seed"] = a.seed
     text = json.dumps(stats, indent=2)
     print(text)
     if a.out:
         pathlib.Path(a.out).write_text(text + "\n")
-    bad = stats["invalid"] + stats["mixed"] + stats["leftover_temp_files"] + stats["board_check_failures"]
+    bad = (stats["invalid"] + stats["mixed"] + stats["leftover_temp_files"] + stats["board_check_failures"]
+           + stats["push_failures"])
     log("PASS" if bad == 0 else f"FAIL: {bad} problems")
     return 0 if bad == 0 else 1
 

@@ -27,6 +27,15 @@ def test_the_expected_store_after_an_enrolment_caps_shots_per_class():
     assert c.after_remove(before) is None
 
 
+def test_a_push_sends_the_store_that_differs_from_what_the_board_holds():
+    c = kill9.Campaign.__new__(kill9.Campaign)
+    a, b = (("dog", "class", True, 0),), (("dog", "class", True, 0), ("pushed class", "class", False, 2))
+    c.push_stores, c.push_listings = ["a.store", "b.store"], [a, b]
+    assert (c.after_push(a), c.push_target) == (b, "b.store")
+    assert (c.after_push(b), c.push_target) == (a, "a.store")
+    assert (c.after_push((("cat", "class", True, 0),)), c.push_target) == (a, "a.store")
+
+
 def test_rss_drift_fails_both_ways_and_p99_only_when_it_grows():
     ok = {"rss_drift": 0.01, "p99_drift": -0.57}
     assert soak.drift_problems(ok, 0.05, 0.5) == []
