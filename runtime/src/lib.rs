@@ -18,7 +18,6 @@ mod error;
 pub mod frame;
 #[cfg(test)]
 mod fuzz_seeds;
-pub mod gelu;
 pub mod int8;
 pub mod nnef;
 pub mod preprocess;
