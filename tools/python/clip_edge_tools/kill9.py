@@ -58,7 +58,8 @@ class Broker:
     """mosquitto on a free port of 127.0.0.1, stopped by close()."""
 
     def __init__(self, work: pathlib.Path):
-        exe = shutil.which("mosquitto")
+        # Debian installs it in /usr/sbin, which a non-root PATH lacks.
+        exe = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
         if exe is None:
             raise SystemExit("kill9: the daemon store push needs mosquitto on PATH (apt install mosquitto); "
                              "--no-mqtt leaves that operation out")
@@ -159,11 +160,14 @@ class Campaign:
         the daemon logs that it is writing the store. Returns whether the push finished (the daemon replied
         that it took the store) and the seconds from push to the end."""
         log_path = self.work / "daemon.log"
+        # The store's own lines: the daemon first writes its command-state file the same way.
+        writing, written = (f"{self.store}: {w}".encode() for w in ("writing", "written"))
         with open(log_path, "wb") as log_file:
             daemon = subprocess.Popen([str(self.board), "run", "--config", str(self.mqtt_config)],
                                       stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log_file,
                                       env={**os.environ, "RUST_LOG": "info,clip_edge_runtime::store=debug"})
         pub = None
+        finished, took = False, 0.0
         try:
             deadline = time.monotonic() + 30
             while b"mqtt: connected to" not in log_path.read_bytes():
@@ -179,7 +183,7 @@ class Campaign:
                                     self.url, "--prompts", str(self.push_target), "--key", str(self.key),
                                     "--devices", DEVICE], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             if at_write:
-                while b"bytes through" not in log_path.read_bytes() and pub.poll() is None:
+                while writing not in log_path.read_bytes() and pub.poll() is None:
                     if time.monotonic() - started > delay:
                         break
                     time.sleep(0.0005)
@@ -191,16 +195,22 @@ class Campaign:
                     log(f"{PUSH}: publish-store ended with status {pub.returncode} before the kill")
             except subprocess.TimeoutExpired:
                 finished = False
-            return finished, time.monotonic() - started
+            took = time.monotonic() - started
+            return finished, took
         finally:
-            daemon.stdin.close()
             for proc in (daemon, pub):
                 if proc is not None and proc.poll() is None:
                     os.kill(proc.pid, signal.SIGKILL)
                     proc.wait()
+            daemon.stdin.close()
             text = log_path.read_bytes()
-            if b"bytes through" in text and b": written" not in text:
+            if writing in text and written not in text:
                 self.push_kills_during_write += 1
+            if (pub is not None and not finished and b"accepted" not in text
+                    and took > 2 * self.durations.get(PUSH, float("inf"))):
+                # Killed well after a push normally ends, and the daemon never took the command: lost, not cut.
+                self.push_failures += 1
+                log(f"{PUSH}: the daemon had not accepted the command {took * 1e3:.0f} ms after the push")
 
     # ------------------------------------------------------------ the store's content
 
@@ -291,8 +301,8 @@ class Campaign:
                 finished, took = self.killed(cmd, delay)
             if finished:  # follow the operation's real duration (the machine's load changes it)
                 self.durations[name] = 0.8 * d + 0.2 * took
-            elif delay > d:  # still running past the estimate: it has grown
-                self.durations[name] = 0.8 * d + 0.2 * 1.25 * delay
+            elif took > d:  # still running past the estimate: it has grown
+                self.durations[name] = 0.8 * d + 0.2 * 1.25 * took
             stats["kills"] += 1
             op = stats["by_operation"].setdefault(name, {"kills": 0, "old": 0, "new": 0, "bad": 0})
             op["kills"] += 1
@@ -304,7 +314,7 @@ class Campaign:
             if now is None:
                 stats["invalid"] += 1
                 op["bad"] += 1
-                log(f"kill {k} ({name}, {delay * 1e3:.0f} ms): the store does not validate")
+                log(f"kill {k} ({name}, {took * 1e3:.0f} ms): the store does not validate")
                 self.reset()
             elif now == expected and (finished or now != before):
                 stats["new_content"] += 1
@@ -326,12 +336,16 @@ class Campaign:
                     f"{stats['invalid'] + stats['mixed']} bad")
         # The next write removes what killed writers left; one more write, then none may remain.
         subprocess.run(self.ops["fewshot add"][0], capture_output=True)
+        if self.broker is not None:  # and one push, for the command-state file's
+            self.after_push(self.listing())
+            self.push(60.0)
         stats["leftover_temp_files"] = len(self.leftovers())
         stats["board_checks"] += 1
         stats["board_check_failures"] += 0 if self.check_board() else 1
-        stats["push_failures"] = self.push_failures
-        # Between the daemon's "writing N bytes through TMP" and "written" log lines.
-        stats["push_kills_during_write"] = self.push_kills_during_write
+        if self.broker is not None:
+            stats["push_failures"] = self.push_failures
+            # Between the daemon's "STORE: writing N bytes through TMP" and "STORE: written" log lines.
+            stats["push_kills_during_write"] = self.push_kills_during_write
         stats["seconds"] = round(time.monotonic() - t_start, 1)
         stats["unkilled_ms"] = {n: round(d * 1e3) for n, d in self.durations.items()}
         return stats
@@ -383,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.out:
         pathlib.Path(a.out).write_text(text + "\n")
     bad = (stats["invalid"] + stats["mixed"] + stats["leftover_temp_files"] + stats["board_check_failures"]
-           + stats["push_failures"])
+           + stats.get("push_failures", 0))
     log("PASS" if bad == 0 else f"FAIL: {bad} problems")
     return 0 if bad == 0 else 1
 

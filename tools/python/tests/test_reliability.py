@@ -74,3 +74,13 @@ def test_at_the_cap_a_new_store_differs_in_bytes_only():
     listings = {b"a": full, b"b": full}
     assert _judged(b"a", b"b", "enroll", False, listings) == {"new_content": 1}
     assert _judged(b"a", b"a", "enroll", False, listings) == {"old_content": 1}
+
+
+def test_the_push_without_mosquitto_stops_with_a_message_naming_it(monkeypatch, tmp_path):
+    monkeypatch.setattr(kill9.shutil, "which", lambda *a, **k: None)
+    try:
+        kill9.Broker(tmp_path)
+    except SystemExit as e:
+        assert "mosquitto" in str(e) and "--no-mqtt" in str(e)
+    else:
+        raise AssertionError("Broker started without mosquitto")
