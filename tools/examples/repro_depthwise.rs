@@ -18,7 +18,12 @@ use tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
 use tract_core::ops::nn::DataFormat;
 
 /// (channels, plane side, kernel side, stride)
-const CASES: [(usize, usize, usize, usize); 8] = [
+const CASES: [(usize, usize, usize, usize); 13] = [
+    (64, 64, 7, 1),
+    (128, 32, 7, 1),
+    (256, 16, 7, 1),
+    (512, 8, 7, 1),
+    (128, 64, 7, 2),
     (256, 64, 3, 1),
     (256, 32, 3, 1),
     (512, 16, 3, 1),

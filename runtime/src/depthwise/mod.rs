@@ -7,111 +7,21 @@
 //! and 8 px maps) and every border zone take scalar loops, and a
 //! channel-multiplier convolution (`group == Cin`, `Cout = 2 Cin`, in every
 //! MobileCLIP stage) becomes one tiny matrix product per group. This op
-//! replaces those (and leaves tract's op on long stride-1 rows, where its AVX
-//! or NEON kernel is faster than this op's baseline SIMD). It pads
-//! each input plane once into a scratch buffer (split into `stride` phases,
-//! so every tap reads contiguous memory), then computes 16 outputs at a time
-//! in registers over all taps: no border cases, no scalar paths. Planes are
-//! spread over the encoder's threads. Summation order: bias, then taps in
-//! kernel order (row-major), as tract's reference loop.
+//! replaces all of them: it pads each input plane once into a scratch buffer
+//! (split into `stride x stride` phases, so every tap reads contiguous
+//! memory) and computes the plane as one flat run of outputs in explicit
+//! vectors ([`flat`]). Planes are spread over the encoder's threads.
+//! Summation order: bias, then taps in kernel order (row-major), as tract's
+//! reference loop.
 
 use tract_core::internal::*;
 use tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
 use tract_core::ops::nn::DataFormat;
 use tract_linalg::multithread::par_chunks_mut;
 
-mod narrow;
+mod flat;
 
-use narrow::planes_channels_last;
-
-/// Image width from which tract's own depthwise kernel, on stride-1 convolutions
-/// without a channel multiplier, beats this op (measured on MobileCLIP2-S0:
-/// tract wins at 64 px, they tie at 32 px, this op wins at 16 and 8 px, at
-/// stride 2 and with a multiplier; `docs/performance.md`).
-const LONG_ROWS: usize = 48;
-
-/// Output width up to which the channels-last kernel ([`planes_channels_last`])
-/// runs where the width is not a multiple of 8: there the per-plane kernel
-/// leaves a 4- and 1-column remainder on every row (a 7 px row is 4 + 1 + 1 + 1,
-/// 14 px is 8 + 4 + 1 + 1). At 8 and 16 px its full blocks win
-/// (MobileCLIP2-S0: 14.5 ms of depthwise per frame against 15.9-18.2 ms
-/// channels-last; EfficientNet-Lite0's 14 and 7 px layers: 7.0 against 14.9 ms).
-const NARROW: usize = 16;
-
-/// Output rows computed together (they share the input rows they read) on
-/// baseline targets; AVX2 and AVX-512 clones take [`WIDE_ROWS`].
-const ROWS: usize = 2;
-
-/// Output rows computed together where 16 or 32 vector registers hold the
-/// accumulators: 16 outputs are one or two registers there, so two rows
-/// would leave too few independent FMA chains to hide their latency.
-const WIDE_ROWS: usize = 4;
-
-/// One output plane's inputs: the padded input phases and the kernel.
-struct Plane<'a> {
-    scratch: &'a [f32],
-    phase_len: usize,
-    phase_w: usize,
-    taps: &'a [f32],
-    kh: usize,
-    kw: usize,
-    sy: usize,
-    sx: usize,
-    ow: usize,
-    bias: f32,
-}
-
-impl Plane<'_> {
-    /// Computes output rows `oy..oy + R` (in `out`), in blocks of 32 columns
-    /// where `wide`, then 16, 8, 4 and 1.
-    #[inline(always)]
-    fn rows<const R: usize>(&self, oy: usize, wide: bool, out: &mut [f32]) {
-        let mut x0 = 0;
-        if wide {
-            x0 = self.columns::<32, R>(oy, x0, out);
-        }
-        x0 = self.columns::<16, R>(oy, x0, out);
-        x0 = self.columns::<8, R>(oy, x0, out);
-        x0 = self.columns::<4, R>(oy, x0, out);
-        self.columns::<1, R>(oy, x0, out);
-    }
-
-    /// Computes columns `x0..` of output rows `oy..oy + R` in blocks of `L`
-    /// (the `L x R` accumulators held in registers over every tap) while a
-    /// whole block fits; returns the first column left.
-    #[inline(always)]
-    fn columns<const L: usize, const R: usize>(&self, oy: usize, mut x0: usize, out: &mut [f32]) -> usize {
-        while x0 + L <= self.ow {
-            let mut acc = [[self.bias; L]; R];
-            // Input row j (of this block's window) feeds output row r through kernel row j - r * sy.
-            for j in 0..self.kh + self.sy * (R - 1) {
-                let in_row = oy * self.sy + j;
-                for kx in 0..self.kw {
-                    let start = (kx % self.sx) * self.phase_len + in_row * self.phase_w + x0 + kx / self.sx;
-                    let Some(v) =
-                        self.scratch.get(start..start + L).and_then(|s| <&[f32; L]>::try_from(s).ok())
-                    else {
-                        continue;
-                    };
-                    for (r, acc) in acc.iter_mut().enumerate() {
-                        let Some(ky) = j.checked_sub(r * self.sy).filter(|&ky| ky < self.kh) else {
-                            continue;
-                        };
-                        let t = self.taps[ky * self.kw + kx];
-                        for (a, &v) in acc.iter_mut().zip(v) {
-                            *a = fma(t, v, *a);
-                        }
-                    }
-                }
-            }
-            for (r, acc) in acc.iter().enumerate() {
-                out[r * self.ow + x0..r * self.ow + x0 + L].copy_from_slice(acc);
-            }
-            x0 += L;
-        }
-        x0
-    }
-}
+use flat::planes_flat;
 
 /// The depthwise convolution of one NCHW image (batch 1).
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
@@ -141,8 +51,6 @@ struct Geometry {
     phase_w: usize,
     /// Rows of the padded plane.
     ph: usize,
-    /// Columns of the padded plane.
-    pw: usize,
 }
 
 impl DepthwiseConv {
@@ -172,102 +80,7 @@ impl DepthwiseConv {
             pad_left: p[1].pad_before,
             phase_w: pw.div_ceil(sx),
             ph,
-            pw,
         }
-    }
-}
-
-/// Computes output planes `first..first + out.len() / (oh * ow)` from `x`
-/// (`Cin` planes of `h x w`), using `scratch` for the padded phases.
-/// Compiled for x86-64's baseline and again for AVX2 and AVX-512 (the same
-/// arithmetic, in wider vectors), chosen at run time.
-#[multiversion::multiversion(targets = "simd")]
-fn planes(
-    conv: &DepthwiseConv,
-    g: &Geometry,
-    x: &[f32],
-    first: usize,
-    out: &mut [f32],
-    scratch: &mut Vec<f32>,
-) -> TractResult<()> {
-    let [kh, kw] = conv.kernel_hw;
-    let [sy, sx] = conv.strides;
-    let kernel = conv.kernel.try_as_plain_ram()?;
-    let kernel = kernel.as_slice::<f32>()?;
-    let bias = conv.bias.try_as_plain_ram()?;
-    let bias = bias.as_slice::<f32>()?;
-    let plane_in = g.h * g.w;
-    let phase_len = g.ph * g.phase_w;
-    if g.oh * g.ow == 0 || plane_in == 0 {
-        return Ok(());
-    }
-    scratch.clear();
-    scratch.resize(sx * phase_len, 0.0);
-    let mut loaded: Option<usize> = None;
-    for (i, plane) in out.chunks_exact_mut(g.oh * g.ow).enumerate() {
-        let oc = first + i;
-        let ic = oc / conv.multiplier;
-        if loaded != Some(ic) {
-            // Padded input plane: column px of the padded row goes to phase
-            // px % sx at px / sx (one phase, a plain copy, at stride 1).
-            scratch.iter_mut().for_each(|v| *v = 0.0);
-            let src = &x[ic * plane_in..(ic + 1) * plane_in];
-            for (y, row) in src.chunks_exact(g.w).enumerate() {
-                let py = y + g.pad_top;
-                for phase in 0..sx {
-                    // Image columns xx with (xx + pad_left) % sx == phase.
-                    let first = (phase + sx - g.pad_left % sx) % sx;
-                    if first >= g.w {
-                        continue;
-                    }
-                    let at = phase * phase_len + py * g.phase_w + (first + g.pad_left) / sx;
-                    let dst = &mut scratch[at..at + (g.w - first).div_ceil(sx)];
-                    dst.iter_mut().zip(row[first..].iter().step_by(sx)).for_each(|(d, &v)| *d = v);
-                }
-            }
-            loaded = Some(ic);
-        }
-        let taps = &kernel[oc * kh * kw..(oc + 1) * kh * kw];
-        let b = bias.get(oc).copied().unwrap_or(0.0);
-        let ctx = Plane { scratch, phase_len, phase_w: g.phase_w, taps, kh, kw, sy, sx, ow: g.ow, bias: b };
-        // (The feature name is x86's: asking for it on another architecture panics.)
-        #[cfg(target_arch = "x86_64")]
-        let wide = multiversion::target::selected_target!().supports_feature_str("avx2");
-        #[cfg(not(target_arch = "x86_64"))]
-        let wide = false;
-        let mut oy = 0;
-        while oy < g.oh {
-            let left = g.oh - oy;
-            let rows = if wide && left >= WIDE_ROWS {
-                WIDE_ROWS
-            } else if left >= ROWS {
-                ROWS
-            } else {
-                1
-            };
-            let out_rows = &mut plane[oy * g.ow..(oy + rows) * g.ow];
-            match rows {
-                WIDE_ROWS => ctx.rows::<WIDE_ROWS>(oy, wide, out_rows),
-                ROWS => ctx.rows::<ROWS>(oy, wide, out_rows),
-                _ => ctx.rows::<1>(oy, wide, out_rows),
-            }
-            oy += rows;
-        }
-    }
-    Ok(())
-}
-
-/// `a * b + c`: fused where the baseline instruction set has it (aarch64 NEON);
-/// x86-64's baseline (SSE2) has no FMA, where `mul_add` would be a library call.
-#[inline(always)]
-fn fma(a: f32, b: f32, c: f32) -> f32 {
-    #[cfg(target_arch = "aarch64")]
-    {
-        a.mul_add(b, c)
-    }
-    #[cfg(not(target_arch = "aarch64"))]
-    {
-        a * b + c
     }
 }
 
@@ -314,12 +127,7 @@ impl EvalOp for DepthwiseConv {
             let plane = (g.oh * g.ow).max(1);
             let macs = ys.len() * self.kernel_hw[0] * self.kernel_hw[1];
             par_chunks_mut(ys, plane, macs, |first, chunk| {
-                let mut scratch = Vec::new();
-                if g.ow <= NARROW && !g.ow.is_multiple_of(8) {
-                    planes_channels_last(self, &g, xs, first, chunk, &mut scratch)
-                } else {
-                    planes(self, &g, xs, first, chunk, &mut scratch)
-                }
+                planes_flat(self, &g, xs, first, chunk, &mut Vec::new())
             })?;
         }
         Ok(tvec!(y.into_tvalue()))
@@ -384,6 +192,8 @@ fn candidate(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<O
         && cin > 1
         && cout % cin == 0
         && ps.dilations().iter().all(|&d| d == 1)
+        && ps.strides().iter().all(|&s| s >= 1)
+        && ps.kernel_shape.iter().all(|&k| k >= 1)
         && conv.kernel_fmt == KernelFormat::OIHW;
     if !fits {
         if conv.group > 1 {
@@ -407,12 +217,6 @@ fn candidate(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<O
     }
     let [kh, kw] = [ps.kernel_shape[0], ps.kernel_shape[1]];
     let strides = ps.strides();
-    let width = x.shape.as_concrete().map_or(0, |s| s[s.len() - 1]);
-    if cout == cin && strides.iter().all(|&s| s == 1) && width >= LONG_ROWS {
-        // tract's own kernel (AVX on x86, NEON on aarch64) is faster on long
-        // stride-1 rows than this op's baseline-SIMD code: keep it there.
-        return Ok(None);
-    }
     let kernel = kernel.clone().into_tensor().into_shape(&[cout, kh, kw])?;
     let bias: Vec<f32> = match bias.len() {
         1 => vec![bias.cast_to_scalar::<f32>()?; cout],
@@ -506,6 +310,9 @@ mod tests {
             (81, 14, 14, 5, 1, 2, 2),
             (17, 8, 9, 3, 2, 2, 1),
             (3, 1, 1, 3, 1, 1, 1),
+            (2, 64, 64, 7, 1, 1, 3),
+            (2, 66, 50, 3, 1, 2, 1),
+            (2, 12, 12, 7, 2, 2, 3),
         ] {
             let (op, x, k) = fixture((cin, h, w, kh, mult, stride, pad), 0.5);
             let input = Tensor::from_shape(&[1, cin, h, w], &x).expect("x");
@@ -515,25 +322,6 @@ mod tests {
             assert_eq!(got.len(), want.len(), "shape for {cin}x{h}x{w} k{kh} m{mult} s{stride}");
             let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             assert!(worst < 1e-4, "{cin}x{h}x{w} k{kh} m{mult} s{stride} p{pad}: max |d| {worst}");
-        }
-    }
-
-    /// The channels-last kernel of narrow planes gives the per-plane kernel's bits.
-    #[test]
-    fn both_kernels_give_the_same_bits() {
-        for (cin, h, w, kh, mult, stride, pad) in
-            [(83, 7, 7, 5, 1, 1, 2), (20, 14, 14, 3, 1, 2, 1), (9, 8, 8, 3, 2, 1, 1)]
-        {
-            let (op, x, _) = fixture((cin, h, w, kh, mult, stride, pad), 0.25);
-            let g = op.geometry(h, w);
-            let len = cin * mult * g.oh * g.ow;
-            let (mut a, mut b) = (vec![0.0; len], vec![0.0; len]);
-            planes(&op, &g, &x, 0, &mut a, &mut Vec::new()).expect("per plane");
-            planes_channels_last(&op, &g, &x, 0, &mut b, &mut Vec::new()).expect("channels last");
-            assert!(
-                a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits()),
-                "{cin}x{h}x{w} k{kh} m{mult} s{stride}"
-            );
         }
     }
 }

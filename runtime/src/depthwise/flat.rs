@@ -1,0 +1,155 @@
+//! The kernel of [`DepthwiseConv`]: each padded input plane is split into
+//! `sy x sx` phases (padded rows `ry mod sy`, columns `rx mod sx`), and each
+//! output plane is computed as one flat run.
+//!
+//! With a phase's rows `phase_w` apart, output `(y, x)` reads tap `(ky, kx)` in
+//! phase `(ky mod sy, kx mod sx)` at `y * phase_w + x + (ky / sy) * phase_w +
+//! kx / sx`: computing every flat position `o = y * phase_w + x` (the
+//! positions past each row's end are computed and dropped) turns the plane
+//! into one long run with one offset per tap. Blocks of vectors then cover it
+//! with no border cases and no per-row remainders (short rows of 7 to 32 px
+//! were mostly remainder in a row-by-row kernel).
+
+use tract_core::internal::*;
+
+use super::{DepthwiseConv, Geometry};
+
+/// Computes output planes `first..first + out.len() / (oh * ow)` from `x`
+/// (`Cin` planes of `h x w`), using `scratch` for the padded phases and the
+/// flat run. Summation order: bias, then taps row-major. Explicit vectors of
+/// the widest instruction set the CPU has (AVX-512, AVX2 + FMA, NEON; scalar
+/// elsewhere), chosen at run time, with fused multiply-adds where it has them.
+pub(super) fn planes_flat(
+    conv: &DepthwiseConv,
+    g: &Geometry,
+    x: &[f32],
+    first: usize,
+    out: &mut [f32],
+    scratch: &mut Vec<f32>,
+) -> TractResult<()> {
+    pulp::Arch::new().dispatch(Flat { conv, g, x, first, out, scratch })
+}
+
+/// Accumulator registers per block.
+const VECTORS: usize = 8;
+
+/// Accumulator registers per block after the last whole block: fewer would
+/// leave the fused multiply-adds waiting on each other's latency.
+const TAIL: usize = 4;
+
+/// The arguments of [`planes_flat`], run for one instruction set.
+struct Flat<'a> {
+    conv: &'a DepthwiseConv,
+    g: &'a Geometry,
+    x: &'a [f32],
+    first: usize,
+    out: &'a mut [f32],
+    scratch: &'a mut Vec<f32>,
+}
+
+impl pulp::WithSimd for Flat<'_> {
+    type Output = TractResult<()>;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) -> TractResult<()> {
+        let Flat { conv, g, x, first, out, scratch } = self;
+        let lanes = S::F32_LANES;
+        let block = lanes * VECTORS;
+        let [kh, kw] = conv.kernel_hw;
+        let [sy, sx] = conv.strides;
+        let kernel = conv.kernel.try_as_plain_ram()?;
+        let kernel = kernel.as_slice::<f32>()?;
+        let bias = conv.bias.try_as_plain_ram()?;
+        let bias = bias.as_slice::<f32>()?;
+        let (plane_in, plane_out) = (g.h * g.w, g.oh * g.ow);
+        if plane_out == 0 || plane_in == 0 {
+            return Ok(());
+        }
+        // Phase (ry, rx) holds the padded rows ry mod sy and columns rx mod sx.
+        let (phase_h, phase_w) = (g.ph.div_ceil(sy), g.phase_w);
+        let span = (g.oh * phase_w).div_ceil(lanes * TAIL) * lanes * TAIL;
+        let reach = (kh - 1) / sy * phase_w + (kw - 1) / sx;
+        let phase_len = (span + reach).max(phase_h * phase_w);
+        let offsets: TVec<usize> = (0..kh)
+            .flat_map(|ky| {
+                (0..kw).map(move |kx| ((ky % sy) * sx + kx % sx) * phase_len + ky / sy * phase_w + kx / sx)
+            })
+            .collect();
+        scratch.clear();
+        scratch.resize(sy * sx * phase_len + span, 0.0);
+        let (padded, flat) = scratch.split_at_mut(sy * sx * phase_len);
+        let mut loaded: Option<usize> = None;
+        for (i, plane) in out.chunks_exact_mut(plane_out).enumerate() {
+            let oc = first + i;
+            let ic = oc / conv.multiplier;
+            if loaded != Some(ic) {
+                padded.iter_mut().for_each(|v| *v = 0.0);
+                for (y, row) in x[ic * plane_in..(ic + 1) * plane_in].chunks_exact(g.w).enumerate() {
+                    let py = y + g.pad_top;
+                    if sx == 1 {
+                        let at = (py % sy) * phase_len + py / sy * phase_w + g.pad_left;
+                        padded[at..at + g.w].copy_from_slice(row);
+                        continue;
+                    }
+                    for rx in 0..sx {
+                        // Image columns xx with (xx + pad_left) % sx == rx.
+                        let first = (rx + sx - g.pad_left % sx) % sx;
+                        if first >= g.w {
+                            continue;
+                        }
+                        let at =
+                            ((py % sy) * sx + rx) * phase_len + py / sy * phase_w + (first + g.pad_left) / sx;
+                        let dst = &mut padded[at..at + (g.w - first).div_ceil(sx)];
+                        dst.iter_mut().zip(row[first..].iter().step_by(sx)).for_each(|(d, &v)| *d = v);
+                    }
+                }
+                loaded = Some(ic);
+            }
+            let taps = &kernel[oc * kh * kw..(oc + 1) * kh * kw];
+            let b = simd.splat_f32s(bias.get(oc).copied().unwrap_or(0.0));
+            let (blocks, rest) = flat.split_at_mut(span / block * block);
+            for (n, dst) in blocks.chunks_exact_mut(block).enumerate() {
+                let acc = vectors::<S, VECTORS>(simd, padded, taps, &offsets, n * block, b);
+                dst.copy_from_slice(bytemuck::cast_slice(&acc));
+            }
+            for (n, dst) in rest.chunks_exact_mut(lanes * TAIL).enumerate() {
+                let acc =
+                    vectors::<S, TAIL>(simd, padded, taps, &offsets, blocks.len() + n * lanes * TAIL, b);
+                dst.copy_from_slice(bytemuck::cast_slice(&acc));
+            }
+            for (y, row) in plane.chunks_exact_mut(g.ow).enumerate() {
+                row.copy_from_slice(&flat[y * phase_w..y * phase_w + g.ow]);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `V` vectors of outputs from flat position `at` on: `bias` plus each tap
+/// times the padded input at the tap's offset from there.
+#[inline(always)]
+fn vectors<S: pulp::Simd, const V: usize>(
+    simd: S,
+    padded: &[f32],
+    taps: &[f32],
+    offsets: &[usize],
+    at: usize,
+    bias: S::f32s,
+) -> [S::f32s; V] {
+    let mut acc = [bias; V];
+    for (&t, &off) in taps.iter().zip(offsets) {
+        let t = simd.splat_f32s(t);
+        for (v, a) in acc.iter_mut().enumerate() {
+            if let Some(x) = load::<S>(padded, at + off + v * S::F32_LANES) {
+                *a = simd.mul_add_e_f32s(t, x, *a);
+            }
+        }
+    }
+    acc
+}
+
+/// The `S::f32s` at `at` of `s` (unaligned), if it lies inside.
+#[inline(always)]
+fn load<S: pulp::Simd>(s: &[f32], at: usize) -> Option<S::f32s> {
+    s.get(at..at + S::F32_LANES).map(|v| bytemuck::pod_read_unaligned(bytemuck::cast_slice(v)))
+}
