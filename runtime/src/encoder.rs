@@ -482,11 +482,13 @@ pub fn optimise(
 pub struct Rewrites {
     /// Depthwise and channel-multiplier convolutions as [`crate::depthwise::DepthwiseConv`].
     pub depthwise: bool,
+    /// Exact GELU as [`crate::gelu::Gelu`] (one pass instead of tract's three).
+    pub gelu: bool,
 }
 
 impl Default for Rewrites {
     fn default() -> Self {
-        Rewrites { depthwise: true }
+        Rewrites { depthwise: true, gelu: true }
     }
 }
 
@@ -505,6 +507,10 @@ pub fn optimise_with(
         Precision::Int8Compute => Some(crate::int8::rewrite(&mut typed)?),
         _ => None,
     };
+    // After the int8 rewrite, which fuses a GELU into the product before it.
+    if rewrites.gelu {
+        crate::gelu::rewrite(&mut typed)?;
+    }
     typed.optimize()?;
     if report.is_some() {
         crate::int8::replace_im2col(&mut typed)?;

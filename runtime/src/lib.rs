@@ -18,6 +18,7 @@ mod error;
 pub mod frame;
 #[cfg(test)]
 mod fuzz_seeds;
+pub mod gelu;
 pub mod int8;
 pub mod nnef;
 pub mod preprocess;
