@@ -38,13 +38,13 @@ const VECTORS: usize = 8;
 const TAIL: usize = 4;
 
 /// The arguments of [`planes_flat`], run for one instruction set.
-struct Flat<'a> {
-    conv: &'a DepthwiseConv,
-    g: &'a Geometry,
-    x: &'a [f32],
-    first: usize,
-    out: &'a mut [f32],
-    scratch: &'a mut Vec<f32>,
+pub(super) struct Flat<'a> {
+    pub(super) conv: &'a DepthwiseConv,
+    pub(super) g: &'a Geometry,
+    pub(super) x: &'a [f32],
+    pub(super) first: usize,
+    pub(super) out: &'a mut [f32],
+    pub(super) scratch: &'a mut Vec<f32>,
 }
 
 impl pulp::WithSimd for Flat<'_> {
@@ -75,6 +75,11 @@ impl pulp::WithSimd for Flat<'_> {
                 (0..kw).map(move |kx| ((ky % sy) * sx + kx % sx) * phase_len + ky / sy * phase_w + kx / sx)
             })
             .collect();
+        // Every tap of every block reads inside its phase (`load` never comes back empty).
+        ensure!(
+            offsets.iter().all(|&o| o % phase_len + span <= phase_len),
+            "depthwise geometry: a tap would read past its phase"
+        );
         scratch.clear();
         scratch.resize(sy * sx * phase_len + span, 0.0);
         let (padded, flat) = scratch.split_at_mut(sy * sx * phase_len);
@@ -93,14 +98,14 @@ impl pulp::WithSimd for Flat<'_> {
                     }
                     for rx in 0..sx {
                         // Image columns xx with (xx + pad_left) % sx == rx.
-                        let first = (rx + sx - g.pad_left % sx) % sx;
-                        if first >= g.w {
+                        let x0 = (rx + sx - g.pad_left % sx) % sx;
+                        if x0 >= g.w {
                             continue;
                         }
                         let at =
-                            ((py % sy) * sx + rx) * phase_len + py / sy * phase_w + (first + g.pad_left) / sx;
-                        let dst = &mut padded[at..at + (g.w - first).div_ceil(sx)];
-                        dst.iter_mut().zip(row[first..].iter().step_by(sx)).for_each(|(d, &v)| *d = v);
+                            ((py % sy) * sx + rx) * phase_len + py / sy * phase_w + (x0 + g.pad_left) / sx;
+                        let dst = &mut padded[at..at + (g.w - x0).div_ceil(sx)];
+                        dst.iter_mut().zip(row[x0..].iter().step_by(sx)).for_each(|(d, &v)| *d = v);
                     }
                 }
                 loaded = Some(ic);

@@ -272,6 +272,20 @@ mod tests {
         y
     }
 
+    /// A thread's chunk that starts inside a multiplier's group of output planes.
+    #[test]
+    fn a_chunk_may_start_inside_a_group() {
+        let (cin, h, w, kh, mult, stride, pad) = (3, 9, 11, 3, 2, 2, 1);
+        let (op, x, k) = fixture((cin, h, w, kh, mult, stride, pad), 0.5);
+        let want = reference(&x, (cin, h, w), &k, (kh, kh), mult, stride, pad);
+        let g = op.geometry(h, w);
+        let plane = g.oh * g.ow;
+        let mut got = vec![0.0; want.len() - plane];
+        planes_flat(&op, &g, &x, 1, &mut got, &mut Vec::new()).expect("chunk");
+        let worst = got.iter().zip(&want[plane..]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-4, "max |d| {worst}");
+    }
+
     /// Square-kernel case `(cin, h, w, kh, multiplier, stride, pad)`.
     type Case = (usize, usize, usize, usize, usize, usize, usize);
 
@@ -322,6 +336,17 @@ mod tests {
             assert_eq!(got.len(), want.len(), "shape for {cin}x{h}x{w} k{kh} m{mult} s{stride}");
             let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             assert!(worst < 1e-4, "{cin}x{h}x{w} k{kh} m{mult} s{stride} p{pad}: max |d| {worst}");
+            // The scalar build of the kernel (armv7, x86 without AVX2 + FMA), on any host.
+            let g = op.geometry(h, w);
+            let mut scalar = vec![0.0; want.len()];
+            let (flat, scratch) = (&mut scalar, &mut Vec::new());
+            pulp::WithSimd::with_simd(
+                flat::Flat { conv: &op, g: &g, x: &x, first: 0, out: flat, scratch },
+                pulp::Scalar::new(),
+            )
+            .expect("scalar");
+            let worst = scalar.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(worst < 1e-4, "scalar {cin}x{h}x{w} k{kh} m{mult} s{stride} p{pad}: max |d| {worst}");
         }
     }
 }
