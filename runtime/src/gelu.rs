@@ -51,28 +51,14 @@ impl ElementWiseMiniOp for Gelu {
     }
 }
 
-/// erf by Abramowitz & Stegun 7.1.28, as tract's `serf`.
-#[inline(always)]
-fn erf(x: f32) -> f32 {
-    // tract's coefficients as written there (f32 rounds them the same way).
-    #[allow(clippy::excessive_precision)]
-    const A: [f32; 6] = [0.0705230784, 0.0422820123, 0.0092705272, 0.0001520143, 0.0002765672, 0.0000430638];
-    let abs = x.abs();
-    let mut y = A[5] * abs;
-    y = (A[4] + y) * abs;
-    y = (A[3] + y) * abs;
-    y = (A[2] + y) * abs;
-    y = (A[1] + y) * abs;
-    y = (A[0] + y) * abs;
-    let y2 = (y + 1.0) * (y + 1.0);
-    let y4 = y2 * y2;
-    let y8 = y4 * y4;
-    (1.0 - (y8 * y8).recip()).copysign(x)
-}
+/// erf by Abramowitz & Stegun 7.1.28: tract's `serf` coefficients as written
+/// there (f32 rounds them the same way).
+#[allow(clippy::excessive_precision)]
+const ERF: [f32; 6] = [0.0705230784, 0.0422820123, 0.0092705272, 0.0001520143, 0.0002765672, 0.0000430638];
 
 /// Exact GELU of every element of `xs`, in place: whole vectors of the widest
-/// instruction set the CPU has (`pulp`, chosen at run time), the rest one by one
-/// with the same arithmetic.
+/// instruction set the CPU has (`pulp`, chosen at run time), the rest through
+/// the same code's one-lane build.
 fn gelu_slice(xs: &mut [f32]) {
     pulp::Arch::new().dispatch(GeluSlice(xs));
 }
@@ -85,18 +71,15 @@ impl pulp::WithSimd for GeluSlice<'_> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, simd: S) {
-        #[allow(clippy::excessive_precision)]
-        const A: [f32; 6] =
-            [0.0705230784, 0.0422820123, 0.0092705272, 0.0001520143, 0.0002765672, 0.0000430638];
         let lanes = S::F32_LANES;
         let whole = self.0.len() / lanes * lanes;
         let (head, tail) = self.0.split_at_mut(whole);
         let [half, one, scale, sign] =
             [0.5, 1.0, std::f32::consts::FRAC_1_SQRT_2, -0.0].map(|v| simd.splat_f32s(v));
-        let a = A.map(|v| simd.splat_f32s(v));
+        let a = ERF.map(|v| simd.splat_f32s(v));
         for chunk in head.chunks_exact_mut(lanes) {
             let v: S::f32s = bytemuck::pod_read_unaligned(bytemuck::cast_slice(chunk));
-            // erf(x / sqrt 2) as `erf` below, lane by lane.
+            // erf(x / sqrt 2), lane by lane.
             let x = simd.mul_f32s(v, scale);
             let abs = simd.abs_f32s(x);
             let mut y = simd.mul_f32s(a[5], abs);
@@ -112,9 +95,8 @@ impl pulp::WithSimd for GeluSlice<'_> {
             let g = simd.mul_f32s(simd.mul_f32s(v, half), simd.add_f32s(one, erf));
             chunk.copy_from_slice(bytemuck::cast_slice(std::slice::from_ref(&g)));
         }
-        for x in tail {
-            let v = *x;
-            *x = v * 0.5 * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2));
+        if !tail.is_empty() {
+            GeluSlice(tail).with_simd(pulp::Scalar::new());
         }
     }
 }

@@ -272,6 +272,11 @@ mod tests {
         y
     }
 
+    /// The largest |a - b| over two equally long runs of values.
+    fn largest_difference(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max)
+    }
+
     /// A thread's chunk that starts inside a multiplier's group of output planes.
     #[test]
     fn a_chunk_may_start_inside_a_group() {
@@ -282,7 +287,7 @@ mod tests {
         let plane = g.oh * g.ow;
         let mut got = vec![0.0; want.len() - plane];
         planes_flat(&op, &g, &x, 1, &mut got, &mut Vec::new()).expect("chunk");
-        let worst = got.iter().zip(&want[plane..]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let worst = largest_difference(&got, &want[plane..]);
         assert!(worst < 1e-4, "max |d| {worst}");
     }
 
@@ -334,18 +339,18 @@ mod tests {
             let got: Vec<f32> = y[0].to_plain_array_view::<f32>().expect("y").iter().copied().collect();
             let want = reference(&x, (cin, h, w), &k, (kh, kh), mult, stride, pad);
             assert_eq!(got.len(), want.len(), "shape for {cin}x{h}x{w} k{kh} m{mult} s{stride}");
-            let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            let worst = largest_difference(&got, &want);
             assert!(worst < 1e-4, "{cin}x{h}x{w} k{kh} m{mult} s{stride} p{pad}: max |d| {worst}");
             // The scalar build of the kernel (armv7, x86 without AVX2 + FMA), on any host.
             let g = op.geometry(h, w);
             let mut scalar = vec![0.0; want.len()];
-            let (flat, scratch) = (&mut scalar, &mut Vec::new());
+            let (out, scratch) = (&mut scalar, &mut Vec::new());
             pulp::WithSimd::with_simd(
-                flat::Flat { conv: &op, g: &g, x: &x, first: 0, out: flat, scratch },
+                flat::Flat { conv: &op, g: &g, x: &x, first: 0, out, scratch },
                 pulp::Scalar::new(),
             )
             .expect("scalar");
-            let worst = scalar.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            let worst = largest_difference(&scalar, &want);
             assert!(worst < 1e-4, "scalar {cin}x{h}x{w} k{kh} m{mult} s{stride} p{pad}: max |d| {worst}");
         }
     }
