@@ -466,7 +466,8 @@ pub fn typed_onnx(bundle: &Bundle, file: &EncoderFile, bytes: &[u8]) -> Result<T
 
 /// Declutters and optimises a typed encoder for `precision`. Between the two
 /// steps, depthwise convolutions become clip-edge's own op
-/// ([`crate::depthwise`]) and the int8-compute form is rewritten onto
+/// ([`crate::depthwise`]), so do the dense ones that stay f32
+/// ([`crate::conv`]), and the int8-compute form is rewritten onto
 /// tract's int8 kernels ([`crate::int8::rewrite`]); its report comes back
 /// with the model.
 pub fn optimise(
@@ -484,11 +485,13 @@ pub struct Rewrites {
     pub depthwise: bool,
     /// Exact GELU as [`crate::gelu::Gelu`] (one pass instead of tract's three).
     pub gelu: bool,
+    /// Dense convolutions wider than 1x1 that stay f32 as [`crate::conv::DirectConv`].
+    pub conv: bool,
 }
 
 impl Default for Rewrites {
     fn default() -> Self {
-        Rewrites { depthwise: true, gelu: true }
+        Rewrites { depthwise: true, gelu: true, conv: true }
     }
 }
 
@@ -510,6 +513,10 @@ pub fn optimise_with(
     // After the int8 rewrite, which fuses a GELU into the product before it.
     if rewrites.gelu {
         crate::gelu::rewrite(&mut typed)?;
+    }
+    // After the int8 rewrite too: it takes the convolutions it quantises.
+    if rewrites.conv {
+        crate::conv::rewrite(&mut typed)?;
     }
     typed.optimize()?;
     if report.is_some() {

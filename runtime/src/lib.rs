@@ -11,6 +11,7 @@
 //! - [`Classifier`]: all of it together for one bundle and one store.
 
 pub mod bundle;
+pub mod conv;
 pub mod depthwise;
 mod dequant;
 pub mod encoder;

@@ -8,8 +8,9 @@
 //! `PROFILE_JSON=FILE` also writes every node's time (tools/bench/op_profile.py
 //! reads it), `PROFILE_DUMP=1` prints the optimised plan, `PROFILE_TOP=N` the
 //! N heaviest nodes, `PROFILE_TRACT_DEPTHWISE=1` keeps tract's own depthwise
-//! convolutions and `PROFILE_TRACT_GELU=1` tract's exact GELU (for comparison
-//! with clip-edge's).
+//! convolutions, `PROFILE_TRACT_GELU=1` tract's exact GELU and
+//! `PROFILE_TRACT_CONV=1` tract's dense convolutions (for comparison with
+//! clip-edge's).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -43,6 +44,7 @@ fn run(dir: &str, precision: Option<Precision>, runs: usize, threads: usize) -> 
     let rewrites = Rewrites {
         depthwise: std::env::var_os("PROFILE_TRACT_DEPTHWISE").is_none(),
         gelu: std::env::var_os("PROFILE_TRACT_GELU").is_none(),
+        conv: std::env::var_os("PROFILE_TRACT_CONV").is_none(),
     };
     let (optimised, int8) = optimise_with(typed_onnx(&bundle, file, &bytes)?, file.precision, rewrites)?;
     if let Some(r) = &int8 {

@@ -4,7 +4,9 @@
 //! optimised plan, beside a plain matrix product of the same m x k x n
 //! (`m` output channels, `k` = input channels x 9, `n` output pixels) with the
 //! same constant weights, so the cost of the convolution's im2col shows apart
-//! from the product kernel's own rate. Prints ms and GFLOP/s (2 m k n per run).
+//! from the product kernel's own rate. Prints ms and GFLOP/s (2 m k n per run),
+//! and the same convolution after clip-edge's rewrite (`runtime/src/conv/`:
+//! the only column that is not tract's own).
 //!
 //!   cargo run --release -p clip-edge-tools --example repro_conv3x3 [THREADS]
 //!
@@ -91,26 +93,34 @@ fn main() -> TractResult<()> {
     let runs = 200;
     println!("3x3 convolution (NCHW f32, pad 1) against a plain product of the same m x k x n, {threads} thread(s), median of {runs} runs");
     println!(
-        "| co | ci | plane | stride | m x k x n | conv ms | conv GFLOP/s | product ms | product GFLOP/s |"
+        "| co | ci | plane | stride | m x k x n | conv ms | conv GFLOP/s | product ms | product GFLOP/s | clip-edge ms | clip-edge GFLOP/s |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
-    let (mut conv_total, mut mm_total) = (0.0, 0.0);
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let (mut conv_total, mut mm_total, mut ours_total) = (0.0, 0.0, 0.0);
     for (co, ci, side, stride) in CASES {
         let out = side.div_ceil(stride);
         let (m, k, n) = (co, ci * 9, out * out);
         let flop = 2.0 * (m * k * n) as f64;
         let x = Tensor::from_shape(&[1, ci, side, side], &weights(ci * side * side))?;
-        let c = time(conv(co, ci, side, stride)?, x, runs, &executor)?;
+        let c = time(conv(co, ci, side, stride)?, x.clone(), runs, &executor)?;
+        let mut ours = conv(co, ci, side, stride)?;
+        ensure!(
+            clip_edge_runtime::conv::rewrite(&mut ours)? == 1,
+            "clip-edge's rewrite did not take the convolution"
+        );
+        let o = time(ours, x, runs, &executor)?;
         let b = Tensor::from_shape(&[k, n], &weights(k * n))?;
         let p = time(matmul(m, k, n)?, b, runs, &executor)?;
         conv_total += c;
         mm_total += p;
+        ours_total += o;
         println!(
-            "| {co} | {ci} | {side} | {stride} | {m}x{k}x{n} | {c:.3} | {:.1} | {p:.3} | {:.1} |",
+            "| {co} | {ci} | {side} | {stride} | {m}x{k}x{n} | {c:.3} | {:.1} | {p:.3} | {:.1} | {o:.3} | {:.1} |",
             flop / c / 1e6,
-            flop / p / 1e6
+            flop / p / 1e6,
+            flop / o / 1e6
         );
     }
-    println!("| all | | | | | {conv_total:.3} | | {mm_total:.3} | |");
+    println!("| all | | | | | {conv_total:.3} | | {mm_total:.3} | | {ours_total:.3} | |");
     Ok(())
 }

@@ -88,26 +88,7 @@ impl pulp::WithSimd for Flat<'_> {
             let oc = first + i;
             let ic = oc / conv.multiplier;
             if loaded != Some(ic) {
-                padded.iter_mut().for_each(|v| *v = 0.0);
-                for (y, row) in x[ic * plane_in..(ic + 1) * plane_in].chunks_exact(g.w).enumerate() {
-                    let py = y + g.pad_top;
-                    if sx == 1 {
-                        let at = (py % sy) * phase_len + py / sy * phase_w + g.pad_left;
-                        padded[at..at + g.w].copy_from_slice(row);
-                        continue;
-                    }
-                    for rx in 0..sx {
-                        // Image columns xx with (xx + pad_left) % sx == rx.
-                        let x0 = (rx + sx - g.pad_left % sx) % sx;
-                        if x0 >= g.w {
-                            continue;
-                        }
-                        let at =
-                            ((py % sy) * sx + rx) * phase_len + py / sy * phase_w + (x0 + g.pad_left) / sx;
-                        let dst = &mut padded[at..at + (g.w - x0).div_ceil(sx)];
-                        dst.iter_mut().zip(row[x0..].iter().step_by(sx)).for_each(|(d, &v)| *d = v);
-                    }
-                }
+                fill_phases(g, conv.strides, phase_len, &x[ic * plane_in..(ic + 1) * plane_in], padded);
                 loaded = Some(ic);
             }
             let taps = &kernel[oc * kh * kw..(oc + 1) * kh * kw];
@@ -127,6 +108,37 @@ impl pulp::WithSimd for Flat<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// Writes `plane` (`g.h x g.w`) into `padded` (`sy x sx` phases of
+/// `phase_len` values, phase `(ry, rx)` at `(ry * sx + rx) * phase_len`,
+/// rows `g.phase_w` apart), zero everywhere else.
+pub(crate) fn fill_phases(
+    g: &Geometry,
+    [sy, sx]: [usize; 2],
+    phase_len: usize,
+    plane: &[f32],
+    padded: &mut [f32],
+) {
+    padded.iter_mut().for_each(|v| *v = 0.0);
+    for (y, row) in plane.chunks_exact(g.w).enumerate() {
+        let py = y + g.pad_top;
+        if sx == 1 {
+            let at = (py % sy) * phase_len + py / sy * g.phase_w + g.pad_left;
+            padded[at..at + g.w].copy_from_slice(row);
+            continue;
+        }
+        for rx in 0..sx {
+            // Image columns xx with (xx + pad_left) % sx == rx.
+            let x0 = (rx + sx - g.pad_left % sx) % sx;
+            if x0 >= g.w {
+                continue;
+            }
+            let at = ((py % sy) * sx + rx) * phase_len + py / sy * g.phase_w + (x0 + g.pad_left) / sx;
+            let dst = &mut padded[at..at + (g.w - x0).div_ceil(sx)];
+            dst.iter_mut().zip(row[x0..].iter().step_by(sx)).for_each(|(d, &v)| *d = v);
+        }
     }
 }
 

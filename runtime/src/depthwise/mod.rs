@@ -21,6 +21,7 @@ use tract_linalg::multithread::par_chunks_mut;
 
 mod flat;
 
+pub(crate) use flat::fill_phases;
 use flat::planes_flat;
 
 /// The depthwise convolution of one NCHW image (batch 1).
@@ -39,35 +40,45 @@ pub struct DepthwiseConv {
     has_n: bool,
 }
 
+/// Where the outputs of a 2-D convolution over one `h x w` plane fall, and
+/// the padded plane its taps read.
 #[derive(Debug, Clone, Copy)]
-struct Geometry {
-    h: usize,
-    w: usize,
-    oh: usize,
-    ow: usize,
-    pad_top: usize,
-    pad_left: usize,
+pub(crate) struct Geometry {
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) oh: usize,
+    pub(crate) ow: usize,
+    pub(crate) pad_top: usize,
+    pub(crate) pad_left: usize,
     /// Columns of one phase of the padded plane.
-    phase_w: usize,
+    pub(crate) phase_w: usize,
     /// Rows of the padded plane.
-    ph: usize,
+    pub(crate) ph: usize,
 }
 
-impl DepthwiseConv {
-    fn geometry(&self, h: usize, w: usize) -> Geometry {
+impl Geometry {
+    /// The geometry of a `kernel_hw` convolution with `strides` and `padding`
+    /// (no dilation) over an `h x w` plane.
+    pub(crate) fn new(
+        kernel_hw: [usize; 2],
+        strides: [usize; 2],
+        padding: &PaddingSpec,
+        h: usize,
+        w: usize,
+    ) -> Geometry {
         let spec = tract_core::ops::cnn::PoolSpec {
             data_format: DataFormat::NCHW,
-            kernel_shape: self.kernel_hw.iter().copied().collect(),
-            padding: self.padding.clone(),
+            kernel_shape: kernel_hw.iter().copied().collect(),
+            padding: padding.clone(),
             dilations: None,
-            strides: Some(self.strides.iter().copied().collect()),
+            strides: Some(strides.iter().copied().collect()),
             input_channels: 1,
             output_channels: 1,
         };
         let p = spec.computed_padding(&[h, w]);
         let (oh, ow) = (p[0].convoluted, p[1].convoluted);
-        let [sy, sx] = self.strides;
-        let [kh, kw] = self.kernel_hw;
+        let [sy, sx] = strides;
+        let [kh, kw] = kernel_hw;
         // Padded extent that every tap of every output reads (at least the image).
         let ph = ((oh.max(1) - 1) * sy + kh).max(h + p[0].pad_before);
         let pw = ((ow.max(1) - 1) * sx + kw).max(w + p[1].pad_before);
@@ -81,6 +92,12 @@ impl DepthwiseConv {
             phase_w: pw.div_ceil(sx),
             ph,
         }
+    }
+}
+
+impl DepthwiseConv {
+    fn geometry(&self, h: usize, w: usize) -> Geometry {
+        Geometry::new(self.kernel_hw, self.strides, &self.padding, h, w)
     }
 }
 
@@ -165,6 +182,15 @@ impl DepthwiseConv {
 /// decluttered model (NCHW, f32, one image, 2-D, no dilation, constant
 /// kernel and bias) by [`DepthwiseConv`]; returns how many.
 pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
+    replace_convs(model, candidate)
+}
+
+/// Replaces each tract `Conv` of `model` for which `candidate` gives an op
+/// by that op (on the convolution's data input); returns how many.
+pub(crate) fn replace_convs<O: TypedOp>(
+    model: &mut TypedModel,
+    candidate: impl Fn(&TypedModel, &TypedNode, &Conv) -> TractResult<Option<O>>,
+) -> TractResult<usize> {
     let mut count = 0;
     for id in model.eval_order()? {
         let node = model.node(id);
@@ -182,23 +208,58 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
 }
 
 fn candidate(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<DepthwiseConv>> {
-    let ps = &conv.pool_spec;
     let (cin, cout) = (conv.input_channels(), conv.output_channels());
+    if conv.group != cin || cin <= 1 || cout % cin != 0 {
+        return Ok(None);
+    }
+    let Some(Operands { kernel, bias, has_n }) = operands(model, node, conv, "depthwise")? else {
+        return Ok(None);
+    };
+    let ps = &conv.pool_spec;
+    let [kh, kw] = [ps.kernel_shape[0], ps.kernel_shape[1]];
+    let strides = ps.strides();
+    Ok(Some(DepthwiseConv {
+        kernel: kernel.into_shape(&[cout, kh, kw])?.into_arc_tensor(),
+        bias: rctensor1(&bias),
+        multiplier: cout / cin,
+        kernel_hw: [kh, kw],
+        strides: [strides[0], strides[1]],
+        padding: ps.padding.clone(),
+        has_n,
+    }))
+}
+
+/// The constant operands of a 2-D f32 convolution that clip-edge's own ops
+/// take.
+pub(crate) struct Operands {
+    /// The OIHW kernel.
+    pub(crate) kernel: Tensor,
+    /// One bias per output channel.
+    pub(crate) bias: Vec<f32>,
+    /// NCHW (with a batch axis of 1) rather than CHW.
+    pub(crate) has_n: bool,
+}
+
+/// The operands of `conv` if it is a 2-D convolution of one f32 image (NCHW
+/// or CHW, concrete shape, no dilation, strides and kernel sides >= 1) with a
+/// constant f32 OIHW kernel and bias; `None` (logged, naming `what`) if not.
+pub(crate) fn operands(
+    model: &TypedModel,
+    node: &TypedNode,
+    conv: &Conv,
+    what: &str,
+) -> TractResult<Option<Operands>> {
+    let ps = &conv.pool_spec;
     let fits = conv.q_params.is_none()
         && node.inputs.len() == 3
         && matches!(ps.data_format, DataFormat::NCHW | DataFormat::CHW)
         && ps.kernel_shape.len() == 2
-        && conv.group == cin
-        && cin > 1
-        && cout % cin == 0
         && ps.dilations().iter().all(|&d| d == 1)
         && ps.strides().iter().all(|&s| s >= 1)
         && ps.kernel_shape.iter().all(|&k| k >= 1)
         && conv.kernel_fmt == KernelFormat::OIHW;
     if !fits {
-        if conv.group > 1 {
-            log::debug!("{}: depthwise stays tract's: {conv:?}", node.name);
-        }
+        log::debug!("{}: {what} convolution stays tract's: {conv:?}", node.name);
         return Ok(None);
     }
     let x = model.outlet_fact(node.inputs[0])?;
@@ -208,30 +269,20 @@ fn candidate(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<O
     let (Some(kernel), Some(bias)) =
         (&model.outlet_fact(node.inputs[1])?.konst, &model.outlet_fact(node.inputs[2])?.konst)
     else {
-        log::debug!("{}: depthwise stays tract's: kernel or bias not constant", node.name);
+        log::debug!("{}: {what} convolution stays tract's: kernel or bias not constant", node.name);
         return Ok(None);
     };
     if !concrete || x.datum_type != f32::datum_type() || kernel.datum_type() != f32::datum_type() {
-        log::debug!("{}: depthwise stays tract's: input {x:?}", node.name);
+        log::debug!("{}: {what} convolution stays tract's: input {x:?}", node.name);
         return Ok(None);
     }
-    let [kh, kw] = [ps.kernel_shape[0], ps.kernel_shape[1]];
-    let strides = ps.strides();
-    let kernel = kernel.clone().into_tensor().into_shape(&[cout, kh, kw])?;
+    let cout = conv.output_channels();
     let bias: Vec<f32> = match bias.len() {
         1 => vec![bias.cast_to_scalar::<f32>()?; cout],
         n if n == cout => bias.to_plain_array_view::<f32>()?.iter().copied().collect(),
         _ => return Ok(None),
     };
-    Ok(Some(DepthwiseConv {
-        kernel: kernel.into_arc_tensor(),
-        bias: rctensor1(&bias),
-        multiplier: cout / cin,
-        kernel_hw: [kh, kw],
-        strides: [strides[0], strides[1]],
-        padding: ps.padding.clone(),
-        has_n,
-    }))
+    Ok(Some(Operands { kernel: kernel.clone().into_tensor(), bias, has_n }))
 }
 
 #[cfg(test)]

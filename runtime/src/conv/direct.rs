@@ -1,0 +1,297 @@
+//! The kernel of [`DirectConv`]: a direct convolution with output channels
+//! in vector lanes and no im2col.
+//!
+//! The padded input is split into `sy x sx` phases per channel, as the
+//! depthwise kernel's ([`crate::depthwise`]), so output `q = y * phase_w + x`
+//! reads tap `(ic, ky, kx)` at one offset from `q` for every output: each
+//! tap's inputs for `R` consecutive outputs are `R` consecutive values. A tile
+//! of `R` outputs by one block of output channels (`L` vectors) then costs,
+//! per tap, `R` broadcasts and `L` vector loads of packed weights for
+//! `R x L` fused multiply-adds. The positions past each row's end (`x >= ow`)
+//! are computed and dropped.
+//!
+//! On small planes, where those dropped positions would be over a fifth of
+//! the work, each group's exact outputs are gathered into a panel first (an
+//! im2col of the plane, which is small there).
+//!
+//! Tiles go to a scratch in block-major order (`[block][group][channel][R]`),
+//! so that threads take runs of tiles that share weights, and are copied into
+//! the NCHW output at the end.
+
+use tract_core::internal::*;
+use tract_linalg::multithread::par_chunks_mut;
+
+use super::DirectConv;
+use crate::depthwise::{fill_phases, Geometry};
+
+thread_local! {
+    /// [`Direct`]'s scratch: the padded input, the gathered panel, the tiles.
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Output channels per packed block for vectors of `lanes` f32 and `cout`
+/// output channels: `L` vectors, fewer where `cout` would not fill them.
+pub(super) fn block(lanes: usize, cout: usize) -> Option<usize> {
+    let most = match lanes {
+        16 => 3,
+        8 => 2,
+        4 => 4,
+        _ => return None,
+    };
+    Some(lanes * cout.div_ceil(lanes).clamp(1, most))
+}
+
+/// Computes `y` (`Cout` planes of `g.oh x g.ow`) from `x` (`Cin` planes of
+/// `g.h x g.w`).
+pub(super) fn run(conv: &DirectConv, g: &Geometry, x: &[f32], y: &mut [f32]) -> TractResult<()> {
+    pulp::Arch::new().dispatch(Direct { conv, g, x, y })
+}
+
+/// The arguments of [`run`], run for one instruction set.
+pub(super) struct Direct<'a> {
+    pub(super) conv: &'a DirectConv,
+    pub(super) g: &'a Geometry,
+    pub(super) x: &'a [f32],
+    pub(super) y: &'a mut [f32],
+}
+
+impl pulp::WithSimd for Direct<'_> {
+    type Output = TractResult<()>;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) -> TractResult<()> {
+        // Tiles of `L` vectors by `R` outputs: 24 accumulators where the
+        // instruction set has 32 registers, 12 where it has 16 (AVX2).
+        match (S::F32_LANES, self.conv.block() / S::F32_LANES) {
+            (16, 3) | (4, 3) => self.tiles::<S, 3, 8>(simd),
+            (16, 2) | (4, 2) => self.tiles::<S, 2, 12>(simd),
+            (16, 1) | (4, 1) => self.tiles::<S, 1, 24>(simd),
+            (4, 4) => self.tiles::<S, 4, 6>(simd),
+            (8, 2) => self.tiles::<S, 2, 6>(simd),
+            (8, 1) => self.tiles::<S, 1, 12>(simd),
+            (lanes, _) => bail!(
+                "DirectConv: weights packed for {} channels per block, no kernel for it with {lanes}-lane vectors",
+                self.conv.block()
+            ),
+        }
+    }
+}
+
+impl Direct<'_> {
+    /// The convolution in tiles of `R` outputs by `L` vectors of channels.
+    #[inline(always)]
+    fn tiles<S: pulp::Simd, const L: usize, const R: usize>(self, simd: S) -> TractResult<()> {
+        let Direct { conv, g, x, y } = self;
+        let lanes = S::F32_LANES;
+        let block = L * lanes;
+        ensure!(
+            conv.block() == block,
+            "DirectConv: weights packed for {} channels per block, this CPU's kernel takes {block}",
+            conv.block()
+        );
+        let (plane_in, plane_out) = (g.h * g.w, g.oh * g.ow);
+        if plane_out == 0 {
+            return Ok(());
+        }
+        let [kh, kw] = conv.kernel_hw;
+        let [sy, sx] = conv.strides;
+        let packed = conv.packed.try_as_plain_ram()?;
+        let packed = packed.as_slice::<f32>()?;
+        let bias = conv.bias.try_as_plain_ram()?;
+        let bias = bias.as_slice::<f32>()?;
+        let (phase_h, phase_w) = (g.ph.div_ceil(sy), g.phase_w);
+        let span = (g.oh - 1) * phase_w + g.ow;
+        let groups = span.div_ceil(R);
+        let reach = (kh - 1) / sy * phase_w + (kw - 1) / sx;
+        let phase_len = (groups * R + reach).max(phase_h * phase_w);
+        let channel_len = sy * sx * phase_len;
+        let taps = conv.cin * kh * kw;
+        let blocks = packed.len() / (taps * block);
+        // On small planes the positions past each row's end would be a large
+        // share of the flat run (over a fifth): gather each group's exact
+        // outputs into a panel instead (`[group][tap][R]`, an im2col).
+        let exact = plane_out.div_ceil(R);
+        let gather = groups * 5 > exact * 6;
+        let panel_len = if gather { exact * taps * R } else { 0 };
+        let tiles_len = blocks * if gather { exact } else { groups } * R * block;
+        // Scratch kept by the calling thread from one run to the next: fresh
+        // allocations of this size cost page faults, which do not thread.
+        let mut scratch = SCRATCH.with_borrow_mut(std::mem::take);
+        scratch.resize(scratch.len().max(conv.cin * channel_len + panel_len + tiles_len), 0.0);
+        let (padded, rest) = scratch.split_at_mut(conv.cin * channel_len);
+        let (gathered, rest) = rest.split_at_mut(panel_len);
+        let tiles = &mut rest[..tiles_len];
+        if plane_in > 0 {
+            par_chunks_mut(padded, channel_len, conv.cin * channel_len, |first, chunk| {
+                for (i, dst) in chunk.chunks_exact_mut(channel_len).enumerate() {
+                    let ic = first + i;
+                    fill_phases(g, conv.strides, phase_len, &x[ic * plane_in..(ic + 1) * plane_in], dst);
+                }
+                Ok(())
+            })?;
+        } else {
+            padded.fill(0.0);
+        }
+        let offsets: Vec<usize> = (0..conv.cin)
+            .flat_map(|ic| {
+                (0..kh).flat_map(move |ky| {
+                    (0..kw).map(move |kx| {
+                        ic * channel_len
+                            + ((ky % sy) * sx + kx % sx) * phase_len
+                            + ky / sy * phase_w
+                            + kx / sx
+                    })
+                })
+            })
+            .collect();
+        // Every tap of every tile reads inside its own phase.
+        ensure!(
+            offsets.iter().all(|&o| o % phase_len + groups * R <= phase_len),
+            "direct convolution geometry: a tap would read past its phase"
+        );
+        let (groups, pitch, source, offsets, step) = if gather {
+            par_chunks_mut(gathered, taps * R, exact * taps * R, |first, chunk| {
+                for (i, panel) in chunk.chunks_exact_mut(taps * R).enumerate() {
+                    let bases: [usize; R] = core::array::from_fn(|r| {
+                        let p = ((first + i) * R + r).min(plane_out - 1);
+                        p / g.ow * phase_w + p % g.ow
+                    });
+                    for (dst, &off) in panel.chunks_exact_mut(R).zip(&offsets) {
+                        for (d, &b) in dst.iter_mut().zip(&bases) {
+                            *d = padded.get(off + b).copied().unwrap_or(0.0);
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+            (exact, g.ow, &*gathered, (0..taps).map(|k| k * R).collect(), taps * R)
+        } else {
+            (groups, phase_w, &*padded, offsets, R)
+        };
+        // [block of channels][group][channel in the block][R]: rows of one
+        // tile each, in block-major order, so that a thread's rows share
+        // weights.
+        par_chunks_mut(tiles, R * block, blocks * groups * R * block * taps, |first, chunk| {
+            // Each thread's closure is compiled without the instruction set's
+            // features: `vectorize` enters them again for the tiles.
+            simd.vectorize(Chunk::<L, R> {
+                packed,
+                bias,
+                source,
+                offsets: &offsets,
+                groups,
+                step,
+                first,
+                chunk,
+            });
+            Ok(())
+        })?;
+        // Runs of a group's outputs that land in one output row: (first, count, index in the plane).
+        let runs: Vec<TVec<(usize, usize, usize)>> = (0..groups)
+            .map(|gi| {
+                let mut runs = tvec!();
+                let (mut q, end) = (gi * R, gi * R + R);
+                while q < end {
+                    let (oy, ox) = (q / pitch, q % pitch);
+                    let row_end = (oy * pitch + pitch).min(end);
+                    if oy < g.oh && ox < g.ow {
+                        runs.push((q - gi * R, (oy * pitch + g.ow).min(row_end) - q, oy * g.ow + ox));
+                    }
+                    q = row_end;
+                }
+                runs
+            })
+            .collect();
+        let tiles = &*tiles;
+        let copied = par_chunks_mut(y, plane_out, y.len(), |first, chunk| {
+            for (i, plane) in chunk.chunks_exact_mut(plane_out).enumerate() {
+                let (b, c) = ((first + i) / block, (first + i) % block);
+                let rows = &tiles[b * groups * R * block..(b + 1) * groups * R * block];
+                for (tile, runs) in rows.chunks_exact(R * block).zip(&runs) {
+                    for &(from, n, to) in runs {
+                        plane[to..to + n].copy_from_slice(&tile[c * R + from..c * R + from + n]);
+                    }
+                }
+            }
+            Ok(())
+        });
+        SCRATCH.with_borrow_mut(|s| *s = scratch);
+        copied
+    }
+}
+
+/// Tiles `first..` (block-major: tile `t` is block `t / groups`, group
+/// `t % groups`) into `chunk`, `block x R` values each, channel by channel.
+struct Chunk<'a, const L: usize, const R: usize> {
+    packed: &'a [f32],
+    bias: &'a [f32],
+    /// The padded input (flat runs) or the gathered panel.
+    source: &'a [f32],
+    offsets: &'a [usize],
+    groups: usize,
+    /// How far apart in `source` consecutive groups start.
+    step: usize,
+    first: usize,
+    chunk: &'a mut [f32],
+}
+
+impl<const L: usize, const R: usize> pulp::WithSimd for Chunk<'_, L, R> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
+        let Chunk { packed, bias, source, offsets, groups, step, first, chunk } = self;
+        let lanes = S::F32_LANES;
+        let block = L * lanes;
+        let taps = offsets.len();
+        for (i, out) in chunk.chunks_exact_mut(R * block).enumerate() {
+            let (b, gi) = ((first + i) / groups, (first + i) % groups);
+            let (Some(weights), Some(bias)) =
+                (packed.get(b * taps * block..(b + 1) * taps * block), bias.get(b * block..(b + 1) * block))
+            else {
+                return;
+            };
+            let bias: [S::f32s; L] = core::array::from_fn(|l| load::<S>(&bias[l * lanes..]));
+            let acc = tile::<S, L, R>(simd, source, offsets, gi * step, weights, bias);
+            let acc: &[f32] = bytemuck::cast_slice(acc.as_flattened());
+            for (c, dst) in out.chunks_exact_mut(R).enumerate() {
+                for (r, d) in dst.iter_mut().enumerate() {
+                    *d = acc[r * block + c];
+                }
+            }
+        }
+    }
+}
+
+/// One tile: `R` outputs from flat position `q` on, each `L` vectors of
+/// output channels: `bias` plus, for each tap, the padded input at the tap's
+/// offset times the tap's packed weights.
+#[inline(always)]
+fn tile<S: pulp::Simd, const L: usize, const R: usize>(
+    simd: S,
+    padded: &[f32],
+    offsets: &[usize],
+    q: usize,
+    weights: &[f32],
+    bias: [S::f32s; L],
+) -> [[S::f32s; L]; R] {
+    let lanes = S::F32_LANES;
+    let mut acc = [bias; R];
+    for (&off, w) in offsets.iter().zip(weights.chunks_exact(L * lanes)) {
+        let Some(xs) = padded.get(off + q..off + q + R) else { continue };
+        let w: [S::f32s; L] = core::array::from_fn(|l| load::<S>(&w[l * lanes..]));
+        for (a, &x) in acc.iter_mut().zip(xs) {
+            let x = simd.splat_f32s(x);
+            for (a, &w) in a.iter_mut().zip(&w) {
+                *a = simd.mul_add_e_f32s(x, w, *a);
+            }
+        }
+    }
+    acc
+}
+
+/// The `S::f32s` at the start of `s` (unaligned; `s` holds at least one).
+#[inline(always)]
+fn load<S: pulp::Simd>(s: &[f32]) -> S::f32s {
+    bytemuck::pod_read_unaligned(bytemuck::cast_slice(&s[..S::F32_LANES]))
+}

@@ -1,0 +1,201 @@
+use super::*;
+
+/// `(cout, cin, h, w, kh, kw, stride, pad)`.
+type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
+
+const CASES: [Case; 12] = [
+    (24, 3, 17, 19, 3, 3, 1, 1),
+    (48, 24, 16, 16, 3, 3, 2, 1),
+    (5, 7, 9, 11, 3, 3, 1, 1),
+    (50, 4, 8, 8, 3, 3, 2, 1),
+    (33, 2, 4, 4, 3, 3, 1, 1),
+    (16, 3, 13, 10, 5, 5, 2, 2),
+    (7, 2, 6, 9, 1, 3, 1, 0),
+    (9, 3, 7, 7, 3, 1, 2, 0),
+    (12, 5, 1, 1, 3, 3, 1, 1),
+    (64, 16, 3, 5, 3, 3, 1, 0),
+    (20, 6, 12, 12, 7, 7, 1, 3),
+    (3, 2, 11, 10, 3, 3, 3, 1),
+];
+
+/// The convolution written out directly; bias `0.25 * channel`.
+fn reference(x: &[f32], k: &[f32], (cout, cin, h, w, kh, kw, stride, pad): Case) -> Vec<f32> {
+    let oh = (h + 2 * pad - kh) / stride + 1;
+    let ow = (w + 2 * pad - kw) / stride + 1;
+    let mut y = vec![0f32; cout * oh * ow];
+    for oc in 0..cout {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut s = 0.25 * oc as f32;
+                for ic in 0..cin {
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let iy = (oy * stride + ky) as isize - pad as isize;
+                            let ix = (ox * stride + kx) as isize - pad as isize;
+                            if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                s += k[((oc * cin + ic) * kh + ky) * kw + kx]
+                                    * x[(ic * h + iy as usize) * w + ix as usize];
+                            }
+                        }
+                    }
+                }
+                y[(oc * oh + oy) * ow + ox] = s;
+            }
+        }
+    }
+    y
+}
+
+/// The op of `case` packed in blocks of `block` channels, with deterministic
+/// input `x` and kernel `k`.
+fn fixture(case: Case, block: usize, has_n: bool) -> (DirectConv, Vec<f32>, Vec<f32>) {
+    let (cout, cin, h, w, kh, kw, stride, pad) = case;
+    let x: Vec<f32> = (0..cin * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+    let k: Vec<f32> = (0..cout * cin * kh * kw).map(|i| ((i * 13 % 29) as f32 - 14.0) / 10.0).collect();
+    let bias: Vec<f32> = (0..cout).map(|c| 0.25 * c as f32).collect();
+    let padding = PaddingSpec::ExplicitOnnxPool(tvec![pad, pad], tvec![pad, pad], false);
+    let op =
+        DirectConv::new(&k, &bias, [cout, cin, kh, kw], [stride, stride], padding, has_n, block).expect("op");
+    (op, x, k)
+}
+
+/// The largest |a - b|, relative to the largest |b| (at least 1).
+fn relative_difference(a: &[f32], b: &[f32]) -> f32 {
+    let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
+    a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max) / scale
+}
+
+#[test]
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    ignore = "no SIMD build of the kernel on this target: tract's convolution stays"
+)]
+fn matches_the_direct_convolution() {
+    for (i, case) in CASES.into_iter().enumerate() {
+        let (cout, cin, h, w, ..) = case;
+        let block = host_block(cout).expect("a host with SIMD");
+        let has_n = i % 2 == 0;
+        let (op, x, k) = fixture(case, block, has_n);
+        let shape: &[usize] = if has_n { &[1, cin, h, w] } else { &[cin, h, w] };
+        let input = Tensor::from_shape(shape, &x).expect("x");
+        let y = op.eval(&EvalContext::out_of_plan(), tvec![input.into_tvalue()]).expect("eval");
+        let got: Vec<f32> = y[0].to_plain_array_view::<f32>().expect("y").iter().copied().collect();
+        let want = reference(&x, &k, case);
+        assert_eq!(got.len(), want.len(), "{case:?}: shape");
+        assert_eq!(y[0].shape().len(), shape.len(), "{case:?}: rank");
+        assert_eq!(y[0].shape()[shape.len() - 3], cout, "{case:?}: channels");
+        let worst = relative_difference(&got, &want);
+        assert!(worst < 1e-5, "{case:?}: max relative |d| {worst}");
+    }
+}
+
+/// Each build of the kernel this host can run (AVX2 + FMA and AVX-512 on
+/// x86, NEON on aarch64), whatever the dispatcher would pick.
+#[test]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn every_vector_width_matches() {
+    let mut widths = 0;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if let Some(simd) = pulp::x86::V3::try_new() {
+            check_with(simd);
+            widths += 1;
+        }
+        if let Some(simd) = pulp::x86::V4::try_new() {
+            check_with(simd);
+            widths += 1;
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if let Some(simd) = pulp::aarch64::Neon::try_new() {
+            check_with(simd);
+            widths += 1;
+        }
+    }
+    assert!(widths > 0, "no SIMD build of the kernel runs on this CPU");
+}
+
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn check_with<S: pulp::Simd>(simd: S) {
+    for case in CASES {
+        let block = direct::block(S::F32_LANES, case.0).expect("a kernel for this width");
+        let (op, x, k) = fixture(case, block, true);
+        let g = op.geometry(case.2, case.3);
+        let want = reference(&x, &k, case);
+        let mut got = vec![0.0; want.len()];
+        pulp::WithSimd::with_simd(direct::Direct { conv: &op, g: &g, x: &x, y: &mut got }, simd)
+            .expect("kernel");
+        let worst = relative_difference(&got, &want);
+        assert!(worst < 1e-5, "{} lanes {case:?}: max relative |d| {worst}", S::F32_LANES);
+    }
+}
+
+/// Weights packed for another vector width are an error, not a wrong answer.
+#[test]
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    ignore = "no SIMD build of the kernel on this target: tract's convolution stays"
+)]
+fn a_block_for_another_width_is_an_error() {
+    let block = host_block(CASES[0].0).expect("a host with SIMD");
+    let (op, x, _) = fixture(CASES[0], block + 4, true);
+    let input = Tensor::from_shape(&[1, 3, 17, 19], &x).expect("x");
+    let err = op.eval(&EvalContext::out_of_plan(), tvec![input.into_tvalue()]).expect_err("block");
+    assert!(format!("{err:#}").contains("packed for"), "{err:#}");
+}
+
+/// Through tract: a model with a dense 3x3 convolution gives the same output
+/// with the rewrite as without, and the rewrite takes it (not on a 3-channel
+/// input, which stays tract's).
+#[test]
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    ignore = "no SIMD build of the kernel on this target: tract's convolution stays"
+)]
+fn the_rewrite_takes_a_dense_convolution() {
+    use tract_core::ops::cnn::{KernelFormat, PoolSpec};
+    use tract_core::ops::nn::DataFormat;
+    let (cout, cin, side) = (40, 9, 12);
+    let k: Vec<f32> = (0..cout * cin * 9).map(|i| ((i * 7 % 23) as f32 - 11.0) / 20.0).collect();
+    let build = |cin: usize| -> TractResult<TypedModel> {
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([1, cin, side, side]))?;
+        let kernel =
+            model.add_const("kernel", Tensor::from_shape(&[cout, cin, 3, 3], &k[..cout * cin * 9])?)?;
+        let bias = model.add_const("bias", tensor1(&vec![0.5f32; cout]))?;
+        let op = Conv {
+            pool_spec: PoolSpec {
+                data_format: DataFormat::NCHW,
+                kernel_shape: tvec![3, 3],
+                padding: PaddingSpec::Explicit(tvec![1, 1], tvec![1, 1]),
+                dilations: None,
+                strides: Some(tvec![2, 2]),
+                input_channels: cin,
+                output_channels: cout,
+            },
+            kernel_fmt: KernelFormat::OIHW,
+            group: 1,
+            q_params: None,
+        };
+        let y = model.wire_node("conv", op, &[x, kernel, bias])?;
+        model.select_output_outlets(&y)?;
+        Ok(model)
+    };
+    let x: Vec<f32> = (0..cin * side * side).map(|i| ((i * 31 % 97) as f32 - 48.0) / 30.0).collect();
+    let input = Tensor::from_shape(&[1, cin, side, side], &x).expect("x");
+    let tract = build(cin).expect("model").into_optimized().expect("opt").into_runnable().expect("plan");
+    let want = tract.run(tvec![input.clone().into_tvalue()]).expect("run");
+    let mut stem = build(3).expect("model");
+    assert_eq!(rewrite(&mut stem).expect("rewrite"), 0, "a 3-channel input stays tract's");
+    let mut ours = build(cin).expect("model");
+    assert_eq!(rewrite(&mut ours).expect("rewrite"), 1);
+    assert!(ours.nodes().iter().any(|n| n.op_is::<DirectConv>()));
+    let ours = ours.into_optimized().expect("opt").into_runnable().expect("plan");
+    let got = ours.run(tvec![input.into_tvalue()]).expect("run");
+    assert_eq!(got[0].shape(), want[0].shape());
+    let got: Vec<f32> = got[0].to_plain_array_view::<f32>().expect("y").iter().copied().collect();
+    let want: Vec<f32> = want[0].to_plain_array_view::<f32>().expect("y").iter().copied().collect();
+    let worst = relative_difference(&got, &want);
+    assert!(worst < 1e-5, "max relative |d| {worst}");
+}
