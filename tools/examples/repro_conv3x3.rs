@@ -6,7 +6,8 @@
 //! same constant weights, so the cost of the convolution's im2col shows apart
 //! from the product kernel's own rate. Prints ms and GFLOP/s (2 m k n per run),
 //! and the same convolution after clip-edge's rewrite (`runtime/src/conv/`:
-//! the only column that is not tract's own).
+//! the only column that is not tract's own; it leaves the 3-channel stem to
+//! tract, so that row times tract's convolution again).
 //!
 //!   cargo run --release -p clip-edge-tools --example repro_conv3x3 [THREADS]
 //!
@@ -104,10 +105,9 @@ fn main() -> TractResult<()> {
         let x = Tensor::from_shape(&[1, ci, side, side], &weights(ci * side * side))?;
         let c = time(conv(co, ci, side, stride)?, x.clone(), runs, &executor)?;
         let mut ours = conv(co, ci, side, stride)?;
-        ensure!(
-            clip_edge_runtime::conv::rewrite(&mut ours)? == 1,
-            "clip-edge's rewrite did not take the convolution"
-        );
+        // Under 8 input channels the rewrite leaves tract's convolution: the column repeats it.
+        let taken = clip_edge_runtime::conv::rewrite(&mut ours)? == 1;
+        ensure!(taken || ci < 8, "clip-edge's rewrite did not take the convolution");
         let o = time(ours, x, runs, &executor)?;
         let b = Tensor::from_shape(&[k, n], &weights(k * n))?;
         let p = time(matmul(m, k, n)?, b, runs, &executor)?;
