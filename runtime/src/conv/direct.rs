@@ -1,5 +1,5 @@
 //! The kernel of [`DirectConv`]: a direct convolution with output channels
-//! in vector lanes and no im2col.
+//! in vector lanes and no im2col on large planes.
 //!
 //! The padded input is split into `sy x sx` phases per channel, as the
 //! depthwise kernel's ([`crate::depthwise`]), so output `q = y * phase_w + x`
@@ -10,8 +10,8 @@
 //! `R x L` fused multiply-adds. The positions past each row's end (`x >= ow`)
 //! are computed and dropped.
 //!
-//! On small planes, where those dropped positions would be over a fifth of
-//! the work, each group's exact outputs are gathered into a panel first (an
+//! On small planes, where those dropped positions would be more than a
+//! fifth of the outputs kept, each group's exact outputs are gathered into a panel first (an
 //! im2col of the plane, which is small there).
 //!
 //! Tiles go to a scratch in block-major order (`[block][group][channel][R]`),
@@ -107,8 +107,8 @@ impl Direct<'_> {
         let channel_len = sy * sx * phase_len;
         let taps = conv.cin * kh * kw;
         let blocks = packed.len() / (taps * block);
-        // On small planes the positions past each row's end would be a large
-        // share of the flat run (over a fifth): gather each group's exact
+        // On small planes the positions past each row's end would be many
+        // (more than a fifth of the outputs kept): gather each group's exact
         // outputs into a panel instead (`[group][tap][R]`, an im2col).
         let exact = plane_out.div_ceil(R);
         let gather = groups * 5 > exact * 6;
@@ -158,7 +158,9 @@ impl Direct<'_> {
                     });
                     for (dst, &off) in panel.chunks_exact_mut(R).zip(&offsets) {
                         for (d, &b) in dst.iter_mut().zip(&bases) {
-                            *d = padded.get(off + b).copied().unwrap_or(0.0);
+                            *d = *padded
+                                .get(off + b)
+                                .context("direct convolution geometry: a gathered tap past the input")?;
                         }
                     }
                 }
@@ -183,8 +185,7 @@ impl Direct<'_> {
                 step,
                 first,
                 chunk,
-            });
-            Ok(())
+            })
         })?;
         // Runs of a group's outputs that land in one output row: (first, count, index in the plane).
         let runs: Vec<TVec<(usize, usize, usize)>> = (0..groups)
@@ -236,10 +237,10 @@ struct Chunk<'a, const L: usize, const R: usize> {
 }
 
 impl<const L: usize, const R: usize> pulp::WithSimd for Chunk<'_, L, R> {
-    type Output = ();
+    type Output = TractResult<()>;
 
     #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, simd: S) {
+    fn with_simd<S: pulp::Simd>(self, simd: S) -> TractResult<()> {
         let Chunk { packed, bias, source, offsets, groups, step, first, chunk } = self;
         let lanes = S::F32_LANES;
         let block = L * lanes;
@@ -249,10 +250,12 @@ impl<const L: usize, const R: usize> pulp::WithSimd for Chunk<'_, L, R> {
             let (Some(weights), Some(bias)) =
                 (packed.get(b * taps * block..(b + 1) * taps * block), bias.get(b * block..(b + 1) * block))
             else {
-                return;
+                bail!("direct convolution: tile {} past the packed weights", first + i);
             };
             let bias: [S::f32s; L] = core::array::from_fn(|l| load::<S>(&bias[l * lanes..]));
-            let acc = tile::<S, L, R>(simd, source, offsets, gi * step, weights, bias);
+            let Some(acc) = tile::<S, L, R>(simd, source, offsets, gi * step, weights, bias) else {
+                bail!("direct convolution geometry: tile {} would read past its input", first + i);
+            };
             let acc: &[f32] = bytemuck::cast_slice(acc.as_flattened());
             for (c, dst) in out.chunks_exact_mut(R).enumerate() {
                 for (r, d) in dst.iter_mut().enumerate() {
@@ -260,25 +263,32 @@ impl<const L: usize, const R: usize> pulp::WithSimd for Chunk<'_, L, R> {
                 }
             }
         }
+        Ok(())
     }
 }
 
-/// One tile: `R` outputs from flat position `q` on, each `L` vectors of
-/// output channels: `bias` plus, for each tap, the padded input at the tap's
-/// offset times the tap's packed weights.
+/// One tile: `R` outputs from position `q` of `source` (the padded input,
+/// or the gathered panel) on, each `L` vectors of output channels: `bias`
+/// plus, for each tap, the source at the tap's offset times the tap's packed
+/// weights. `None` if a tap would read past `source` (the caller's geometry
+/// checks rule that out).
 #[inline(always)]
 fn tile<S: pulp::Simd, const L: usize, const R: usize>(
     simd: S,
-    padded: &[f32],
+    source: &[f32],
     offsets: &[usize],
     q: usize,
     weights: &[f32],
     bias: [S::f32s; L],
-) -> [[S::f32s; L]; R] {
+) -> Option<[[S::f32s; L]; R]> {
     let lanes = S::F32_LANES;
     let mut acc = [bias; R];
+    let mut inside = true;
     for (&off, w) in offsets.iter().zip(weights.chunks_exact(L * lanes)) {
-        let Some(xs) = padded.get(off + q..off + q + R) else { continue };
+        let Some(xs) = source.get(off + q..off + q + R) else {
+            inside = false;
+            continue;
+        };
         let w: [S::f32s; L] = core::array::from_fn(|l| load::<S>(&w[l * lanes..]));
         for (a, &x) in acc.iter_mut().zip(xs) {
             let x = simd.splat_f32s(x);
@@ -287,7 +297,7 @@ fn tile<S: pulp::Simd, const L: usize, const R: usize>(
             }
         }
     }
-    acc
+    inside.then_some(acc)
 }
 
 /// The `S::f32s` at the start of `s` (unaligned; `s` holds at least one).

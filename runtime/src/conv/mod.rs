@@ -8,7 +8,7 @@
 //! direct kernels reach 105-120, and it threads only products above its
 //! size thresholds (the default model got nothing from a second thread;
 //! `docs/performance.md`). This op reads the taps straight from a padded copy
-//! of the input (no im2col: [`direct`]), keeps blocks of output channels in
+//! of the input (no im2col, except a small one on 8 and 4 px planes: [`direct`]), keeps blocks of output channels in
 //! vector lanes, and spreads blocks of output positions over the encoder's
 //! threads. Weights are packed once, when the op is built, for the vector
 //! width of the CPU it runs on.
@@ -76,7 +76,13 @@ impl DirectConv {
         has_n: bool,
         block: usize,
     ) -> TractResult<DirectConv> {
-        ensure!(kernel.len() == cout * cin * kh * kw && bias.len() == cout && block > 0 && cin * kh * kw > 0);
+        ensure!(
+            kernel.len() == cout * cin * kh * kw
+                && bias.len() == cout
+                && block > 0
+                && cin * kh * kw > 0
+                && strides.iter().all(|&s| s >= 1)
+        );
         let taps = cin * kh * kw;
         let blocks = cout.div_ceil(block);
         let mut packed = vec![0f32; blocks * taps * block];
@@ -129,7 +135,10 @@ impl EvalOp for DirectConv {
         let shape = x.shape();
         let chw = if self.has_n { &shape[1..] } else { shape };
         ensure!(
-            chw.len() == 3 && shape.len() == 3 + usize::from(self.has_n) && chw[0] == self.cin,
+            chw.len() == 3
+                && shape.len() == 3 + usize::from(self.has_n)
+                && chw[0] == self.cin
+                && (!self.has_n || shape[0] == 1),
             "DirectConv takes one image of {} channels, got {shape:?}",
             self.cin
         );
@@ -151,7 +160,12 @@ impl EvalOp for DirectConv {
 impl TypedOp for DirectConv {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let shape = inputs[0].shape.as_concrete().context("DirectConv needs a concrete input shape")?;
-        ensure!(inputs[0].datum_type == f32::datum_type() && shape.len() == 3 + usize::from(self.has_n));
+        ensure!(
+            inputs[0].datum_type == f32::datum_type()
+                && shape.len() == 3 + usize::from(self.has_n)
+                && shape[shape.len() - 3] == self.cin
+                && (!self.has_n || shape[0] == 1)
+        );
         let (h, w) = (shape[shape.len() - 2], shape[shape.len() - 1]);
         let g = self.geometry(h, w);
         Ok(tvec!(if self.has_n {

@@ -3,7 +3,7 @@ use super::*;
 /// `(cout, cin, h, w, kh, kw, stride, pad)`.
 type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
 
-const CASES: [Case; 12] = [
+const CASES: [Case; 15] = [
     (24, 3, 17, 19, 3, 3, 1, 1),
     (48, 24, 16, 16, 3, 3, 2, 1),
     (5, 7, 9, 11, 3, 3, 1, 1),
@@ -16,12 +16,29 @@ const CASES: [Case; 12] = [
     (64, 16, 3, 5, 3, 3, 1, 0),
     (20, 6, 12, 12, 7, 7, 1, 3),
     (3, 2, 11, 10, 3, 3, 3, 1),
+    // The image past the last window (its bottom rows and right columns unread).
+    (10, 3, 8, 8, 3, 3, 2, 0),
+    // A stride wider than the kernel.
+    (6, 2, 11, 13, 2, 2, 3, 0),
+    // Several blocks and several groups of flat runs at every vector width.
+    (100, 8, 20, 20, 3, 3, 1, 1),
 ];
 
 /// The convolution written out directly; bias `0.25 * channel`.
 fn reference(x: &[f32], k: &[f32], (cout, cin, h, w, kh, kw, stride, pad): Case) -> Vec<f32> {
     let oh = (h + 2 * pad - kh) / stride + 1;
     let ow = (w + 2 * pad - kw) / stride + 1;
+    reference_padded(x, k, (cout, cin, h, w, kh, kw, stride), [pad, pad], [oh, ow])
+}
+
+/// [`reference`] with `[top, left]` padding and an `[oh, ow]` output.
+fn reference_padded(
+    x: &[f32],
+    k: &[f32],
+    (cout, cin, h, w, kh, kw, stride): (usize, usize, usize, usize, usize, usize, usize),
+    [top, left]: [usize; 2],
+    [oh, ow]: [usize; 2],
+) -> Vec<f32> {
     let mut y = vec![0f32; cout * oh * ow];
     for oc in 0..cout {
         for oy in 0..oh {
@@ -30,8 +47,8 @@ fn reference(x: &[f32], k: &[f32], (cout, cin, h, w, kh, kw, stride, pad): Case)
                 for ic in 0..cin {
                     for ky in 0..kh {
                         for kx in 0..kw {
-                            let iy = (oy * stride + ky) as isize - pad as isize;
-                            let ix = (ox * stride + kx) as isize - pad as isize;
+                            let iy = (oy * stride + ky) as isize - top as isize;
+                            let ix = (ox * stride + kx) as isize - left as isize;
                             if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
                                 s += k[((oc * cin + ic) * kh + ky) * kw + kx]
                                     * x[(ic * h + iy as usize) * w + ix as usize];
@@ -198,4 +215,64 @@ fn the_rewrite_takes_a_dense_convolution() {
     let want: Vec<f32> = want[0].to_plain_array_view::<f32>().expect("y").iter().copied().collect();
     let worst = relative_difference(&got, &want);
     assert!(worst < 1e-5, "max relative |d| {worst}");
+}
+
+/// `SAME_UPPER` padding (asymmetric: the extra row and column at the end).
+#[test]
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    ignore = "no SIMD build of the kernel on this target: tract's convolution stays"
+)]
+fn asymmetric_padding_matches() {
+    let (cout, cin, h, w, kh, kw, stride) = (20, 4, 10, 9, 4, 3, 2);
+    let block = host_block(cout).expect("a host with SIMD");
+    let x: Vec<f32> = (0..cin * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+    let k: Vec<f32> = (0..cout * cin * kh * kw).map(|i| ((i * 13 % 29) as f32 - 14.0) / 10.0).collect();
+    let bias: Vec<f32> = (0..cout).map(|c| 0.25 * c as f32).collect();
+    let op = DirectConv::new(
+        &k,
+        &bias,
+        [cout, cin, kh, kw],
+        [stride, stride],
+        PaddingSpec::SameUpper,
+        true,
+        block,
+    )
+    .expect("op");
+    // SAME_UPPER: ceil(size / stride) outputs, the odd padding after.
+    let (oh, ow) = (h.div_ceil(stride), w.div_ceil(stride));
+    let (pad_h, pad_w) = ((oh - 1) * stride + kh - h, (ow - 1) * stride + kw - w);
+    let input = Tensor::from_shape(&[1, cin, h, w], &x).expect("x");
+    let y = op.eval(&EvalContext::out_of_plan(), tvec![input.into_tvalue()]).expect("eval");
+    assert_eq!(y[0].shape(), &[1, cout, oh, ow]);
+    let got: Vec<f32> = y[0].to_plain_array_view::<f32>().expect("y").iter().copied().collect();
+    let want = reference_padded(&x, &k, (cout, cin, h, w, kh, kw, stride), [pad_h / 2, pad_w / 2], [oh, ow]);
+    let worst = relative_difference(&got, &want);
+    assert!(worst < 1e-5, "max relative |d| {worst}");
+}
+
+/// On a thread pool, with shapes large enough to be split (over tract's
+/// 32768-element threshold): padding, panel, tiles and output copy each see
+/// chunks that do not start at zero.
+#[test]
+#[cfg(feature = "threads")]
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    ignore = "no SIMD build of the kernel on this target: tract's convolution stays"
+)]
+fn threads_give_the_same_output() {
+    use tract_linalg::multithread::{multithread_tract_scope, Executor};
+    // A flat-run case and a gathered one (4 px planes).
+    for case in [(96, 40, 32, 32, 3, 3, 1, 1), (200, 320, 4, 4, 3, 3, 1, 1)] {
+        let (cout, cin, h, w, ..) = case;
+        let (op, x, k) = fixture(case, host_block(cout).expect("a host with SIMD"), true);
+        let input = Tensor::from_shape(&[1, cin, h, w], &x).expect("x");
+        let y = multithread_tract_scope(Executor::multithread(3), || {
+            op.eval(&EvalContext::out_of_plan(), tvec![input.into_tvalue()])
+        })
+        .expect("eval");
+        let got: Vec<f32> = y[0].to_plain_array_view::<f32>().expect("y").iter().copied().collect();
+        let worst = relative_difference(&got, &reference(&x, &k, case));
+        assert!(worst < 1e-5, "{case:?}: max relative |d| {worst}");
+    }
 }
