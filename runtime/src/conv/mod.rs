@@ -16,7 +16,7 @@
 use tract_core::internal::*;
 use tract_core::ops::cnn::{Conv, PaddingSpec};
 
-use crate::depthwise::{operands, replace_convs, Geometry, Operands};
+use crate::depthwise::{operands, replace_convs, Geometry, Image, Operands};
 
 mod direct;
 
@@ -132,22 +132,10 @@ impl EvalOp for DirectConv {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = args_1!(inputs);
-        let shape = x.shape();
-        let chw = if self.has_n { &shape[1..] } else { shape };
-        ensure!(
-            chw.len() == 3
-                && shape.len() == 3 + usize::from(self.has_n)
-                && chw[0] == self.cin
-                && (!self.has_n || shape[0] == 1),
-            "DirectConv takes one image of {} channels, got {shape:?}",
-            self.cin
-        );
-        let g = self.geometry(chw[1], chw[2]);
-        let mut y = if self.has_n {
-            Tensor::zero::<f32>(&[1, self.cout, g.oh, g.ow])?
-        } else {
-            Tensor::zero::<f32>(&[self.cout, g.oh, g.ow])?
-        };
+        let image = Image { has_n: self.has_n };
+        let (h, w) = image.input_hw("DirectConv", x.shape(), self.cin)?;
+        let g = self.geometry(h, w);
+        let mut y = Tensor::zero::<f32>(&image.output_shape(self.cout, &g))?;
         {
             let xv = x.try_as_plain_ram()?;
             let mut yv = y.try_as_plain_ram_mut()?;
@@ -159,20 +147,10 @@ impl EvalOp for DirectConv {
 
 impl TypedOp for DirectConv {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let shape = inputs[0].shape.as_concrete().context("DirectConv needs a concrete input shape")?;
-        ensure!(
-            inputs[0].datum_type == f32::datum_type()
-                && shape.len() == 3 + usize::from(self.has_n)
-                && shape[shape.len() - 3] == self.cin
-                && (!self.has_n || shape[0] == 1)
-        );
-        let (h, w) = (shape[shape.len() - 2], shape[shape.len() - 1]);
-        let g = self.geometry(h, w);
-        Ok(tvec!(if self.has_n {
-            f32::fact([1, self.cout, g.oh, g.ow])
-        } else {
-            f32::fact([self.cout, g.oh, g.ow])
-        }))
+        let image = Image { has_n: self.has_n };
+        let fact =
+            image.output_fact("DirectConv", inputs[0], (self.cin, self.cout), |h, w| self.geometry(h, w))?;
+        Ok(tvec!(fact))
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {

@@ -121,21 +121,11 @@ impl EvalOp for DepthwiseConv {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = args_1!(inputs);
-        let shape = x.shape();
-        let chw = if self.has_n { &shape[1..] } else { shape };
-        ensure!(
-            chw.len() == 3 && shape.len() == 3 + usize::from(self.has_n),
-            "DepthwiseConv takes one image"
-        );
-        let (cin, h, w) = (chw[0], chw[1], chw[2]);
         let cout = self.kernel.shape()[0];
-        ensure!(cin * self.multiplier == cout);
+        let (h, w) =
+            Image { has_n: self.has_n }.input_hw("DepthwiseConv", x.shape(), cout / self.multiplier)?;
         let g = self.geometry(h, w);
-        let mut y = if self.has_n {
-            Tensor::zero::<f32>(&[1, cout, g.oh, g.ow])?
-        } else {
-            Tensor::zero::<f32>(&[cout, g.oh, g.ow])?
-        };
+        let mut y = Tensor::zero::<f32>(&Image { has_n: self.has_n }.output_shape(cout, &g))?;
         {
             let xv = x.try_as_plain_ram()?;
             let xs = xv.as_slice::<f32>()?;
@@ -153,12 +143,13 @@ impl EvalOp for DepthwiseConv {
 
 impl TypedOp for DepthwiseConv {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let shape = inputs[0].shape.as_concrete().context("DepthwiseConv needs a concrete input shape")?;
-        ensure!(inputs[0].datum_type == f32::datum_type() && shape.len() == 3 + usize::from(self.has_n));
-        let (h, w) = (shape[shape.len() - 2], shape[shape.len() - 1]);
-        let g = self.geometry(h, w);
         let cout = self.kernel.shape()[0];
-        Ok(tvec!(if self.has_n { f32::fact([1, cout, g.oh, g.ow]) } else { f32::fact([cout, g.oh, g.ow]) }))
+        let image = Image { has_n: self.has_n };
+        let fact =
+            image.output_fact("DepthwiseConv", inputs[0], (cout / self.multiplier, cout), |h, w| {
+                self.geometry(h, w)
+            })?;
+        Ok(tvec!(fact))
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
@@ -238,6 +229,50 @@ pub(crate) struct Operands {
     pub(crate) bias: Vec<f32>,
     /// NCHW (with a batch axis of 1) rather than CHW.
     pub(crate) has_n: bool,
+}
+
+/// One NCHW image with a batch axis of 1 (`has_n`) or one CHW image, as
+/// clip-edge's convolution ops take and give.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Image {
+    pub(crate) has_n: bool,
+}
+
+impl Image {
+    /// `(h, w)` of an input `shape` of `channels` channels, or an error naming
+    /// `op`.
+    pub(crate) fn input_hw(self, op: &str, shape: &[usize], channels: usize) -> TractResult<(usize, usize)> {
+        let batch = usize::from(self.has_n);
+        match shape {
+            [n @ .., c, h, w] if n.len() == batch && *c == channels && n.iter().all(|&n| n == 1) => {
+                Ok((*h, *w))
+            }
+            _ => bail!("{op} takes one image of {channels} channels, got {shape:?}"),
+        }
+    }
+
+    /// The output shape for `channels` planes of `g.oh x g.ow`.
+    pub(crate) fn output_shape(self, channels: usize, g: &Geometry) -> TVec<usize> {
+        let mut shape: TVec<usize> = if self.has_n { tvec![1] } else { tvec![] };
+        shape.extend([channels, g.oh, g.ow]);
+        shape
+    }
+
+    /// The output fact for an f32 `input` of `cin` channels: `cout` planes of
+    /// the size `geometry(h, w)` gives.
+    pub(crate) fn output_fact(
+        self,
+        op: &str,
+        input: &TypedFact,
+        (cin, cout): (usize, usize),
+        geometry: impl Fn(usize, usize) -> Geometry,
+    ) -> TractResult<TypedFact> {
+        let shape =
+            input.shape.as_concrete().with_context(|| format!("{op} needs a concrete input shape"))?;
+        ensure!(input.datum_type == f32::datum_type(), "{op} takes f32, got {:?}", input.datum_type);
+        let (h, w) = self.input_hw(op, shape, cin)?;
+        Ok(f32::fact(self.output_shape(cout, &geometry(h, w))))
+    }
 }
 
 /// The operands of `conv` if it is a 2-D convolution of one f32 image (NCHW
@@ -404,5 +439,24 @@ mod tests {
             let worst = largest_difference(&scalar, &want);
             assert!(worst < 1e-4, "scalar {cin}x{h}x{w} k{kh} m{mult} s{stride} p{pad}: max |d| {worst}");
         }
+    }
+
+    /// Batches other than one image, another channel count or rank are errors
+    /// naming the op, in eval and in output_facts.
+    #[test]
+    fn one_image_of_the_right_channels() {
+        let nchw = Image { has_n: true };
+        assert_eq!(nchw.input_hw("Op", &[1, 4, 5, 6], 4).expect("nchw"), (5, 6));
+        assert_eq!(Image { has_n: false }.input_hw("Op", &[4, 5, 6], 4).expect("chw"), (5, 6));
+        for bad in [&[2, 4, 5, 6][..], &[1, 3, 5, 6], &[4, 5, 6], &[1, 1, 4, 5, 6]] {
+            let err = nchw.input_hw("Op", bad, 4).expect_err("bad shape");
+            assert!(format!("{err}").starts_with("Op takes one image of 4 channels"), "{bad:?}: {err}");
+        }
+        let (op, x, _) = fixture((3, 6, 6, 3, 1, 1, 1), 0.5);
+        let two = Tensor::from_shape(&[2, 3, 6, 6], &[x.clone(), x].concat()).expect("x");
+        let err = op.eval(&EvalContext::out_of_plan(), tvec![two.into_tvalue()]).expect_err("batch 2");
+        assert!(format!("{err}").contains("DepthwiseConv takes one image"), "{err}");
+        let fact = f32::fact([2, 3, 6, 6]);
+        assert!(op.output_facts(&[&fact]).is_err());
     }
 }
