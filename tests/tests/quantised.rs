@@ -122,11 +122,20 @@ fn two_inference_threads_give_the_same_embedding() {
     two.set_threads(2).expect("two threads");
     assert_eq!((one.threads(), two.threads()), (1, 2));
     assert!(two.set_threads(0).is_err() && two.set_threads(1000).is_err());
-    let frame = load_rgb(root().join("models/default/samples/dog-google.png")).expect("frame");
+    // Two frames in turn: the pool threads keep their plan state from frame to
+    // frame, and a kept state must not hand back the previous frame's output.
+    let frames = ["dog-google.png", "bicycle-google.png"]
+        .map(|f| load_rgb(root().join("models/default/samples").join(f)).expect("frame"));
     for _ in 0..3 {
-        let a = one.encode(&frame).expect("one thread");
-        let b = two.encode(&frame).expect("two threads");
-        let c = cosine(a.as_slice(), b.as_slice());
-        assert!(c > 0.99999, "threads changed the embedding: cosine {c}");
+        let mut embeddings = Vec::new();
+        for frame in &frames {
+            let a = one.encode(frame).expect("one thread");
+            let b = two.encode(frame).expect("two threads");
+            let c = cosine(a.as_slice(), b.as_slice());
+            assert!(c > 0.99999, "threads changed the embedding: cosine {c}");
+            embeddings.push(b);
+        }
+        let between = cosine(embeddings[0].as_slice(), embeddings[1].as_slice());
+        assert!(between < 0.999, "two different frames gave the same embedding: cosine {between}");
     }
 }

@@ -44,7 +44,29 @@ pub(super) fn block(lanes: usize, cout: usize) -> Option<usize> {
 /// Computes `y` (`Cout` planes of `g.oh x g.ow`) from `x` (`Cin` planes of
 /// `g.h x g.w`).
 pub(super) fn run(conv: &DirectConv, g: &Geometry, x: &[f32], y: &mut [f32]) -> TractResult<()> {
-    pulp::Arch::new().dispatch(Direct { conv, g, x, y })
+    on_pool(|| pulp::Arch::new().dispatch(Direct { conv, g, x, y }))
+}
+
+/// Runs `f` on one of the executor's pool threads, with the executor in scope
+/// there, where it has a pool of more than one thread (else here): the op's
+/// parallel phases then start from a pool thread (rayon runs them in place)
+/// instead of each waking the pool from the caller and the caller again at
+/// its end, which on a 2-vCPU machine cost more than the smaller phases.
+#[cfg(feature = "threads")]
+fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    use tract_linalg::multithread::{current_tract_executor, multithread_tract_scope, Executor};
+    match current_tract_executor() {
+        Executor::MultiThread(pool) if pool.current_num_threads() > 1 => {
+            let executor = Executor::MultiThread(Arc::clone(&pool));
+            pool.install(|| multithread_tract_scope(executor, f))
+        }
+        _ => f(),
+    }
+}
+
+#[cfg(not(feature = "threads"))]
+fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    f()
 }
 
 /// The arguments of [`run`], run for one instruction set.
