@@ -17,8 +17,9 @@ command -v /usr/bin/rustc >/dev/null 2>&1 && /usr/bin/rustc --print target-list 
 [ -d /usr/lib/rustlib/aarch64-unknown-linux-gnu ] || need+=(libstd-rust-web-dev:arm64)
 command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
+added_armhf=no
 if [ "$want_armhf" = yes ]; then
-  dpkg --print-foreign-architectures | grep -qx armhf || { dpkg --add-architecture armhf; need+=(armhf-index); }
+  dpkg --print-foreign-architectures | grep -qx armhf || { dpkg --add-architecture armhf; added_armhf=yes; need+=(armhf-index); }
   [ -d /usr/lib/rustlib/armv7-unknown-linux-gnueabihf ] || need+=(libstd-rust-web-dev:armhf)
   command -v arm-linux-gnueabihf-gcc >/dev/null || need+=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
   command -v qemu-arm-static >/dev/null || need+=(qemu-user-static)
@@ -29,7 +30,20 @@ if [ ${#need[@]} -eq 0 ]; then
 fi
 dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
+# A mirror mid-sync serves an index of the wrong size ("File has unexpected size ... Mirror sync in progress?",
+# seen for bookworm-security's armhf index on 2026-12-06): try again a few times. If it still fails, an armhf
+# architecture added here is removed again, so that the next `apt-get update` on this machine (for other
+# packages) does not fail on the same index.
+for attempt in 1 2 3 4; do
+  if apt-get update -qq; then break; fi
+  if [ $attempt = 4 ]; then
+    if [ $added_armhf = yes ] && ! dpkg -l | grep -q ':armhf '; then dpkg --remove-architecture armhf || true; fi
+    echo "setup-debian.sh: apt-get update failed 4 times (above: which index)" >&2
+    exit 1
+  fi
+  echo "setup-debian.sh: apt-get update failed (attempt $attempt; a mirror mid-sync?): again in 30 s" >&2
+  sleep 30
+done
 pkgs=()
 for p in "${need[@]}"; do [ "$p" = armhf-index ] || pkgs+=("$p"); done
 [ ${#pkgs[@]} -eq 0 ] || apt-get install -y -qq --no-install-recommends "${pkgs[@]}"
