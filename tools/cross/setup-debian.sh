@@ -3,7 +3,8 @@
 # ARM targets needs on a Debian 12 host: Debian's rustc 1.96 (rustc-web) with
 # its aarch64 standard library, the aarch64 GNU toolchain and qemu-user; with
 # --armhf also the armhf (armv7, 32-bit OS) standard library and toolchain.
-# Idempotent; needs root.
+# Idempotent; needs root. Exit status 3: the armhf package index could not be
+# downloaded (the other indexes were; armhf is left unconfigured, nothing installed).
 #
 # armhf: bookworm's main suite has libstd-rust-web-dev:armhf only at 1.85
 # (tract 0.23 needs 1.91); bookworm-security has 1.96, and its armhf index
@@ -37,7 +38,15 @@ export DEBIAN_FRONTEND=noninteractive
 for attempt in 1 2 3 4; do
   if apt-get update -qq; then break; fi
   if [ $attempt = 4 ]; then
-    if [ $added_armhf = yes ] && ! dpkg -l | grep -q ':armhf '; then dpkg --remove-architecture armhf || true; fi
+    if [ $added_armhf = yes ] && ! dpkg -l | grep -q ':armhf '; then
+      dpkg --remove-architecture armhf || true
+      # Without armhf the indexes download: the armhf one is what is missing (exit 3, for callers that can go
+      # on without armv7 and say so).
+      if apt-get update -qq; then
+        echo "setup-debian.sh: the armhf package index could not be downloaded (4 tries; above: which file)" >&2
+        exit 3
+      fi
+    fi
     echo "setup-debian.sh: apt-get update failed 4 times (above: which index)" >&2
     exit 1
   fi
