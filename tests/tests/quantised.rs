@@ -122,8 +122,8 @@ fn two_inference_threads_give_the_same_embedding() {
     two.set_threads(2).expect("two threads");
     assert_eq!((one.threads(), two.threads()), (1, 2));
     assert!(two.set_threads(0).is_err() && two.set_threads(1000).is_err());
-    // Two frames in turn: the pool threads keep their plan state from frame to
-    // frame, and a kept state must not hand back the previous frame's output.
+    // Two frames in turn, each run on a pool thread: every frame gets its own
+    // output, not the previous frame's.
     let frames = ["dog-google.png", "bicycle-google.png"]
         .map(|f| load_rgb(root().join("models/default/samples").join(f)).expect("frame"));
     for _ in 0..3 {
