@@ -439,7 +439,7 @@ impl ImageEncoder {
                 .map_err(|e| self.infer_err(e))?;
             let infer = t0.elapsed();
             self.input = Some(input);
-            return self.embedding(&values, infer);
+            return self.embedding(values, infer);
         }
         let (state, executor) = (&mut self.state, self.executor.clone());
         let outputs =
@@ -452,10 +452,10 @@ impl ImageEncoder {
         let out = outputs.first().ok_or_else(|| self.infer_err("model returned no output"))?;
         let view = out.try_as_plain_ram().map_err(|e| self.infer_err(e))?;
         let values = view.as_slice::<f32>().map_err(|e| self.infer_err(e))?;
-        self.embedding(values, infer)
+        self.embedding(values.to_vec(), infer)
     }
 
-    fn embedding(&self, values: &[f32], infer: Duration) -> Result<(Embedding, Duration)> {
+    fn embedding(&self, values: Vec<f32>, infer: Duration) -> Result<(Embedding, Duration)> {
         if values.len() != self.embed_dim {
             return Err(self.infer_err(format!(
                 "output has {} values, expected {}",
@@ -463,7 +463,7 @@ impl ImageEncoder {
                 self.embed_dim
             )));
         }
-        Ok((Embedding::normalised(values.to_vec())?, infer))
+        Ok((Embedding::normalised(values)?, infer))
     }
 
     fn infer_err(&self, e: impl std::fmt::Display) -> Error {
