@@ -525,7 +525,8 @@ pub struct Rewrites {
     pub depthwise: bool,
     /// Exact GELU as [`crate::gelu::Gelu`] (one pass instead of tract's three).
     pub gelu: bool,
-    /// Dense convolutions wider than 1x1 that stay f32 as [`crate::conv::DirectConv`].
+    /// Dense convolutions that stay f32 (wider than 1x1, or strided 1x1) as
+    /// [`crate::conv::DirectConv`], with a ReLU after them folded in.
     pub conv: bool,
 }
 

@@ -1,18 +1,20 @@
 //! The kernel of [`DirectConv`]: a direct convolution with output channels
 //! in vector lanes and no im2col on large planes.
 //!
-//! The padded input is split into `sy x sx` phases per channel, as the
-//! depthwise kernel's ([`crate::depthwise`]), so output `q = y * phase_w + x`
-//! reads tap `(ic, ky, kx)` at one offset from `q` for every output: each
-//! tap's inputs for `R` consecutive outputs are `R` consecutive values. A tile
-//! of `R` outputs by one block of output channels (`L` vectors) then costs,
-//! per tap, `R` broadcasts and `L` vector loads of packed weights for
-//! `R x L` fused multiply-adds. The positions past each row's end (`x >= ow`)
-//! are computed and dropped.
+//! The padded input is split into `sy x sx` phases per channel (those that
+//! some tap reads), as the depthwise kernel's ([`crate::depthwise`]), so
+//! output `q = y * phase_w + x` reads tap `(ic, ky, kx)` at one offset from
+//! `q` for every output: each tap's inputs for `R` consecutive outputs are
+//! `R` consecutive values. A tile of `R` outputs by one block of output
+//! channels (`L` vectors) then costs, per tap, `R` broadcasts and `L` vector
+//! loads of packed weights for `R x L` fused multiply-adds. Tiles run flat
+//! over the padded rows or from each multiple of `R` along each output row,
+//! whichever computes fewer positions past a row's end (`x >= ow`), which are
+//! computed and dropped.
 //!
 //! On small planes, where those dropped positions would be more than a
-//! fifth of the outputs kept, each group's exact outputs are gathered into a panel first (an
-//! im2col of the plane, which is small there).
+//! fifth of the outputs kept, each group's exact outputs are gathered into a
+//! panel first (an im2col of the plane, which is small there).
 //!
 //! Tiles go to a scratch in block-major order (`[block][group][channel][R]`),
 //! so that threads take runs of tiles that share weights, and are copied into
@@ -22,7 +24,7 @@ use tract_core::internal::*;
 use tract_linalg::multithread::par_chunks_mut;
 
 use super::DirectConv;
-use crate::depthwise::{fill_phases, Geometry};
+use crate::depthwise::{Geometry, PhaseFill};
 
 thread_local! {
     /// [`Direct`]'s scratch: the padded input, the gathered panel, the tiles.
@@ -30,7 +32,9 @@ thread_local! {
 }
 
 /// Output channels per packed block for vectors of `lanes` f32 and `cout`
-/// output channels: `L` vectors, fewer where `cout` would not fill them.
+/// output channels: `L` vectors, the most the kernel takes for the width
+/// whose zero channels past `cout` (in whole vectors) stay within a
+/// sixteenth of those needed; else one vector (none past the last).
 pub(super) fn block(lanes: usize, cout: usize) -> Option<usize> {
     let most = match lanes {
         16 => 3,
@@ -38,7 +42,9 @@ pub(super) fn block(lanes: usize, cout: usize) -> Option<usize> {
         4 => 4,
         _ => return None,
     };
-    Some(lanes * cout.div_ceil(lanes).clamp(1, most))
+    let need = cout.div_ceil(lanes).max(1);
+    let padding = |l: usize| need.div_ceil(l) * l - need;
+    Some(lanes * (1..=most.min(need)).rev().find(|&l| padding(l) * 16 <= need).unwrap_or(1))
 }
 
 /// Computes `y` (`Cout` planes of `g.oh x g.ow`) from `x` (`Cin` planes of
@@ -122,16 +128,29 @@ impl Direct<'_> {
         let bias = conv.bias.try_as_plain_ram()?;
         let bias = bias.as_slice::<f32>()?;
         let (phase_h, phase_w) = (g.ph.div_ceil(sy), g.phase_w);
-        let span = (g.oh - 1) * phase_w + g.ow;
-        let groups = span.div_ceil(R);
+        // Tiles run either flat over the padded rows (`R` consecutive
+        // positions, the ones past a row's end computed and dropped) or
+        // along each output row (`R` positions from each multiple of `R`,
+        // those past the row's end dropped): whichever computes fewer.
+        let flat = ((g.oh - 1) * phase_w + g.ow).div_ceil(R);
+        let per_row = g.ow.div_ceil(R);
+        let layout = if g.oh * per_row < flat {
+            Layout { per_row, src_row: phase_w, out_row: phase_w, pitch: phase_w }
+        } else {
+            Layout { per_row: flat, src_row: 0, out_row: 0, pitch: phase_w }
+        };
+        let groups = flat.min(g.oh * per_row);
         let reach = (kh - 1) / sy * phase_w + (kw - 1) / sx;
-        let phase_len = (groups * R + reach).max(phase_h * phase_w);
-        let channel_len = sy * sx * phase_len;
+        let phase_len = (layout.src::<R>(groups - 1) + R + reach).max(phase_h * phase_w);
+        // Phases that some tap reads (all but where the kernel is narrower than its stride).
+        let phases = [kh.min(sy), kw.min(sx)];
+        let fill = PhaseFill::new(g, conv.strides, phases, phase_len);
+        let channel_len = fill.channel_len();
         let taps = conv.cin * kh * kw;
         let blocks = packed.len() / (taps * block);
-        // On small planes the positions past each row's end would be many
-        // (more than a fifth of the outputs kept): gather each group's exact
-        // outputs into a panel instead (`[group][tap][R]`, an im2col).
+        // On small planes the positions dropped would be many (more than a
+        // fifth of the outputs kept): gather each group's exact outputs into
+        // a panel instead (`[group][tap][R]`, an im2col).
         let exact = plane_out.div_ceil(R);
         let gather = groups * 5 > exact * 6;
         let panel_len = if gather { exact * taps * R } else { 0 };
@@ -147,50 +166,58 @@ impl Direct<'_> {
             par_chunks_mut(padded, channel_len, conv.cin * channel_len, |first, chunk| {
                 for (i, dst) in chunk.chunks_exact_mut(channel_len).enumerate() {
                     let ic = first + i;
-                    fill_phases(g, conv.strides, phase_len, &x[ic * plane_in..(ic + 1) * plane_in], dst);
+                    fill.fill(&x[ic * plane_in..(ic + 1) * plane_in], dst);
                 }
                 Ok(())
             })?;
         } else {
             padded.fill(0.0);
         }
-        let offsets: Vec<usize> = (0..conv.cin)
-            .flat_map(|ic| {
-                (0..kh).flat_map(move |ky| {
-                    (0..kw).map(move |kx| {
-                        ic * channel_len
-                            + ((ky % sy) * sx + kx % sx) * phase_len
-                            + ky / sy * phase_w
-                            + kx / sx
-                    })
-                })
+        // Each tap's offset in a channel's phases, and within its phase.
+        let (within, in_phase): (Vec<usize>, Vec<usize>) = (0..kh)
+            .flat_map(|ky| (0..kw).map(move |kx| (ky, kx)))
+            .map(|(ky, kx)| {
+                let in_phase = ky / sy * phase_w + kx / sx;
+                (((ky % sy) * phases[1] + kx % sx) * phase_len + in_phase, in_phase)
             })
-            .collect();
+            .unzip();
         // Every tap of every tile reads inside its own phase.
         ensure!(
-            offsets.iter().all(|&o| o % phase_len + groups * R <= phase_len),
+            in_phase.iter().all(|&o| o + layout.src::<R>(groups - 1) + R <= phase_len),
             "direct convolution geometry: a tap would read past its phase"
         );
-        let (groups, pitch, source, offsets, step) = if gather {
+        let offsets: Vec<usize> =
+            (0..conv.cin).flat_map(|ic| within.iter().map(move |&o| ic * channel_len + o)).collect();
+        let (groups, layout, source, offsets) = if gather {
             par_chunks_mut(gathered, taps * R, exact * taps * R, |first, chunk| {
                 for (i, panel) in chunk.chunks_exact_mut(taps * R).enumerate() {
-                    let bases: [usize; R] = core::array::from_fn(|r| {
-                        let p = ((first + i) * R + r).min(plane_out - 1);
-                        p / g.ow * phase_w + p % g.ow
-                    });
+                    // The group's outputs in runs along one output row: (first, count, padded position).
+                    let mut runs: TVec<(usize, usize, usize)> = tvec!();
+                    let (start, end) = ((first + i) * R, ((first + i) * R + R).min(plane_out));
+                    let mut p = start;
+                    while p < end {
+                        let n = (g.ow - p % g.ow).min(end - p);
+                        runs.push((p - start, n, p / g.ow * phase_w + p % g.ow));
+                        p += n;
+                    }
+                    // Positions past the plane (the last group's) are computed and dropped.
+                    let kept = end - start;
                     for (dst, &off) in panel.chunks_exact_mut(R).zip(&offsets) {
-                        for (d, &b) in dst.iter_mut().zip(&bases) {
-                            *d = *padded
-                                .get(off + b)
+                        for &(r, n, at) in &runs {
+                            let src = padded
+                                .get(off + at..off + at + n)
                                 .context("direct convolution geometry: a gathered tap past the input")?;
+                            copy_short(&mut dst[r..r + n], src);
                         }
+                        dst[kept..].fill(0.0);
                     }
                 }
                 Ok(())
             })?;
-            (exact, g.ow, &*gathered, (0..taps).map(|k| k * R).collect(), taps * R)
+            let layout = Layout { per_row: 1, src_row: taps * R, out_row: R, pitch: g.ow };
+            (exact, layout, &*gathered, (0..taps).map(|k| k * R).collect())
         } else {
-            (groups, phase_w, &*padded, offsets, R)
+            (groups, layout, &*padded, offsets)
         };
         // [block of channels][group][channel in the block][R]: rows of one
         // tile each, in block-major order, so that a thread's rows share
@@ -204,21 +231,24 @@ impl Direct<'_> {
                 source,
                 offsets: &offsets,
                 groups,
-                step,
+                layout,
+                relu: conv.relu,
                 first,
                 chunk,
             })
         })?;
         // Runs of a group's outputs that land in one output row: (first, count, index in the plane).
+        let pitch = layout.pitch;
         let runs: Vec<TVec<(usize, usize, usize)>> = (0..groups)
             .map(|gi| {
                 let mut runs = tvec!();
-                let (mut q, end) = (gi * R, gi * R + R);
+                let start = layout.out::<R>(gi);
+                let (mut q, end) = (start, start + R);
                 while q < end {
                     let (oy, ox) = (q / pitch, q % pitch);
                     let row_end = (oy * pitch + pitch).min(end);
                     if oy < g.oh && ox < g.ow {
-                        runs.push((q - gi * R, (oy * pitch + g.ow).min(row_end) - q, oy * g.ow + ox));
+                        runs.push((q - start, (oy * pitch + g.ow).min(row_end) - q, oy * g.ow + ox));
                     }
                     q = row_end;
                 }
@@ -232,7 +262,7 @@ impl Direct<'_> {
                 let rows = &tiles[b * groups * R * block..(b + 1) * groups * R * block];
                 for (tile, runs) in rows.chunks_exact(R * block).zip(&runs) {
                     for &(from, n, to) in runs {
-                        plane[to..to + n].copy_from_slice(&tile[c * R + from..c * R + from + n]);
+                        copy_short(&mut plane[to..to + n], &tile[c * R + from..c * R + from + n]);
                     }
                 }
             }
@@ -240,6 +270,29 @@ impl Direct<'_> {
         });
         SCRATCH.with_borrow_mut(|s| *s = scratch);
         copied
+    }
+}
+
+/// Where each tile's `R` outputs lie: tiles come `per_row` to a row, `R`
+/// positions apart, rows `src_row` apart in the source the tiles read and
+/// `out_row` apart in the output positions, whose rows are `pitch` apart.
+#[derive(Clone, Copy)]
+struct Layout {
+    per_row: usize,
+    src_row: usize,
+    out_row: usize,
+    pitch: usize,
+}
+
+impl Layout {
+    /// Where tile `gi` starts in the source.
+    fn src<const R: usize>(&self, gi: usize) -> usize {
+        gi / self.per_row * self.src_row + gi % self.per_row * R
+    }
+
+    /// Where tile `gi` starts in the output positions.
+    fn out<const R: usize>(&self, gi: usize) -> usize {
+        gi / self.per_row * self.out_row + gi % self.per_row * R
     }
 }
 
@@ -252,8 +305,9 @@ struct Chunk<'a, const L: usize, const R: usize> {
     source: &'a [f32],
     offsets: &'a [usize],
     groups: usize,
-    /// How far apart in `source` consecutive groups start.
-    step: usize,
+    layout: Layout,
+    /// `max(y, 0)` on the way out.
+    relu: bool,
     first: usize,
     chunk: &'a mut [f32],
 }
@@ -263,7 +317,7 @@ impl<const L: usize, const R: usize> pulp::WithSimd for Chunk<'_, L, R> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, simd: S) -> TractResult<()> {
-        let Chunk { packed, bias, source, offsets, groups, step, first, chunk } = self;
+        let Chunk { packed, bias, source, offsets, groups, layout, relu, first, chunk } = self;
         let lanes = S::F32_LANES;
         let block = L * lanes;
         let taps = offsets.len();
@@ -275,9 +329,14 @@ impl<const L: usize, const R: usize> pulp::WithSimd for Chunk<'_, L, R> {
                 bail!("direct convolution: tile {} past the packed weights", first + i);
             };
             let bias: [S::f32s; L] = core::array::from_fn(|l| load::<S>(&bias[l * lanes..]));
-            let Some(acc) = tile::<S, L, R>(simd, source, offsets, gi * step, weights, bias) else {
+            let Some(mut acc) = tile::<S, L, R>(simd, source, offsets, layout.src::<R>(gi), weights, bias)
+            else {
                 bail!("direct convolution geometry: tile {} would read past its input", first + i);
             };
+            if relu {
+                let zero = simd.splat_f32s(0.0);
+                acc.iter_mut().flatten().for_each(|a| *a = simd.max_f32s(*a, zero));
+            }
             let acc: &[f32] = bytemuck::cast_slice(acc.as_flattened());
             for (c, dst) in out.chunks_exact_mut(R).enumerate() {
                 for (r, d) in dst.iter_mut().enumerate() {
@@ -320,6 +379,18 @@ fn tile<S: pulp::Simd, const L: usize, const R: usize>(
         }
     }
     inside.then_some(acc)
+}
+
+/// `dst = src` (of the same length) for the short runs of the gathered panel
+/// and the output rows, in moves of 4 values rather than a call to `memcpy`
+/// per run.
+#[inline(always)]
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    let (mut d, mut s) = (dst.chunks_exact_mut(4), src.chunks_exact(4));
+    for (d, s) in (&mut d).zip(&mut s) {
+        d.copy_from_slice(&<[f32; 4]>::try_from(s).unwrap_or_default());
+    }
+    d.into_remainder().iter_mut().zip(s.remainder()).for_each(|(d, &s)| *d = s);
 }
 
 /// The `S::f32s` at the start of `s` (unaligned; `s` holds at least one).

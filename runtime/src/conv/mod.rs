@@ -1,6 +1,7 @@
 //! `DirectConv`: clip-edge's own dense (`group == 1`) 2-D convolution with a
-//! kernel wider than 1x1, for NCHW f32 images, put in place of tract's `Conv`
-//! before codegen.
+//! kernel wider than 1x1 (or a strided 1x1 one), for NCHW f32 images, put in
+//! place of tract's `Conv` (or what its declutter made of it) before codegen,
+//! with a ReLU after it folded in.
 //!
 //! tract 0.23.9 runs these as im2col plus a matrix product whose kernel rate
 //! on the small products of an edge CNN (24-320 output channels, 64 to 4 px
@@ -14,9 +15,12 @@
 //! width of the CPU it runs on.
 
 use tract_core::internal::*;
+use tract_core::ops::binary::TypedBinOp;
 use tract_core::ops::cnn::{Conv, PaddingSpec};
+use tract_core::ops::einsum::EinSum;
+use tract_core::ops::{math, Downsample};
 
-use crate::depthwise::{operands, replace_convs, Geometry, Image, Operands};
+use crate::depthwise::{operands, replace_convs, replace_nodes, Geometry, Image, Operands};
 
 mod direct;
 
@@ -35,6 +39,8 @@ pub struct DirectConv {
     padding: PaddingSpec,
     /// NCHW (with a batch axis of 1) rather than CHW.
     has_n: bool,
+    /// `max(y, 0)` (a ReLU that followed the convolution, folded in).
+    relu: bool,
 }
 
 /// Output channels per block of packed weights for the host's vectors and
@@ -103,6 +109,7 @@ impl DirectConv {
             strides,
             padding,
             has_n,
+            relu: false,
         })
     }
 }
@@ -114,13 +121,14 @@ impl Op for DirectConv {
 
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
-            "{} -> {} channels, kernel {:?}, strides {:?}, {:?}, {} channels per block",
+            "{} -> {} channels, kernel {:?}, strides {:?}, {:?}, {} channels per block{}",
             self.cin,
             self.cout,
             self.kernel_hw,
             self.strides,
             self.padding,
-            self.block()
+            self.block(),
+            if self.relu { ", ReLU" } else { "" }
         )])
     }
 
@@ -163,30 +171,74 @@ impl TypedOp for DirectConv {
     as_op!();
 }
 
-/// Replaces every dense convolution with a kernel wider than 1x1 and at
-/// least 8 input channels of a decluttered model (NCHW, f32, one image, 2-D, no dilation, constant kernel
-/// and bias) by [`DirectConv`]; returns how many. Leaves the model alone on a
-/// host without SIMD that the op uses ([`host_block`]).
+/// Replaces every dense convolution of a decluttered model (NCHW, f32, one
+/// image, 2-D, no dilation, constant kernel and bias) with a kernel wider
+/// than 1x1 that the op [`takes`] by [`DirectConv`], and every strided 1x1
+/// one too (what tract's declutter makes of it: [`strided_products`]), then
+/// folds the ReLUs after them in; returns how many convolutions. Leaves the
+/// model alone on a host without SIMD that the op uses ([`host_block`]).
 pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
     if host_block(1).is_none() {
         log::debug!("dense convolutions stay tract's: no SIMD for clip-edge's kernel on this CPU");
         return Ok(0);
     }
-    replace_convs(model, candidate)
+    let count = replace_convs(model, candidate)? + strided_products(model)?;
+    fuse_relus(model)?;
+    Ok(count)
 }
 
-/// Fewer input channels stay tract's: on 3-channel stems its direct spatial
-/// kernel (or im2col) does better than this op, whose per-output work there is
-/// mostly the tile transposes (MobileCLIP2-S0's stem: 2.0 vs 3.1 ms per frame;
-/// ViT-B-32's patch embedding).
+/// Folds into each [`DirectConv`] the ReLU (`max(y, 0)`, zero a constant)
+/// that alone follows it, as ONNX Runtime fuses it into its convolution
+/// (one pass over the output less, single-threaded in tract); returns how
+/// many.
+fn fuse_relus(model: &mut TypedModel) -> TractResult<usize> {
+    replace_nodes(model, |model, node| {
+        let Some(conv) = node.op_as::<DirectConv>().filter(|c| !c.relu) else { return Ok(None) };
+        let [next] = &node.outputs[0].successors[..] else { return Ok(None) };
+        if model.output_outlets()?.contains(&node.id.into()) {
+            return Ok(None);
+        }
+        let max = model.node(next.node);
+        if !max.op_as::<TypedBinOp>().is_some_and(|b| b.0.is::<math::Max>()) || max.inputs.len() != 2 {
+            return Ok(None);
+        }
+        let zero = model.outlet_fact(max.inputs[1 - next.slot])?.konst.clone();
+        let is_zero = zero.is_some_and(|z| {
+            z.datum_type() == f32::datum_type()
+                && z.len() == 1
+                && z.cast_to_scalar::<f32>().is_ok_and(|v| v == 0.0)
+        });
+        if !is_zero || model.outlet_fact(max.id.into())?.shape != model.outlet_fact(node.id.into())?.shape {
+            return Ok(None);
+        }
+        Ok(Some((DirectConv { relu: true, ..conv.clone() }, node.inputs[0], max.id)))
+    })
+}
+
+/// Fewer input channels stay tract's unless the kernel is at most 3x3: the
+/// op's work per output there is mostly its tile transposes, and it was
+/// measured faster than tract only on 3x3 stems (3 channels at 64 to 256 px,
+/// `repro_conv3x3`); larger kernels on few channels (ViT patch embeddings,
+/// 7x7 stems) were not, and stay tract's.
 const MIN_INPUT_CHANNELS: usize = 8;
 
-fn candidate(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<DirectConv>> {
+/// Whether the op takes a convolution of `cin` input channels and this
+/// kernel (`kh x kw`).
+fn takes(cin: usize, [kh, kw]: [usize; 2]) -> bool {
+    cin >= MIN_INPUT_CHANNELS || (cin >= 1 && kh <= 3 && kw <= 3)
+}
+
+fn candidate(
+    model: &TypedModel,
+    node: &TypedNode,
+    conv: &Conv,
+) -> TractResult<Option<(DirectConv, OutletId)>> {
     let ps = &conv.pool_spec;
     let (cin, cout) = (conv.input_channels(), conv.output_channels());
     if conv.group != 1
-        || cin < MIN_INPUT_CHANNELS
         || cout == 0
+        || ps.kernel_shape.len() != 2
+        || !takes(cin, [ps.kernel_shape[0], ps.kernel_shape[1]])
         || ps.kernel_shape.iter().product::<usize>() <= 1
     {
         return Ok(None);
@@ -208,7 +260,102 @@ fn candidate(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<O
         has_n,
         block,
     )
-    .map(Some)
+    .map(|op| Some((op, node.inputs[0])))
+}
+
+/// Replaces the strided 1x1 convolutions, which tract's declutter splits
+/// into `Downsample`s of the plane's axes and a product over the channels
+/// (`EinSum` `NIHW,OI->NOHW`, then an `Add` of the bias), by [`DirectConv`]
+/// on the image before the `Downsample`s (one pass over the input where the
+/// `Downsample`s, single-threaded, copied it twice); returns how many.
+fn strided_products(model: &mut TypedModel) -> TractResult<usize> {
+    replace_nodes(model, strided_product)
+}
+
+/// The op for `node` if it is the product of a strided 1x1 convolution (see
+/// [`strided_products`]), the outlet it reads and the node whose output it
+/// replaces (the bias `Add`, or the product where no bias follows).
+fn strided_product(
+    model: &TypedModel,
+    node: &TypedNode,
+) -> TractResult<Option<(DirectConv, OutletId, usize)>> {
+    let Some(einsum) = node.op_as::<EinSum>() else { return Ok(None) };
+    let has_n = match einsum.axes.to_string().as_str() {
+        "NIHW,OI->NOHW" => true,
+        "IHW,OI->OHW" => false,
+        _ => return Ok(None),
+    };
+    let x = model.outlet_fact(node.inputs[0])?;
+    let Some(kernel) = model.outlet_fact(node.inputs[1])?.konst.clone() else { return Ok(None) };
+    if einsum.q_params.is_some()
+        || einsum.operating_dt != f32::datum_type()
+        || x.datum_type != f32::datum_type()
+        || kernel.datum_type() != f32::datum_type()
+        || kernel.rank() != 2
+    {
+        return Ok(None);
+    }
+    let [cout, cin] = [kernel.shape()[0], kernel.shape()[1]];
+    let (input, strides) = downsampled(model, node.inputs[0], has_n);
+    if !takes(cin, [1, 1]) || cout == 0 || strides == [1, 1] {
+        return Ok(None);
+    }
+    let Some(block) = host_block(cout) else { return Ok(None) };
+    let (bias, replaced) = match bias_after(model, node, cout, has_n)? {
+        Some((bias, add)) => (bias, add),
+        None => (vec![0.0; cout], node.id),
+    };
+    let kernel: Vec<f32> = kernel.to_plain_array_view::<f32>()?.iter().copied().collect();
+    let op = DirectConv::new(&kernel, &bias, [cout, cin, 1, 1], strides, PaddingSpec::Valid, has_n, block)?;
+    let fact = op.output_facts(&[model.outlet_fact(input)?])?.remove(0);
+    let expected = model.outlet_fact(replaced.into())?;
+    if (&fact.shape, fact.datum_type) != (&expected.shape, expected.datum_type) {
+        log::debug!("{}: strided 1x1 convolution stays tract's: the op would give {fact:?}", node.name);
+        return Ok(None);
+    }
+    Ok(Some((op, input, replaced)))
+}
+
+/// The image before the `Downsample`s (modulo 0) of the plane's axes that
+/// feed `outlet`, and their strides (1 where none).
+fn downsampled(model: &TypedModel, outlet: OutletId, has_n: bool) -> (OutletId, [usize; 2]) {
+    let h_axis = usize::from(has_n) + 1;
+    let (mut source, mut strides) = (outlet, [1usize; 2]);
+    while let Some(down) = model.node(source.node).op_as::<Downsample>() {
+        let Some(side) = down.axis.checked_sub(h_axis).filter(|&a| a < 2) else { break };
+        let Ok(stride) = usize::try_from(down.stride) else { break };
+        if stride <= 1 || down.modulo != 0 || strides[side] != 1 {
+            break;
+        }
+        strides[side] = stride;
+        source = model.node(source.node).inputs[0];
+    }
+    (source, strides)
+}
+
+/// The bias of the `Add` that alone follows `node`'s output, a constant of
+/// one value per channel (`[1, cout, 1, 1]`, or `[cout, 1, 1]` without a
+/// batch axis), and that `Add`'s node.
+fn bias_after(
+    model: &TypedModel,
+    node: &TypedNode,
+    cout: usize,
+    has_n: bool,
+) -> TractResult<Option<(Vec<f32>, usize)>> {
+    let [next] = &node.outputs[0].successors[..] else { return Ok(None) };
+    if model.output_outlets()?.contains(&node.id.into()) {
+        return Ok(None);
+    }
+    let add = model.node(next.node);
+    if !add.op_as::<TypedBinOp>().is_some_and(|b| b.0.is::<math::Add>()) || add.inputs.len() != 2 {
+        return Ok(None);
+    }
+    let Some(bias) = &model.outlet_fact(add.inputs[1 - next.slot])?.konst else { return Ok(None) };
+    let shape: &[usize] = if has_n { &[1, cout, 1, 1] } else { &[cout, 1, 1] };
+    if bias.datum_type() != f32::datum_type() || bias.shape() != shape {
+        return Ok(None);
+    }
+    Ok(Some((bias.to_plain_array_view::<f32>()?.iter().copied().collect(), add.id)))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use super::*;
 /// `(cout, cin, h, w, kh, kw, stride, pad)`.
 type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
 
-const CASES: [Case; 15] = [
+const CASES: [Case; 19] = [
     (24, 3, 17, 19, 3, 3, 1, 1),
     (48, 24, 16, 16, 3, 3, 2, 1),
     (5, 7, 9, 11, 3, 3, 1, 1),
@@ -25,6 +25,13 @@ const CASES: [Case; 15] = [
     (6, 2, 11, 13, 2, 2, 3, 0),
     // Several blocks and several groups of flat runs at every vector width.
     (100, 8, 20, 20, 3, 3, 1, 1),
+    // Tiles along the output rows: 8 and 24 outputs a row (a multiple of
+    // every width's tile but AVX2's 12; AVX-512's 8 at 8 px).
+    (48, 16, 8, 8, 3, 3, 1, 1),
+    (40, 8, 5, 24, 3, 3, 1, 1),
+    (24, 9, 48, 48, 3, 3, 2, 1),
+    // A strided 1x1 convolution: only the first phase is read.
+    (48, 24, 16, 15, 1, 1, 2, 0),
 ];
 
 /// The convolution written out directly; bias `0.25 * channel`.
@@ -162,18 +169,25 @@ fn a_block_for_another_width_is_an_error() {
 /// A model of one dense 3x3 convolution (stride 2, padding 1, bias 0.5) of a
 /// `[1, cin, side, side]` input.
 fn dense_model(cout: usize, cin: usize, side: usize) -> TractResult<TypedModel> {
+    conv_model(cout, cin, side, 3)
+}
+
+/// A model of one dense `k x k` convolution (stride 2, padding `k / 2`, bias
+/// 0.5) of a `[1, cin, side, side]` input.
+fn conv_model(cout: usize, cin: usize, side: usize, k: usize) -> TractResult<TypedModel> {
     use tract_core::ops::cnn::{KernelFormat, PoolSpec};
     use tract_core::ops::nn::DataFormat;
-    let k: Vec<f32> = (0..cout * cin * 9).map(|i| ((i * 7 % 23) as f32 - 11.0) / 20.0).collect();
+    let taps = cout * cin * k * k;
+    let weights: Vec<f32> = (0..taps).map(|i| ((i * 7 % 23) as f32 - 11.0) / 20.0).collect();
     let mut model = TypedModel::default();
     let x = model.add_source("x", f32::fact([1, cin, side, side]))?;
-    let kernel = model.add_const("kernel", Tensor::from_shape(&[cout, cin, 3, 3], &k[..cout * cin * 9])?)?;
+    let kernel = model.add_const("kernel", Tensor::from_shape(&[cout, cin, k, k], &weights)?)?;
     let bias = model.add_const("bias", tensor1(&vec![0.5f32; cout]))?;
     let op = Conv {
         pool_spec: PoolSpec {
             data_format: DataFormat::NCHW,
-            kernel_shape: tvec![3, 3],
-            padding: PaddingSpec::Explicit(tvec![1, 1], tvec![1, 1]),
+            kernel_shape: tvec![k, k],
+            padding: PaddingSpec::Explicit(tvec![k / 2, k / 2], tvec![k / 2, k / 2]),
             dilations: None,
             strides: Some(tvec![2, 2]),
             input_channels: cin,
@@ -202,8 +216,8 @@ fn the_rewrite_follows_the_host_simd() {
 }
 
 /// Through tract: a model with a dense 3x3 convolution gives the same output
-/// with the rewrite as without, and the rewrite takes it (not on a 3-channel
-/// input, which stays tract's).
+/// with the rewrite as without, and the rewrite takes it (on a 3-channel
+/// input too, but not with a 5x5 kernel there, which stays tract's).
 #[test]
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn the_rewrite_takes_a_dense_convolution() {
@@ -211,20 +225,32 @@ fn the_rewrite_takes_a_dense_convolution() {
     let build = |cin: usize| dense_model(cout, cin, side);
     let x: Vec<f32> = (0..cin * side * side).map(|i| ((i * 31 % 97) as f32 - 48.0) / 30.0).collect();
     let input = Tensor::from_shape(&[1, cin, side, side], &x).expect("x");
-    let tract = build(cin).expect("model").into_optimized().expect("opt").into_runnable().expect("plan");
-    let want = tract.run(tvec![input.clone().into_tvalue()]).expect("run");
     let mut stem = build(3).expect("model");
-    assert_eq!(rewrite(&mut stem).expect("rewrite"), 0, "a 3-channel input stays tract's");
+    assert_eq!(rewrite(&mut stem).expect("rewrite"), 1, "a 3x3 stem is the op's");
+    let mut wide = conv_model(cout, 3, side, 5).expect("model");
+    assert_eq!(rewrite(&mut wide).expect("rewrite"), 0, "a 5x5 kernel on 3 channels stays tract's");
     let mut ours = build(cin).expect("model");
     assert_eq!(rewrite(&mut ours).expect("rewrite"), 1);
     assert!(ours.nodes().iter().any(|n| n.op_is::<DirectConv>()));
-    let ours = ours.into_optimized().expect("opt").into_runnable().expect("plan");
-    let got = ours.run(tvec![input.into_tvalue()]).expect("run");
-    assert_eq!(got[0].shape(), want[0].shape());
-    let got: Vec<f32> = got[0].to_plain_array_view::<f32>().expect("y").iter().copied().collect();
-    let want: Vec<f32> = want[0].to_plain_array_view::<f32>().expect("y").iter().copied().collect();
+    same_output(ours, tract_output(build(cin).expect("model"), &input), &input);
+}
+
+/// `model` run by tract as it comes (optimised) on `input`.
+fn tract_output(model: TypedModel, input: &Tensor) -> TValue {
+    let plan = model.into_optimized().expect("opt").into_runnable().expect("plan");
+    plan.run(tvec![input.clone().into_tvalue()]).expect("run").remove(0)
+}
+
+/// Checks that `ours` (rewritten) gives `want` on `input` within 1e-5
+/// (relative); returns its output.
+fn same_output(ours: TypedModel, want: TValue, input: &Tensor) -> Vec<f32> {
+    let got = tract_output(ours, input);
+    assert_eq!(got.shape(), want.shape());
+    let got: Vec<f32> = got.to_plain_array_view::<f32>().expect("y").iter().copied().collect();
+    let want: Vec<f32> = want.to_plain_array_view::<f32>().expect("y").iter().copied().collect();
     let worst = relative_difference(&got, &want);
     assert!(worst < 1e-5, "max relative |d| {worst}");
+    got
 }
 
 /// `SAME_UPPER` padding (asymmetric: the extra row and column at the end).
@@ -278,5 +304,52 @@ fn threads_give_the_same_output() {
         let got: Vec<f32> = y[0].to_plain_array_view::<f32>().expect("y").iter().copied().collect();
         let worst = relative_difference(&got, &reference(&x, &k, case));
         assert!(worst < 1e-5, "{case:?}: max relative |d| {worst}");
+    }
+}
+
+/// A strided 1x1 convolution, which tract's declutter splits into
+/// `Downsample`s and a product: after declutter the rewrite takes that
+/// product, bias included, and reads the image before the `Downsample`s;
+/// same output as tract's.
+#[test]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn the_rewrite_takes_a_strided_pointwise_convolution() {
+    let (cout, cin, side) = (40, 16, 13);
+    let x: Vec<f32> = (0..cin * side * side).map(|i| ((i * 31 % 97) as f32 - 48.0) / 30.0).collect();
+    let input = Tensor::from_shape(&[1, cin, side, side], &x).expect("x");
+    let want = tract_output(conv_model(cout, cin, side, 1).expect("model"), &input);
+    assert_eq!(want.shape(), &[1, cout, 7, 7]);
+    let mut ours = conv_model(cout, cin, side, 1).expect("model");
+    ours.declutter().expect("declutter");
+    assert!(ours.nodes().iter().any(|n| n.op_is::<Downsample>()), "tract's declutter splits the stride off");
+    assert_eq!(rewrite(&mut ours).expect("rewrite"), 1);
+    assert!(ours.nodes().iter().all(|n| !n.op_is::<Downsample>() && !n.op_is::<EinSum>()));
+    same_output(ours, want, &input);
+}
+
+/// A ReLU (`max(y, 0)`) that alone follows the convolution is folded into
+/// the op; a `max(y, 1)` is not; same output as tract's either way.
+#[test]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn the_rewrite_folds_a_following_relu() {
+    let (cout, cin, side) = (40, 9, 12);
+    let x: Vec<f32> = (0..cin * side * side).map(|i| ((i * 31 % 97) as f32 - 48.0) / 30.0).collect();
+    let input = Tensor::from_shape(&[1, cin, side, side], &x).expect("x");
+    for (floor, folded) in [(0.0f32, true), (1.0, false)] {
+        let build = || -> TractResult<TypedModel> {
+            let mut model = dense_model(cout, cin, side)?;
+            let y = model.output_outlets()?[0];
+            let floor = model.add_const("floor", Tensor::from_shape(&[1, 1, 1, 1], &[floor])?)?;
+            let relu = model.wire_node("relu", math::max(), &[y, floor])?;
+            model.select_output_outlets(&relu)?;
+            Ok(model)
+        };
+        let mut ours = build().expect("model");
+        assert_eq!(rewrite(&mut ours).expect("rewrite"), 1);
+        let relus = ours.nodes().iter().filter(|n| n.op_as::<DirectConv>().is_some_and(|c| c.relu)).count();
+        assert_eq!(relus, usize::from(folded), "floor {floor}");
+        assert_eq!(ours.nodes().iter().any(|n| n.op_is::<TypedBinOp>()), !folded, "floor {floor}");
+        let got = same_output(ours, tract_output(build().expect("model"), &input), &input);
+        assert!(got.iter().all(|&v| v >= floor), "floor {floor}");
     }
 }

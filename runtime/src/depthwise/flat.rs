@@ -83,12 +83,13 @@ impl pulp::WithSimd for Flat<'_> {
         scratch.clear();
         scratch.resize(sy * sx * phase_len + span, 0.0);
         let (padded, flat) = scratch.split_at_mut(sy * sx * phase_len);
+        let fill = PhaseFill::new(g, conv.strides, conv.strides, phase_len);
         let mut loaded: Option<usize> = None;
         for (i, plane) in out.chunks_exact_mut(plane_out).enumerate() {
             let oc = first + i;
             let ic = oc / conv.multiplier;
             if loaded != Some(ic) {
-                fill_phases(g, conv.strides, phase_len, &x[ic * plane_in..(ic + 1) * plane_in], padded);
+                fill.fill(&x[ic * plane_in..(ic + 1) * plane_in], padded);
                 loaded = Some(ic);
             }
             let taps = &kernel[oc * kh * kw..(oc + 1) * kh * kw];
@@ -111,33 +112,101 @@ impl pulp::WithSimd for Flat<'_> {
     }
 }
 
-/// Writes `plane` (`g.h x g.w`) into `padded` (`sy x sx` phases of
-/// `phase_len` values, phase `(ry, rx)` at `(ry * sx + rx) * phase_len`,
-/// rows `g.phase_w` apart), zero everywhere else.
-pub(crate) fn fill_phases(
-    g: &Geometry,
-    [sy, sx]: [usize; 2],
+/// How an image plane (`g.h x g.w`) is written into its padded phases: the
+/// first `ny x nx` of the `sy x sx` phases, `phase_len` values each, phase
+/// `(ry, rx)` at `(ry * nx + rx) * phase_len`, rows `g.phase_w` apart, zero
+/// everywhere else. A kernel narrower than its stride reads only those
+/// phases. Worked out once per run, used for each channel.
+pub(crate) struct PhaseFill {
+    w: usize,
+    sy: usize,
+    sx: usize,
+    ny: usize,
+    nx: usize,
     phase_len: usize,
-    plane: &[f32],
-    padded: &mut [f32],
-) {
-    padded.iter_mut().for_each(|v| *v = 0.0);
-    for (y, row) in plane.chunks_exact(g.w).enumerate() {
-        let py = y + g.pad_top;
-        if sx == 1 {
-            let at = (py % sy) * phase_len + py / sy * g.phase_w + g.pad_left;
-            padded[at..at + g.w].copy_from_slice(row);
-            continue;
+    phase_w: usize,
+    /// The first image row's phase row and row in that phase.
+    top: (usize, usize),
+    /// Per column phase written: `(rx, first image column, first column in
+    /// the phase's rows, columns)`.
+    cols: TVec<(usize, usize, usize, usize)>,
+}
+
+impl PhaseFill {
+    /// The fill for geometry `g`, `strides` and the `phases` (`[ny, nx]`) read.
+    pub(crate) fn new(
+        g: &Geometry,
+        [sy, sx]: [usize; 2],
+        [ny, nx]: [usize; 2],
+        phase_len: usize,
+    ) -> PhaseFill {
+        let cols = (0..nx.min(sx))
+            .filter_map(|rx| {
+                let x0 = (rx + sx - g.pad_left % sx) % sx;
+                (x0 < g.w).then(|| (rx, x0, (x0 + g.pad_left) / sx, (g.w - x0).div_ceil(sx)))
+            })
+            .collect();
+        PhaseFill {
+            w: g.w,
+            sy,
+            sx,
+            ny: ny.min(sy),
+            nx: nx.min(sx),
+            phase_len,
+            phase_w: g.phase_w,
+            top: (g.pad_top % sy, g.pad_top / sy),
+            cols,
         }
-        for rx in 0..sx {
-            // Image columns xx with (xx + pad_left) % sx == rx.
-            let x0 = (rx + sx - g.pad_left % sx) % sx;
-            if x0 >= g.w {
-                continue;
+    }
+
+    /// Values of one channel's phases.
+    pub(crate) fn channel_len(&self) -> usize {
+        self.ny * self.nx * self.phase_len
+    }
+
+    /// Writes `plane` into `padded` (one channel's phases).
+    pub(crate) fn fill(&self, plane: &[f32], padded: &mut [f32]) {
+        padded.fill(0.0);
+        let (mut ry, mut phase_row) = self.top;
+        for row in plane.chunks_exact(self.w) {
+            if ry < self.ny {
+                let at = |rx: usize, col: usize| {
+                    (ry * self.nx + rx) * self.phase_len + phase_row * self.phase_w + col
+                };
+                match (self.sx, &self.cols[..]) {
+                    (1, &[(rx, x0, col, n)]) => {
+                        let at = at(rx, col);
+                        padded[at..at + n].copy_from_slice(&row[x0..x0 + n]);
+                    }
+                    // Both column phases of stride 2 in one pass over the row.
+                    (2, &[(ra, 0, ca, na), (rb, 1, cb, nb)] | &[(rb, 1, cb, nb), (ra, 0, ca, na)]) => {
+                        let (a, b) = (at(ra, ca), at(rb, cb));
+                        let (lo, hi) = padded.split_at_mut(a.max(b));
+                        let (da, db) = if a < b {
+                            (&mut lo[a..a + na], &mut hi[..nb])
+                        } else {
+                            (&mut hi[..na], &mut lo[b..b + nb])
+                        };
+                        for ((pair, da), db) in row.chunks_exact(2).zip(da.iter_mut()).zip(db.iter_mut()) {
+                            (*da, *db) = (pair[0], pair[1]);
+                        }
+                        if let (Some(&last), true) = (row.last(), na > nb) {
+                            da[na - 1] = last;
+                        }
+                    }
+                    (sx, cols) => {
+                        for &(rx, x0, col, n) in cols {
+                            let at = at(rx, col);
+                            let dst = &mut padded[at..at + n];
+                            dst.iter_mut().zip(row[x0..].iter().step_by(sx)).for_each(|(d, &v)| *d = v);
+                        }
+                    }
+                }
             }
-            let at = ((py % sy) * sx + rx) * phase_len + py / sy * g.phase_w + (x0 + g.pad_left) / sx;
-            let dst = &mut padded[at..at + (g.w - x0).div_ceil(sx)];
-            dst.iter_mut().zip(row[x0..].iter().step_by(sx)).for_each(|(d, &v)| *d = v);
+            ry += 1;
+            if ry == self.sy {
+                (ry, phase_row) = (0, phase_row + 1);
+            }
         }
     }
 }

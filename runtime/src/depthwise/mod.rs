@@ -21,8 +21,8 @@ use tract_linalg::multithread::par_chunks_mut;
 
 mod flat;
 
-pub(crate) use flat::fill_phases;
 use flat::planes_flat;
+pub(crate) use flat::PhaseFill;
 
 /// The depthwise convolution of one NCHW image (batch 1).
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
@@ -177,18 +177,34 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
 }
 
 /// Replaces each tract `Conv` of `model` for which `candidate` gives an op
-/// by that op (on the convolution's data input); returns how many.
+/// and the outlet it reads (the convolution's data input, or what came
+/// before it) by that op; returns how many.
 pub(crate) fn replace_convs<O: TypedOp>(
     model: &mut TypedModel,
-    candidate: impl Fn(&TypedModel, &TypedNode, &Conv) -> TractResult<Option<O>>,
+    candidate: impl Fn(&TypedModel, &TypedNode, &Conv) -> TractResult<Option<(O, OutletId)>>,
+) -> TractResult<usize> {
+    replace_nodes(model, |model, node| {
+        let Some(conv) = node.op_as::<Conv>() else { return Ok(None) };
+        Ok(candidate(model, node, conv)?.map(|(op, input)| (op, input, node.id)))
+    })
+}
+
+/// For each node of `model` for which `find` gives an op, the outlet it
+/// reads and the node whose output it takes over (the node itself, or one
+/// after it that it folds in), wires that op (named after the node) and
+/// hands it that output's consumers; returns how many.
+pub(crate) fn replace_nodes<O: TypedOp>(
+    model: &mut TypedModel,
+    find: impl Fn(&TypedModel, &TypedNode) -> TractResult<Option<(O, OutletId, usize)>>,
 ) -> TractResult<usize> {
     let mut count = 0;
     for id in model.eval_order()? {
         let node = model.node(id);
-        let Some(conv) = node.op_as::<Conv>() else { continue };
-        let Some(op) = candidate(model, node, conv)? else { continue };
-        let inputs = [node.inputs[0]];
-        let patch = TypedModelPatch::replace_single_op(model, node, &inputs, op)?;
+        let Some((op, input, replaced)) = find(model, node)? else { continue };
+        let mut patch = TypedModelPatch::default();
+        let tap = patch.tap_model(model, input)?;
+        let wired = patch.wire_node(&node.name, op, &[tap])?;
+        patch.shunt_outside(model, replaced.into(), wired[0])?;
         patch.apply(model)?;
         count += 1;
     }
@@ -198,7 +214,11 @@ pub(crate) fn replace_convs<O: TypedOp>(
     Ok(count)
 }
 
-fn candidate(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<DepthwiseConv>> {
+fn candidate(
+    model: &TypedModel,
+    node: &TypedNode,
+    conv: &Conv,
+) -> TractResult<Option<(DepthwiseConv, OutletId)>> {
     let (cin, cout) = (conv.input_channels(), conv.output_channels());
     if conv.group != cin || cin <= 1 || cout % cin != 0 {
         return Ok(None);
@@ -209,7 +229,7 @@ fn candidate(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<O
     let ps = &conv.pool_spec;
     let [kh, kw] = [ps.kernel_shape[0], ps.kernel_shape[1]];
     let strides = ps.strides();
-    Ok(Some(DepthwiseConv {
+    let op = DepthwiseConv {
         kernel: kernel.into_shape(&[cout, kh, kw])?.into_arc_tensor(),
         bias: rctensor1(&bias),
         multiplier: cout / cin,
@@ -217,7 +237,8 @@ fn candidate(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<O
         strides: [strides[0], strides[1]],
         padding: ps.padding.clone(),
         has_n,
-    }))
+    };
+    Ok(Some((op, node.inputs[0])))
 }
 
 /// The constant operands of a 2-D f32 convolution that clip-edge's own ops
