@@ -6,7 +6,7 @@ use super::*;
 /// `(cout, cin, h, w, kh, kw, stride, pad)`.
 type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
 
-const CASES: [Case; 19] = [
+const CASES: [Case; 22] = [
     (24, 3, 17, 19, 3, 3, 1, 1),
     (48, 24, 16, 16, 3, 3, 2, 1),
     (5, 7, 9, 11, 3, 3, 1, 1),
@@ -25,11 +25,19 @@ const CASES: [Case; 19] = [
     (6, 2, 11, 13, 2, 2, 3, 0),
     // Several blocks and several groups of flat runs at every vector width.
     (100, 8, 20, 20, 3, 3, 1, 1),
-    // Tiles along the output rows: 8 and 24 outputs a row (a multiple of
-    // every width's tile but AVX2's 12; AVX-512's 8 at 8 px).
+    // Tiles along the output rows where the tile (`R` outputs) divides the
+    // row: 8 (AVX-512's R = 8), 24 (R = 12 at every width), 24 at stride 2
+    // (R = 12 on x86, 8 on NEON).
     (48, 16, 8, 8, 3, 3, 1, 1),
     (40, 8, 5, 24, 3, 3, 1, 1),
     (24, 9, 48, 48, 3, 3, 2, 1),
+    // ... and with a partial last tile per row: 23 of 24 (R = 24 with one
+    // vector of channels on AVX-512 and NEON), 11 of 12 (R = 6 on AVX2 and NEON).
+    (16, 8, 10, 23, 3, 3, 1, 1),
+    (48, 8, 6, 11, 3, 3, 1, 1),
+    // Stride 2 over an odd width with an even left padding (both column
+    // phases written in one pass, the last value alone).
+    (8, 4, 9, 11, 3, 3, 2, 2),
     // A strided 1x1 convolution: only the first phase is read.
     (48, 24, 16, 15, 1, 1, 2, 0),
 ];
@@ -175,12 +183,17 @@ fn dense_model(cout: usize, cin: usize, side: usize) -> TractResult<TypedModel> 
 /// A model of one dense `k x k` convolution (stride 2, padding `k / 2`, bias
 /// 0.5) of a `[1, cin, side, side]` input.
 fn conv_model(cout: usize, cin: usize, side: usize, k: usize) -> TractResult<TypedModel> {
+    batch_conv_model(1, cout, cin, side, k)
+}
+
+/// [`conv_model`] over a batch of `n` images.
+fn batch_conv_model(n: usize, cout: usize, cin: usize, side: usize, k: usize) -> TractResult<TypedModel> {
     use tract_core::ops::cnn::{KernelFormat, PoolSpec};
     use tract_core::ops::nn::DataFormat;
     let taps = cout * cin * k * k;
     let weights: Vec<f32> = (0..taps).map(|i| ((i * 7 % 23) as f32 - 11.0) / 20.0).collect();
     let mut model = TypedModel::default();
-    let x = model.add_source("x", f32::fact([1, cin, side, side]))?;
+    let x = model.add_source("x", f32::fact([n, cin, side, side]))?;
     let kernel = model.add_const("kernel", Tensor::from_shape(&[cout, cin, k, k], &weights)?)?;
     let bias = model.add_const("bias", tensor1(&vec![0.5f32; cout]))?;
     let op = Conv {
@@ -227,6 +240,8 @@ fn the_rewrite_takes_a_dense_convolution() {
     let input = Tensor::from_shape(&[1, cin, side, side], &x).expect("x");
     let mut stem = build(3).expect("model");
     assert_eq!(rewrite(&mut stem).expect("rewrite"), 1, "a 3x3 stem is the op's");
+    let pixels = Tensor::from_shape(&[1, 3, side, side], &x[..3 * side * side]).expect("x");
+    same_output(stem, tract_output(build(3).expect("model"), &pixels), &pixels);
     let mut wide = conv_model(cout, 3, side, 5).expect("model");
     assert_eq!(rewrite(&mut wide).expect("rewrite"), 0, "a 5x5 kernel on 3 channels stays tract's");
     let mut ours = build(cin).expect("model");
@@ -325,6 +340,16 @@ fn the_rewrite_takes_a_strided_pointwise_convolution() {
     assert_eq!(rewrite(&mut ours).expect("rewrite"), 1);
     assert!(ours.nodes().iter().all(|n| !n.op_is::<Downsample>() && !n.op_is::<EinSum>()));
     same_output(ours, want, &input);
+}
+
+/// A strided 1x1 convolution over a batch of two images stays tract's (the
+/// op takes one image): the rewrite declines rather than failing.
+#[test]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn a_batch_of_two_stays_tract_s() {
+    let mut model = batch_conv_model(2, 40, 16, 13, 1).expect("model").into_decluttered().expect("declutter");
+    assert!(model.nodes().iter().any(|n| n.op_is::<Downsample>()), "tract's declutter splits the stride off");
+    assert_eq!(rewrite(&mut model).expect("rewrite"), 0);
 }
 
 /// A ReLU (`max(y, 0)`) that alone follows the convolution is folded into
