@@ -207,7 +207,7 @@ impl Direct<'_> {
                             let src = padded
                                 .get(off + at..off + at + n)
                                 .context("direct convolution geometry: a gathered tap past the input")?;
-                            copy_short(&mut dst[r..r + n], src);
+                            dst[r..r + n].copy_from_slice(src);
                         }
                         dst[kept..].fill(0.0);
                     }
@@ -262,7 +262,7 @@ impl Direct<'_> {
                 let rows = &tiles[b * groups * R * block..(b + 1) * groups * R * block];
                 for (tile, runs) in rows.chunks_exact(R * block).zip(&runs) {
                     for &(from, n, to) in runs {
-                        copy_short(&mut plane[to..to + n], &tile[c * R + from..c * R + from + n]);
+                        plane[to..to + n].copy_from_slice(&tile[c * R + from..c * R + from + n]);
                     }
                 }
             }
@@ -379,18 +379,6 @@ fn tile<S: pulp::Simd, const L: usize, const R: usize>(
         }
     }
     inside.then_some(acc)
-}
-
-/// `dst = src` (of the same length) for the short runs of the gathered panel
-/// and the output rows, in moves of 4 values rather than a call to `memcpy`
-/// per run.
-#[inline(always)]
-fn copy_short(dst: &mut [f32], src: &[f32]) {
-    let (mut d, mut s) = (dst.chunks_exact_mut(4), src.chunks_exact(4));
-    for (d, s) in (&mut d).zip(&mut s) {
-        d.copy_from_slice(&<[f32; 4]>::try_from(s).unwrap_or_default());
-    }
-    d.into_remainder().iter_mut().zip(s.remainder()).for_each(|(d, &s)| *d = s);
 }
 
 /// The `S::f32s` at the start of `s` (unaligned; `s` holds at least one).
