@@ -16,9 +16,12 @@
 //! fifth of the outputs kept, each group's exact outputs are gathered into a
 //! panel first (an im2col of the plane, which is small there).
 //!
-//! Tiles go to a scratch in block-major order (`[block][group][channel][R]`),
-//! so that threads take runs of tiles that share weights, and are copied into
-//! the NCHW output at the end.
+//! Threads take items ([`Split`]): bands of output rows (each fills only
+//! the input rows it reads) times runs of blocks (each reads only their
+//! weights), and write their tiles straight into the NCHW output, so that a
+//! convolution is one parallel step: a pool's threads sleep between steps,
+//! and waking them for a fill, a panel, the tiles and an output copy in turn
+//! cost more than the fill and the copy saved on two threads.
 
 use tract_core::internal::*;
 use tract_linalg::multithread::par_chunks_mut;
@@ -27,7 +30,7 @@ use super::DirectConv;
 use crate::depthwise::{Geometry, PhaseFill};
 
 thread_local! {
-    /// [`Direct`]'s scratch: the padded input, the gathered panel, the tiles.
+    /// [`Direct`]'s scratch (each thread's): an item's padded input rows and gathered panel.
     static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -50,7 +53,7 @@ pub(super) fn block(lanes: usize, cout: usize) -> Option<usize> {
 /// Computes `y` (`Cout` planes of `g.oh x g.ow`) from `x` (`Cin` planes of
 /// `g.h x g.w`).
 pub(super) fn run(conv: &DirectConv, g: &Geometry, x: &[f32], y: &mut [f32]) -> TractResult<()> {
-    on_pool(|| pulp::Arch::new().dispatch(Direct { conv, g, x, y }))
+    on_pool(|threads| pulp::Arch::new().dispatch(Direct { conv, g, x, y, threads }))
 }
 
 /// Runs `f` on one of the executor's pool threads, with the executor in scope
@@ -58,21 +61,23 @@ pub(super) fn run(conv: &DirectConv, g: &Geometry, x: &[f32], y: &mut [f32]) -> 
 /// parallel phases then start from a pool thread (rayon runs them in place)
 /// instead of each waking the pool from the caller and the caller again at
 /// its end, which on a 2-vCPU machine cost more than the smaller phases.
+/// `f` gets the number of threads that its parallel phases run on.
 #[cfg(feature = "threads")]
-fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+fn on_pool<R: Send>(f: impl FnOnce(usize) -> R + Send) -> R {
     use tract_linalg::multithread::{current_tract_executor, multithread_tract_scope, Executor};
     match current_tract_executor() {
         Executor::MultiThread(pool) if pool.current_num_threads() > 1 => {
             let executor = Executor::MultiThread(Arc::clone(&pool));
-            pool.install(|| multithread_tract_scope(executor, f))
+            let threads = pool.current_num_threads();
+            pool.install(|| multithread_tract_scope(executor, || f(threads)))
         }
-        _ => f(),
+        _ => f(1),
     }
 }
 
 #[cfg(not(feature = "threads"))]
-fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    f()
+fn on_pool<R: Send>(f: impl FnOnce(usize) -> R + Send) -> R {
+    f(1)
 }
 
 /// The arguments of [`run`], run for one instruction set.
@@ -81,6 +86,8 @@ pub(super) struct Direct<'a> {
     pub(super) g: &'a Geometry,
     pub(super) x: &'a [f32],
     pub(super) y: &'a mut [f32],
+    /// Threads that the parallel phases run on.
+    pub(super) threads: usize,
 }
 
 impl pulp::WithSimd for Direct<'_> {
@@ -106,27 +113,166 @@ impl pulp::WithSimd for Direct<'_> {
 }
 
 impl Direct<'_> {
-    /// The convolution in tiles of `R` outputs by `L` vectors of channels.
+    /// The convolution in tiles of `R` outputs by `L` vectors of channels,
+    /// cut into items ([`Split`]: bands of output rows times runs of blocks)
+    /// that a thread each fills, gathers and computes alone, writing its
+    /// outputs in place: one parallel step a convolution.
     #[inline(always)]
     fn tiles<S: pulp::Simd, const L: usize, const R: usize>(self, simd: S) -> TractResult<()> {
-        let Direct { conv, g, x, y } = self;
-        let lanes = S::F32_LANES;
-        let block = L * lanes;
+        let Direct { conv, g, x, y, threads } = self;
+        let block = L * S::F32_LANES;
         ensure!(
             conv.block() == block,
             "DirectConv: weights packed for {} channels per block, this CPU's kernel takes {block}",
             conv.block()
         );
-        let (plane_in, plane_out) = (g.h * g.w, g.oh * g.ow);
+        let plane_out = g.oh * g.ow;
         if plane_out == 0 {
             return Ok(());
         }
-        let [kh, kw] = conv.kernel_hw;
-        let [sy, sx] = conv.strides;
         let packed = conv.packed.try_as_plain_ram()?;
         let packed = packed.as_slice::<f32>()?;
         let bias = conv.bias.try_as_plain_ram()?;
         let bias = bias.as_slice::<f32>()?;
+        let taps = conv.cin * conv.kernel_hw[0] * conv.kernel_hw[1];
+        let blocks = packed.len() / (taps * block);
+        ensure!(
+            y.len() == conv.cout * plane_out
+                && conv.cout <= blocks * block
+                && x.len() == conv.cin * g.h * g.w,
+            "direct convolution: {} inputs and {} outputs for {} -> {} channels",
+            x.len(),
+            y.len(),
+            conv.cin,
+            conv.cout
+        );
+        let mut items = Split::new(g.oh, blocks, threads).items(y, [g.oh, g.ow], block, blocks)?;
+        let work = |item: &mut Item| simd.vectorize(Band::<L, R> { conv, g, x, packed, bias, item });
+        if let [item] = &mut items[..] {
+            return work(item);
+        }
+        par_chunks_mut(&mut items, 1, blocks * block * taps * plane_out, |_, items| {
+            items.iter_mut().try_for_each(work)
+        })
+    }
+}
+
+/// Output rows a band holds at least where the rows are cut into bands.
+const MIN_BAND_ROWS: usize = 4;
+
+/// How a convolution's output is cut into items for `threads` threads:
+/// `bands` of output rows times `chunks` of blocks of output channels.
+/// About two items a thread (where one thread starts late, the other takes
+/// more); bands first, of at least [`MIN_BAND_ROWS`] rows (a band fills only
+/// the input rows it reads), runs of blocks on small planes, where the
+/// weights that every item of a run of blocks reads outweigh the input rows
+/// that every item of a band fills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Split {
+    pub(super) bands: usize,
+    pub(super) chunks: usize,
+}
+
+impl Split {
+    /// The cut of `oh` output rows and `blocks` blocks for `threads` threads.
+    pub(super) fn new(oh: usize, blocks: usize, threads: usize) -> Split {
+        if threads <= 1 {
+            return Split { bands: 1, chunks: 1 };
+        }
+        let items = 2 * threads;
+        let bands = (oh / MIN_BAND_ROWS).clamp(1, items);
+        Split { bands, chunks: items.div_ceil(bands).clamp(1, blocks.max(1)) }
+    }
+
+    /// Part `i` of `n` of `0..len`.
+    fn part(i: usize, n: usize, len: usize) -> std::ops::Range<usize> {
+        i * len / n..(i + 1) * len / n
+    }
+
+    /// Cuts the NCHW output `y` (planes of `oh x ow`, `block` channels a
+    /// block, `blocks` blocks) into the items, run of blocks by run of
+    /// blocks (a thread that takes neighbouring items shares their weights),
+    /// each with its rows of its channels' planes.
+    fn items<'y>(
+        self,
+        y: &'y mut [f32],
+        [oh, ow]: [usize; 2],
+        block: usize,
+        blocks: usize,
+    ) -> TractResult<Vec<Item<'y>>> {
+        let Split { bands, chunks } = self;
+        let mut items: Vec<Item> = (0..chunks)
+            .flat_map(|c| {
+                (0..bands).map(move |b| Item {
+                    rows: Split::part(b, bands, oh),
+                    blocks: Split::part(c, chunks, blocks),
+                    planes: vec![],
+                })
+            })
+            .collect();
+        for (channel, plane) in y.chunks_exact_mut(oh * ow).enumerate() {
+            let chunk = (0..chunks)
+                .find(|&c| Split::part(c, chunks, blocks).contains(&(channel / block)))
+                .context("direct convolution: a channel past the packed blocks")?;
+            let mut rest = plane;
+            for item in &mut items[chunk * bands..(chunk + 1) * bands] {
+                let (piece, tail) = std::mem::take(&mut rest).split_at_mut(item.rows.len() * ow);
+                item.planes.push(piece);
+                rest = tail;
+            }
+        }
+        Ok(items)
+    }
+}
+
+/// One item of a [`Split`]: output rows `rows` of the channels of blocks
+/// `blocks`, whose rows of the output are `planes` (channel by channel).
+struct Item<'y> {
+    rows: std::ops::Range<usize>,
+    blocks: std::ops::Range<usize>,
+    planes: Vec<&'y mut [f32]>,
+}
+
+/// An [`Item`] computed: its band's input rows filled into their phases
+/// (and gathered on small planes), then its tiles, written into its planes.
+struct Band<'a, 'y, const L: usize, const R: usize> {
+    conv: &'a DirectConv,
+    /// The whole convolution's geometry.
+    g: &'a Geometry,
+    x: &'a [f32],
+    packed: &'a [f32],
+    bias: &'a [f32],
+    item: &'a mut Item<'y>,
+}
+
+impl<const L: usize, const R: usize> pulp::WithSimd for Band<'_, '_, L, R> {
+    type Output = TractResult<()>;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) -> TractResult<()> {
+        let Band { conv, g: whole, x, packed, bias, item } = self;
+        let lanes = S::F32_LANES;
+        let block = L * lanes;
+        let [kh, kw] = conv.kernel_hw;
+        let [sy, sx] = conv.strides;
+        if item.rows.is_empty() || item.planes.is_empty() {
+            return Ok(());
+        }
+        // The band as a convolution of its own: the padded rows that its
+        // outputs read (from a multiple of `sy`: each row keeps its phase),
+        // and the image rows `r0..r1` among them.
+        let (top, bottom) = (item.rows.start * sy, (item.rows.end - 1) * sy + kh);
+        let r0 = top.saturating_sub(whole.pad_top).min(whole.h);
+        let r1 = bottom.saturating_sub(whole.pad_top).clamp(r0, whole.h);
+        let pad_top = (r0 + whole.pad_top).saturating_sub(top);
+        let g = Geometry {
+            h: r1 - r0,
+            oh: item.rows.len(),
+            pad_top,
+            ph: (bottom - top).max(r1 - r0 + pad_top),
+            ..*whole
+        };
+        let (plane_in, plane_out) = (g.h * g.w, g.oh * g.ow);
         let (phase_h, phase_w) = (g.ph.div_ceil(sy), g.phase_w);
         // Tiles run either flat over the padded rows (`R` consecutive
         // positions, the ones past a row's end computed and dropped) or
@@ -144,37 +290,28 @@ impl Direct<'_> {
         let phase_len = (layout.src::<R>(groups - 1) + R + reach).max(phase_h * phase_w);
         // Phases that some tap reads (all but where the kernel is narrower than its stride).
         let phases = [kh.min(sy), kw.min(sx)];
-        let fill = PhaseFill::new(g, conv.strides, phases, phase_len);
+        let fill = PhaseFill::new(&g, conv.strides, phases, phase_len);
         let channel_len = fill.channel_len();
         let taps = conv.cin * kh * kw;
-        let blocks = packed.len() / (taps * block);
         // On small planes the positions dropped would be many (more than a
         // fifth of the outputs kept): gather each group's exact outputs into
         // a panel instead (`[group][tap][R]`, an im2col).
         let exact = plane_out.div_ceil(R);
         let gather = groups * 5 > exact * 6;
         let panel_len = if gather { exact * taps * R } else { 0 };
-        let tiles_len = blocks * if gather { exact } else { groups } * R * block;
-        // Scratch kept by the calling thread from one run to the next: fresh
+        // Scratch kept by each thread from one run to the next: fresh
         // allocations of this size cost page faults, which do not thread.
         let mut scratch = SCRATCH.with_borrow_mut(std::mem::take);
-        scratch.resize(scratch.len().max(conv.cin * channel_len + panel_len + tiles_len), 0.0);
+        scratch.resize(scratch.len().max(conv.cin * channel_len + panel_len), 0.0);
         let (padded, rest) = scratch.split_at_mut(conv.cin * channel_len);
-        let (gathered, rest) = rest.split_at_mut(panel_len);
-        let tiles = &mut rest[..tiles_len];
-        if plane_in > 0 {
-            par_chunks_mut(padded, channel_len, conv.cin * channel_len, |first, chunk| {
-                for (i, dst) in chunk.chunks_exact_mut(channel_len).enumerate() {
-                    let ic = first + i;
-                    fill.fill(&x[ic * plane_in..(ic + 1) * plane_in], dst);
-                }
-                Ok(())
-            })?;
-        } else {
-            padded.fill(0.0);
+        let gathered = &mut rest[..panel_len];
+        let whole_plane = whole.h * whole.w;
+        for (ic, dst) in padded.chunks_exact_mut(channel_len).enumerate() {
+            let at = ic * whole_plane + r0 * g.w;
+            fill.fill(&x[at..at + plane_in], dst);
         }
         // Each tap's offset in a channel's phases, and within its phase.
-        let (within, in_phase): (Vec<usize>, Vec<usize>) = (0..kh)
+        let (within, in_phase): (TVec<usize>, TVec<usize>) = (0..kh)
             .flat_map(|ky| (0..kw).map(move |kx| (ky, kx)))
             .map(|(ky, kx)| {
                 let in_phase = ky / sy * phase_w + kx / sx;
@@ -189,55 +326,34 @@ impl Direct<'_> {
         let offsets: Vec<usize> =
             (0..conv.cin).flat_map(|ic| within.iter().map(move |&o| ic * channel_len + o)).collect();
         let (groups, layout, source, offsets) = if gather {
-            par_chunks_mut(gathered, taps * R, exact * taps * R, |first, chunk| {
-                for (i, panel) in chunk.chunks_exact_mut(taps * R).enumerate() {
-                    // The group's outputs in runs along one output row: (first, count, padded position).
-                    let mut runs: TVec<(usize, usize, usize)> = tvec!();
-                    let (start, end) = ((first + i) * R, ((first + i) * R + R).min(plane_out));
-                    let mut p = start;
-                    while p < end {
-                        let n = (g.ow - p % g.ow).min(end - p);
-                        runs.push((p - start, n, p / g.ow * phase_w + p % g.ow));
-                        p += n;
-                    }
-                    // Positions past the plane (the last group's) are computed and dropped.
-                    let kept = end - start;
-                    for (dst, &off) in panel.chunks_exact_mut(R).zip(&offsets) {
-                        for &(r, n, at) in &runs {
-                            let src = padded
-                                .get(off + at..off + at + n)
-                                .context("direct convolution geometry: a gathered tap past the input")?;
-                            dst[r..r + n].copy_from_slice(src);
-                        }
-                        dst[kept..].fill(0.0);
-                    }
+            for (gi, panel) in gathered.chunks_exact_mut(taps * R).enumerate() {
+                // The group's outputs in runs along one output row: (first, count, padded position).
+                let mut runs: TVec<(usize, usize, usize)> = tvec!();
+                let (start, end) = (gi * R, (gi * R + R).min(plane_out));
+                let mut p = start;
+                while p < end {
+                    let n = (g.ow - p % g.ow).min(end - p);
+                    runs.push((p - start, n, p / g.ow * phase_w + p % g.ow));
+                    p += n;
                 }
-                Ok(())
-            })?;
+                // Positions past the plane (the last group's) are computed and dropped.
+                let kept = end - start;
+                for (dst, &off) in panel.chunks_exact_mut(R).zip(&offsets) {
+                    for &(r, n, at) in &runs {
+                        let src = padded
+                            .get(off + at..off + at + n)
+                            .context("direct convolution geometry: a gathered tap past the input")?;
+                        dst[r..r + n].copy_from_slice(src);
+                    }
+                    dst[kept..].fill(0.0);
+                }
+            }
             let layout = Layout { per_row: 1, src_row: taps * R, out_row: R, pitch: g.ow };
             (exact, layout, &*gathered, (0..taps).map(|k| k * R).collect())
         } else {
             (groups, layout, &*padded, offsets)
         };
-        // [block of channels][group][channel in the block][R]: rows of one
-        // tile each, in block-major order, so that a thread's rows share
-        // weights.
-        par_chunks_mut(tiles, R * block, blocks * groups * R * block * taps, |first, chunk| {
-            // Each thread's closure is compiled without the instruction set's
-            // features: `vectorize` enters them again for the tiles.
-            simd.vectorize(Chunk::<L, R> {
-                packed,
-                bias,
-                source,
-                offsets: &offsets,
-                groups,
-                layout,
-                relu: conv.relu,
-                first,
-                chunk,
-            })
-        })?;
-        // Runs of a group's outputs that land in one output row: (first, count, index in the plane).
+        // Runs of a group's outputs that land in one output row: (first, count, index in the band's plane).
         let pitch = layout.pitch;
         let runs: Vec<TVec<(usize, usize, usize)>> = (0..groups)
             .map(|gi| {
@@ -255,21 +371,39 @@ impl Direct<'_> {
                 runs
             })
             .collect();
-        let tiles = &*tiles;
-        let copied = par_chunks_mut(y, plane_out, y.len(), |first, chunk| {
-            for (i, plane) in chunk.chunks_exact_mut(plane_out).enumerate() {
-                let (b, c) = ((first + i) / block, (first + i) % block);
-                let rows = &tiles[b * groups * R * block..(b + 1) * groups * R * block];
-                for (tile, runs) in rows.chunks_exact(R * block).zip(&runs) {
+        let planes = item.blocks.clone().zip(item.planes.chunks_mut(block));
+        for (b, planes) in planes {
+            let (Some(weights), Some(bias)) =
+                (packed.get(b * taps * block..(b + 1) * taps * block), bias.get(b * block..(b + 1) * block))
+            else {
+                bail!("direct convolution: block {b} past the packed weights");
+            };
+            let bias: [S::f32s; L] = core::array::from_fn(|l| load::<S>(&bias[l * lanes..]));
+            for (gi, runs) in runs.iter().enumerate() {
+                let Some(mut acc) =
+                    tile::<S, L, R>(simd, source, &offsets, layout.src::<R>(gi), weights, bias)
+                else {
+                    bail!("direct convolution geometry: group {gi} would read past its input");
+                };
+                if conv.relu {
+                    let zero = simd.splat_f32s(0.0);
+                    acc.iter_mut().flatten().for_each(|a| *a = simd.max_f32s(*a, zero));
+                }
+                let acc: &[f32] = bytemuck::cast_slice(acc.as_flattened());
+                for (c, plane) in planes.iter_mut().enumerate() {
                     for &(from, n, to) in runs {
-                        plane[to..to + n].copy_from_slice(&tile[c * R + from..c * R + from + n]);
+                        let dst = plane
+                            .get_mut(to..to + n)
+                            .context("direct convolution geometry: a run past the band's outputs")?;
+                        for (d, outputs) in dst.iter_mut().zip(acc.chunks_exact(block).skip(from)) {
+                            *d = outputs[c];
+                        }
                     }
                 }
             }
-            Ok(())
-        });
+        }
         SCRATCH.with_borrow_mut(|s| *s = scratch);
-        copied
+        Ok(())
     }
 }
 
@@ -293,58 +427,6 @@ impl Layout {
     /// Where tile `gi` starts in the output positions.
     fn out<const R: usize>(&self, gi: usize) -> usize {
         gi / self.per_row * self.out_row + gi % self.per_row * R
-    }
-}
-
-/// Tiles `first..` (block-major: tile `t` is block `t / groups`, group
-/// `t % groups`) into `chunk`, `block x R` values each, channel by channel.
-struct Chunk<'a, const L: usize, const R: usize> {
-    packed: &'a [f32],
-    bias: &'a [f32],
-    /// The padded input (flat runs) or the gathered panel.
-    source: &'a [f32],
-    offsets: &'a [usize],
-    groups: usize,
-    layout: Layout,
-    /// `max(y, 0)` on the way out.
-    relu: bool,
-    first: usize,
-    chunk: &'a mut [f32],
-}
-
-impl<const L: usize, const R: usize> pulp::WithSimd for Chunk<'_, L, R> {
-    type Output = TractResult<()>;
-
-    #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, simd: S) -> TractResult<()> {
-        let Chunk { packed, bias, source, offsets, groups, layout, relu, first, chunk } = self;
-        let lanes = S::F32_LANES;
-        let block = L * lanes;
-        let taps = offsets.len();
-        for (i, out) in chunk.chunks_exact_mut(R * block).enumerate() {
-            let (b, gi) = ((first + i) / groups, (first + i) % groups);
-            let (Some(weights), Some(bias)) =
-                (packed.get(b * taps * block..(b + 1) * taps * block), bias.get(b * block..(b + 1) * block))
-            else {
-                bail!("direct convolution: tile {} past the packed weights", first + i);
-            };
-            let bias: [S::f32s; L] = core::array::from_fn(|l| load::<S>(&bias[l * lanes..]));
-            let Some(mut acc) = tile::<S, L, R>(simd, source, offsets, layout.src::<R>(gi), weights, bias)
-            else {
-                bail!("direct convolution geometry: tile {} would read past its input", first + i);
-            };
-            if relu {
-                let zero = simd.splat_f32s(0.0);
-                acc.iter_mut().flatten().for_each(|a| *a = simd.max_f32s(*a, zero));
-            }
-            let acc: &[f32] = bytemuck::cast_slice(acc.as_flattened());
-            for (c, dst) in out.chunks_exact_mut(R).enumerate() {
-                for (r, d) in dst.iter_mut().enumerate() {
-                    *d = acc[r * block + c];
-                }
-            }
-        }
-        Ok(())
     }
 }
 

@@ -155,12 +155,43 @@ fn check_with<S: pulp::Simd>(simd: S) {
         let (op, x, k) = fixture(case, block, true);
         let g = op.geometry(case.2, case.3);
         let want = reference(&x, &k, case);
-        let mut got = vec![0.0; want.len()];
-        pulp::WithSimd::with_simd(direct::Direct { conv: &op, g: &g, x: &x, y: &mut got }, simd)
-            .expect("kernel");
+        let run = |threads: usize| {
+            let mut y = vec![0.0; want.len()];
+            pulp::WithSimd::with_simd(direct::Direct { conv: &op, g: &g, x: &x, y: &mut y, threads }, simd)
+                .expect("kernel");
+            y
+        };
+        let got = run(1);
         let worst = relative_difference(&got, &want);
         assert!(worst < 1e-5, "{} lanes {case:?}: max relative |d| {worst}", S::F32_LANES);
+        // Cut into bands and runs of blocks for more threads (run one after
+        // the other here, outside a pool): each output sums the same taps in
+        // the same order, so the same bits.
+        for threads in [2, 3, 4, 8] {
+            assert!(run(threads) == got, "{} lanes {case:?}: {threads} threads' cut differs", S::F32_LANES);
+        }
     }
+}
+
+/// The cut for threads: one item on one thread, else bands of at least
+/// four rows first, runs of blocks where the plane has too few rows, about
+/// two items a thread, never more bands than rows or runs than blocks.
+#[test]
+fn the_cut_takes_bands_then_blocks() {
+    use direct::Split;
+    let cut = |oh, blocks, threads| {
+        let s = Split::new(oh, blocks, threads);
+        (s.bands, s.chunks)
+    };
+    assert_eq!(cut(64, 3, 1), (1, 1));
+    assert_eq!(cut(32, 1, 2), (4, 1));
+    assert_eq!(cut(16, 2, 2), (4, 1));
+    assert_eq!(cut(8, 4, 2), (2, 2));
+    assert_eq!(cut(4, 7, 2), (1, 4));
+    assert_eq!(cut(4, 7, 4), (1, 7));
+    assert_eq!(cut(64, 3, 4), (8, 1));
+    assert_eq!(cut(1, 1, 2), (1, 1));
+    assert_eq!(cut(0, 0, 2), (1, 1));
 }
 
 /// Weights packed for another vector width are an error, not a wrong answer.
@@ -301,8 +332,8 @@ fn asymmetric_padding_matches() {
 }
 
 /// On a thread pool, with shapes large enough to be split (over tract's
-/// 32768-element threshold): padding, panel, tiles and output copy each see
-/// chunks that do not start at zero.
+/// 32768-element threshold): bands of rows (32 px) and runs of blocks
+/// (4 px, gathered) on the pool's threads.
 #[test]
 #[cfg(feature = "threads")]
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
