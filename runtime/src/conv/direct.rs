@@ -51,9 +51,15 @@ pub(super) fn block(lanes: usize, cout: usize) -> Option<usize> {
 }
 
 /// Computes `y` (`Cout` planes of `g.oh x g.ow`) from `x` (`Cin` planes of
-/// `g.h x g.w`).
-pub(super) fn run(conv: &DirectConv, g: &Geometry, x: &[f32], y: &mut [f32]) -> TractResult<()> {
-    on_pool(|threads| pulp::Arch::new().dispatch(Direct { conv, g, x, y, threads }))
+/// `g.h x g.w`), plus `residual` (`y`'s shape) where the op has one.
+pub(super) fn run(
+    conv: &DirectConv,
+    g: &Geometry,
+    x: &[f32],
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+) -> TractResult<()> {
+    on_pool(|threads| pulp::Arch::new().dispatch(Direct { conv, g, x, residual, y, threads }))
 }
 
 /// Runs `f` on one of the executor's pool threads, with the executor in scope
@@ -85,6 +91,8 @@ pub(super) struct Direct<'a> {
     pub(super) conv: &'a DirectConv,
     pub(super) g: &'a Geometry,
     pub(super) x: &'a [f32],
+    /// Added to the output (`y`'s shape), before the ReLU.
+    pub(super) residual: Option<&'a [f32]>,
     pub(super) y: &'a mut [f32],
     /// Threads that the parallel phases run on.
     pub(super) threads: usize,
@@ -119,7 +127,7 @@ impl Direct<'_> {
     /// outputs in place: one parallel step a convolution.
     #[inline(always)]
     fn tiles<S: pulp::Simd, const L: usize, const R: usize>(self, simd: S) -> TractResult<()> {
-        let Direct { conv, g, x, y, threads } = self;
+        let Direct { conv, g, x, residual, y, threads } = self;
         let block = L * S::F32_LANES;
         ensure!(
             conv.block() == block,
@@ -139,7 +147,8 @@ impl Direct<'_> {
         ensure!(
             y.len() == conv.cout * plane_out
                 && conv.cout <= blocks * block
-                && x.len() == conv.cin * g.h * g.w,
+                && x.len() == conv.cin * g.h * g.w
+                && residual.is_none_or(|r| r.len() == y.len()),
             "direct convolution: {} inputs and {} outputs for {} -> {} channels",
             x.len(),
             y.len(),
@@ -147,7 +156,8 @@ impl Direct<'_> {
             conv.cout
         );
         let mut items = Split::new(g.oh, blocks, threads).items(y, [g.oh, g.ow], block, blocks)?;
-        let work = |item: &mut Item| simd.vectorize(Band::<L, R> { conv, g, x, packed, bias, item });
+        let work =
+            |item: &mut Item| simd.vectorize(Band::<L, R> { conv, g, x, residual, packed, bias, item });
         if let [item] = &mut items[..] {
             return work(item);
         }
@@ -240,6 +250,7 @@ struct Band<'a, 'y, const L: usize, const R: usize> {
     /// The whole convolution's geometry.
     g: &'a Geometry,
     x: &'a [f32],
+    residual: Option<&'a [f32]>,
     packed: &'a [f32],
     bias: &'a [f32],
     item: &'a mut Item<'y>,
@@ -250,7 +261,7 @@ impl<const L: usize, const R: usize> pulp::WithSimd for Band<'_, '_, L, R> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, simd: S) -> TractResult<()> {
-        let Band { conv, g: whole, x, packed, bias, item } = self;
+        let Band { conv, g: whole, x, residual, packed, bias, item } = self;
         let lanes = S::F32_LANES;
         let block = L * lanes;
         let [kh, kw] = conv.kernel_hw;
@@ -385,18 +396,32 @@ impl<const L: usize, const R: usize> pulp::WithSimd for Band<'_, '_, L, R> {
                 else {
                     bail!("direct convolution geometry: group {gi} would read past its input");
                 };
-                if conv.relu {
+                if conv.relu && residual.is_none() {
                     let zero = simd.splat_f32s(0.0);
                     acc.iter_mut().flatten().for_each(|a| *a = simd.max_f32s(*a, zero));
                 }
                 let acc: &[f32] = bytemuck::cast_slice(acc.as_flattened());
                 for (c, plane) in planes.iter_mut().enumerate() {
+                    // The residual's rows of this band in the channel's plane.
+                    let at = (b * block + c) * whole.oh * whole.ow + item.rows.start * g.ow;
+                    let residual = residual
+                        .map(|r| {
+                            r.get(at..at + plane_out).context("direct convolution: residual past its end")
+                        })
+                        .transpose()?;
                     for &(from, n, to) in runs {
                         let dst = plane
                             .get_mut(to..to + n)
                             .context("direct convolution geometry: a run past the band's outputs")?;
-                        for (d, outputs) in dst.iter_mut().zip(acc.chunks_exact(block).skip(from)) {
-                            *d = outputs[c];
+                        let outputs = acc.chunks_exact(block).skip(from);
+                        match residual {
+                            None => dst.iter_mut().zip(outputs).for_each(|(d, o)| *d = o[c]),
+                            Some(r) => {
+                                for ((d, o), &r) in dst.iter_mut().zip(outputs).zip(&r[to..to + n]) {
+                                    let v = o[c] + r;
+                                    *d = if conv.relu { v.max(0.0) } else { v };
+                                }
+                            }
                         }
                     }
                 }

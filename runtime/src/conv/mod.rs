@@ -39,8 +39,12 @@ pub struct DirectConv {
     padding: PaddingSpec,
     /// NCHW (with a batch axis of 1) rather than CHW.
     has_n: bool,
-    /// `max(y, 0)` (a ReLU that followed the convolution, folded in).
+    /// `max(y, 0)` (a ReLU that followed the convolution, folded in; after
+    /// the residual where there is one).
     relu: bool,
+    /// A second input of the output's shape added to the output (a
+    /// residual `Add` that followed the convolution, folded in).
+    residual: bool,
 }
 
 /// Output channels per block of packed weights for the host's vectors and
@@ -110,6 +114,7 @@ impl DirectConv {
             padding,
             has_n,
             relu: false,
+            residual: false,
         })
     }
 }
@@ -121,13 +126,14 @@ impl Op for DirectConv {
 
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
-            "{} -> {} channels, kernel {:?}, strides {:?}, {:?}, {} channels per block{}",
+            "{} -> {} channels, kernel {:?}, strides {:?}, {:?}, {} channels per block{}{}",
             self.cin,
             self.cout,
             self.kernel_hw,
             self.strides,
             self.padding,
             self.block(),
+            if self.residual { ", + residual" } else { "" },
             if self.relu { ", ReLU" } else { "" }
         )])
     }
@@ -139,15 +145,31 @@ impl EvalOp for DirectConv {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let x = args_1!(inputs);
+        ensure!(
+            inputs.len() == 1 + usize::from(self.residual),
+            "DirectConv: {} inputs, expected {}",
+            inputs.len(),
+            1 + usize::from(self.residual)
+        );
+        let x = &inputs[0];
         let image = Image { has_n: self.has_n };
         let (h, w) = image.input_hw("DirectConv", x.shape(), self.cin)?;
         let g = self.geometry(h, w);
-        let mut y = Tensor::zero::<f32>(&image.output_shape(self.cout, &g))?;
+        let shape = image.output_shape(self.cout, &g);
+        let mut y = Tensor::zero::<f32>(&shape)?;
         {
             let xv = x.try_as_plain_ram()?;
+            let residual = inputs.get(1).map(|r| r.try_as_plain_ram()).transpose()?;
+            if let Some(r) = &residual {
+                ensure!(
+                    r.shape() == &*shape,
+                    "DirectConv: residual of shape {:?}, output {shape:?}",
+                    r.shape()
+                );
+            }
+            let residual = residual.as_ref().map(|r| r.as_slice::<f32>()).transpose()?;
             let mut yv = y.try_as_plain_ram_mut()?;
-            direct::run(self, &g, xv.as_slice::<f32>()?, yv.as_slice_mut::<f32>()?)?;
+            direct::run(self, &g, xv.as_slice::<f32>()?, residual, yv.as_slice_mut::<f32>()?)?;
         }
         Ok(tvec!(y.into_tvalue()))
     }
@@ -158,6 +180,13 @@ impl TypedOp for DirectConv {
         let image = Image { has_n: self.has_n };
         let fact =
             image.output_fact("DirectConv", inputs[0], (self.cin, self.cout), |h, w| self.geometry(h, w))?;
+        ensure!(inputs.len() == 1 + usize::from(self.residual), "DirectConv: {} inputs", inputs.len());
+        if let Some(r) = inputs.get(1) {
+            ensure!(
+                r.datum_type == fact.datum_type && r.shape == fact.shape,
+                "DirectConv: residual {r:?} for an output {fact:?}"
+            );
+        }
         Ok(tvec!(fact))
     }
 
@@ -184,7 +213,61 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
     }
     let count = replace_convs(model, candidate)? + strided_products(model)?;
     fuse_relus(model)?;
+    fuse_residuals(model)?;
     Ok(count)
+}
+
+/// Folds into each [`DirectConv`] the residual `Add` that alone follows it
+/// (the other operand an image of the output's shape, e.g. a block's
+/// shortcut) and the ReLU (`max(y, 0)`) that alone follows that `Add`: the
+/// threads add the residual as they write their tiles, where tract ran the
+/// `Add + Max` as one single-threaded pass after the convolution; returns
+/// how many.
+fn fuse_residuals(model: &mut TypedModel) -> TractResult<usize> {
+    replace_nodes(model, |model, node| {
+        let Some(conv) = node.op_as::<DirectConv>().filter(|c| !c.relu && !c.residual) else {
+            return Ok(None);
+        };
+        let Some(add) = sole_binary_after::<math::Add>(model, node)? else { return Ok(None) };
+        let residual = add.inputs[usize::from(add.inputs[0] == node.id.into())];
+        let (fact, out) = (model.outlet_fact(residual)?, model.outlet_fact(node.id.into())?);
+        if fact.datum_type != out.datum_type
+            || fact.shape != out.shape
+            || model.outlet_fact(add.id.into())?.shape != out.shape
+        {
+            return Ok(None);
+        }
+        let relu = sole_binary_after::<math::Max>(model, add)?.filter(|max| {
+            let other = max.inputs[usize::from(max.inputs[0] == add.id.into())];
+            is_zero(model, other) && model.outlet_fact(max.id.into()).is_ok_and(|f| f.shape == out.shape)
+        });
+        let op = DirectConv { residual: true, relu: relu.is_some(), ..conv.clone() };
+        Ok(Some((op, tvec![node.inputs[0], residual], relu.map_or(add.id, |max| max.id))))
+    })
+}
+
+/// The node of binary op `B` (two inputs) that alone reads `node`'s output,
+/// where that output is not one of the model's.
+fn sole_binary_after<'m, B: tract_core::ops::binary::BinMiniOp>(
+    model: &'m TypedModel,
+    node: &TypedNode,
+) -> TractResult<Option<&'m TypedNode>> {
+    let [next] = &node.outputs[0].successors[..] else { return Ok(None) };
+    if model.output_outlets()?.contains(&node.id.into()) {
+        return Ok(None);
+    }
+    let next = model.node(next.node);
+    let is_b = next.op_as::<TypedBinOp>().is_some_and(|b| b.0.is::<B>()) && next.inputs.len() == 2;
+    Ok(is_b.then_some(next))
+}
+
+/// Whether `outlet` is a constant f32 zero (one value).
+fn is_zero(model: &TypedModel, outlet: OutletId) -> bool {
+    model.outlet_fact(outlet).ok().and_then(|f| f.konst.clone()).is_some_and(|z| {
+        z.datum_type() == f32::datum_type()
+            && z.len() == 1
+            && z.cast_to_scalar::<f32>().is_ok_and(|v| v == 0.0)
+    })
 }
 
 /// Folds into each [`DirectConv`] the ReLU (`max(y, 0)`, zero a constant)
@@ -193,25 +276,17 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
 /// many.
 fn fuse_relus(model: &mut TypedModel) -> TractResult<usize> {
     replace_nodes(model, |model, node| {
-        let Some(conv) = node.op_as::<DirectConv>().filter(|c| !c.relu) else { return Ok(None) };
-        let [next] = &node.outputs[0].successors[..] else { return Ok(None) };
-        if model.output_outlets()?.contains(&node.id.into()) {
+        let Some(conv) = node.op_as::<DirectConv>().filter(|c| !c.relu && !c.residual) else {
+            return Ok(None);
+        };
+        let Some(max) = sole_binary_after::<math::Max>(model, node)? else { return Ok(None) };
+        let zero = max.inputs[usize::from(max.inputs[0] == node.id.into())];
+        if !is_zero(model, zero)
+            || model.outlet_fact(max.id.into())?.shape != model.outlet_fact(node.id.into())?.shape
+        {
             return Ok(None);
         }
-        let max = model.node(next.node);
-        if !max.op_as::<TypedBinOp>().is_some_and(|b| b.0.is::<math::Max>()) || max.inputs.len() != 2 {
-            return Ok(None);
-        }
-        let zero = model.outlet_fact(max.inputs[1 - next.slot])?.konst.clone();
-        let is_zero = zero.is_some_and(|z| {
-            z.datum_type() == f32::datum_type()
-                && z.len() == 1
-                && z.cast_to_scalar::<f32>().is_ok_and(|v| v == 0.0)
-        });
-        if !is_zero || model.outlet_fact(max.id.into())?.shape != model.outlet_fact(node.id.into())?.shape {
-            return Ok(None);
-        }
-        Ok(Some((DirectConv { relu: true, ..conv.clone() }, node.inputs[0], max.id)))
+        Ok(Some((DirectConv { relu: true, ..conv.clone() }, tvec![node.inputs[0]], max.id)))
     })
 }
 
@@ -269,7 +344,9 @@ fn candidate(
 /// on the image before the `Downsample`s (one pass over the input where the
 /// `Downsample`s, single-threaded, copied it twice); returns how many.
 fn strided_products(model: &mut TypedModel) -> TractResult<usize> {
-    replace_nodes(model, strided_product)
+    replace_nodes(model, |model, node| {
+        Ok(strided_product(model, node)?.map(|(op, input, replaced)| (op, tvec![input], replaced)))
+    })
 }
 
 /// The op for `node` if it is the product of a strided 1x1 convolution (see

@@ -155,20 +155,38 @@ fn check_with<S: pulp::Simd>(simd: S) {
         let (op, x, k) = fixture(case, block, true);
         let g = op.geometry(case.2, case.3);
         let want = reference(&x, &k, case);
-        let run = |threads: usize| {
+        let run = |op: &DirectConv, residual: Option<&[f32]>, threads: usize| {
             let mut y = vec![0.0; want.len()];
-            pulp::WithSimd::with_simd(direct::Direct { conv: &op, g: &g, x: &x, y: &mut y, threads }, simd)
-                .expect("kernel");
+            pulp::WithSimd::with_simd(
+                direct::Direct { conv: op, g: &g, x: &x, residual, y: &mut y, threads },
+                simd,
+            )
+            .expect("kernel");
             y
         };
-        let got = run(1);
+        let got = run(&op, None, 1);
         let worst = relative_difference(&got, &want);
         assert!(worst < 1e-5, "{} lanes {case:?}: max relative |d| {worst}", S::F32_LANES);
         // Cut into bands and runs of blocks for more threads (run one after
         // the other here, outside a pool): each output sums the same taps in
         // the same order, so the same bits.
         for threads in [2, 3, 4, 8] {
-            assert!(run(threads) == got, "{} lanes {case:?}: {threads} threads' cut differs", S::F32_LANES);
+            assert!(
+                run(&op, None, threads) == got,
+                "{} lanes {case:?}: {threads} threads' cut differs",
+                S::F32_LANES
+            );
+        }
+        // A residual folded in, then a ReLU: each band adds its own rows.
+        let residual: Vec<f32> = (0..got.len()).map(|i| ((i * 11 % 41) as f32 - 20.0) / 10.0).collect();
+        let with = DirectConv { residual: true, relu: true, ..op.clone() };
+        let want: Vec<f32> = got.iter().zip(&residual).map(|(y, r)| (y + r).max(0.0)).collect();
+        for threads in [1, 4] {
+            assert!(
+                run(&with, Some(&residual), threads) == want,
+                "{} lanes {case:?}: residual and ReLU, {threads} threads",
+                S::F32_LANES
+            );
         }
     }
 }
@@ -192,6 +210,52 @@ fn the_cut_takes_bands_then_blocks() {
     assert_eq!(cut(64, 3, 4), (8, 1));
     assert_eq!(cut(1, 1, 2), (1, 1));
     assert_eq!(cut(0, 0, 2), (1, 1));
+}
+
+/// The residual operand's shape, the floor of a `max` after the `Add` (if
+/// any), and what the rewrite gives: residual folded, ReLU folded, binary
+/// nodes left.
+type ResidualCase = ([usize; 4], Option<f32>, (bool, bool, usize));
+
+/// A residual `Add` after the op (the operand of the output's shape), with
+/// or without a ReLU after it, is folded in; a `max(y, 1)` after it stays,
+/// and so does an `Add` of a per-channel operand (a broadcast, not a
+/// residual); outputs as tract's.
+#[test]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn the_rewrite_folds_a_residual_add() {
+    let (cout, cin, side) = (40, 9, 12);
+    let x: Vec<f32> = (0..cin * side * side).map(|i| ((i * 31 % 97) as f32 - 48.0) / 30.0).collect();
+    let input = Tensor::from_shape(&[1, cin, side, side], &x).expect("x");
+    let residual: Vec<f32> = (0..cout * 36).map(|i| ((i * 17 % 53) as f32 - 26.0) / 10.0).collect();
+    let cases: [ResidualCase; 4] = [
+        ([1, cout, 6, 6], Some(0.0), (true, true, 0)),
+        ([1, cout, 6, 6], None, (true, false, 0)),
+        ([1, cout, 6, 6], Some(1.0), (true, false, 1)),
+        ([1, cout, 1, 1], Some(0.0), (false, false, 2)),
+    ];
+    for (shape, floor, (folded, relu, left)) in cases {
+        let build = || -> TractResult<TypedModel> {
+            let mut model = dense_model(cout, cin, side)?;
+            let y = model.output_outlets()?[0];
+            let len = shape.iter().product::<usize>();
+            let r = model.add_const("r", Tensor::from_shape(&shape, &residual[..len])?)?;
+            let mut out = model.wire_node("add", math::add(), &[y, r])?;
+            if let Some(floor) = floor {
+                let floor = model.add_const("floor", Tensor::from_shape(&[1, 1, 1, 1], &[floor])?)?;
+                out = model.wire_node("relu", math::max(), &[out[0], floor])?;
+            }
+            model.select_output_outlets(&out)?;
+            Ok(model)
+        };
+        let mut ours = build().expect("model");
+        assert_eq!(rewrite(&mut ours).expect("rewrite"), 1);
+        let conv = ours.nodes().iter().find_map(|n| n.op_as::<DirectConv>()).expect("the op");
+        assert_eq!((conv.residual, conv.relu), (folded, relu), "{shape:?} {floor:?}");
+        let binary = ours.nodes().iter().filter(|n| n.op_is::<TypedBinOp>()).count();
+        assert_eq!(binary, left, "{shape:?} {floor:?}");
+        same_output(ours, tract_output(build().expect("model"), &input), &input);
+    }
 }
 
 /// Weights packed for another vector width are an error, not a wrong answer.

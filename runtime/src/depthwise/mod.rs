@@ -185,25 +185,25 @@ pub(crate) fn replace_convs<O: TypedOp>(
 ) -> TractResult<usize> {
     replace_nodes(model, |model, node| {
         let Some(conv) = node.op_as::<Conv>() else { return Ok(None) };
-        Ok(candidate(model, node, conv)?.map(|(op, input)| (op, input, node.id)))
+        Ok(candidate(model, node, conv)?.map(|(op, input)| (op, tvec![input], node.id)))
     })
 }
 
-/// For each node of `model` for which `find` gives an op, the outlet it
+/// For each node of `model` for which `find` gives an op, the outlets it
 /// reads and the node whose output it takes over (the node itself, or one
 /// after it that it folds in), wires that op (named after the node) and
 /// hands it that output's consumers; returns how many.
 pub(crate) fn replace_nodes<O: TypedOp>(
     model: &mut TypedModel,
-    find: impl Fn(&TypedModel, &TypedNode) -> TractResult<Option<(O, OutletId, usize)>>,
+    find: impl Fn(&TypedModel, &TypedNode) -> TractResult<Option<(O, TVec<OutletId>, usize)>>,
 ) -> TractResult<usize> {
     let mut count = 0;
     for id in model.eval_order()? {
         let node = model.node(id);
-        let Some((op, input, replaced)) = find(model, node)? else { continue };
+        let Some((op, inputs, replaced)) = find(model, node)? else { continue };
         let mut patch = TypedModelPatch::default();
-        let tap = patch.tap_model(model, input)?;
-        let wired = patch.wire_node(&node.name, op, &[tap])?;
+        let taps = inputs.iter().map(|&i| patch.tap_model(model, i)).collect::<TractResult<TVec<_>>>()?;
+        let wired = patch.wire_node(&node.name, op, &taps)?;
         patch.shunt_outside(model, replaced.into(), wired[0])?;
         patch.apply(model)?;
         count += 1;
