@@ -64,10 +64,9 @@ pub(super) fn run(
 
 /// Runs `f` on one of the executor's pool threads, with the executor in scope
 /// there, where it has a pool of more than one thread (else here): the op's
-/// parallel phases then start from a pool thread (rayon runs them in place)
-/// instead of each waking the pool from the caller and the caller again at
-/// its end, which on a 2-vCPU machine cost more than the smaller phases.
-/// `f` gets the number of threads that its parallel phases run on.
+/// parallel step then starts from a pool thread (rayon runs it in place)
+/// instead of waking the pool from the caller and the caller again at its
+/// end. `f` gets the number of threads that its parallel step runs on.
 #[cfg(feature = "threads")]
 fn on_pool<R: Send>(f: impl FnOnce(usize) -> R + Send) -> R {
     use tract_linalg::multithread::{current_tract_executor, multithread_tract_scope, Executor};
@@ -86,6 +85,18 @@ fn on_pool<R: Send>(f: impl FnOnce(usize) -> R + Send) -> R {
     f(1)
 }
 
+/// Work (multiply-adds) below which tract's `par_chunks_mut` stays on the
+/// calling thread.
+#[cfg(feature = "threads")]
+fn parallel_threshold() -> usize {
+    tract_linalg::multithread::current_threading_element_threshold()
+}
+
+#[cfg(not(feature = "threads"))]
+fn parallel_threshold() -> usize {
+    usize::MAX
+}
+
 /// The arguments of [`run`], run for one instruction set.
 pub(super) struct Direct<'a> {
     pub(super) conv: &'a DirectConv,
@@ -94,7 +105,7 @@ pub(super) struct Direct<'a> {
     /// Added to the output (`y`'s shape), before the ReLU.
     pub(super) residual: Option<&'a [f32]>,
     pub(super) y: &'a mut [f32],
-    /// Threads that the parallel phases run on.
+    /// Threads that the parallel step runs on.
     pub(super) threads: usize,
 }
 
@@ -155,15 +166,17 @@ impl Direct<'_> {
             conv.cin,
             conv.cout
         );
+        // Below tract's threshold its parallel helper runs every item on this
+        // thread: one item then (no band's rows filled twice).
+        let work_size = blocks * block * taps * plane_out;
+        let threads = if work_size < parallel_threshold() { 1 } else { threads };
         let mut items = Split::new(g.oh, blocks, threads).items(y, [g.oh, g.ow], block, blocks)?;
         let work =
             |item: &mut Item| simd.vectorize(Band::<L, R> { conv, g, x, residual, packed, bias, item });
         if let [item] = &mut items[..] {
             return work(item);
         }
-        par_chunks_mut(&mut items, 1, blocks * block * taps * plane_out, |_, items| {
-            items.iter_mut().try_for_each(work)
-        })
+        par_chunks_mut(&mut items, 1, work_size, |_, items| items.iter_mut().try_for_each(work))
     }
 }
 
@@ -173,10 +186,10 @@ const MIN_BAND_ROWS: usize = 4;
 /// How a convolution's output is cut into items for `threads` threads:
 /// `bands` of output rows times `chunks` of blocks of output channels.
 /// About two items a thread (where one thread starts late, the other takes
-/// more); bands first, of at least [`MIN_BAND_ROWS`] rows (a band fills only
-/// the input rows it reads), runs of blocks on small planes, where the
-/// weights that every item of a run of blocks reads outweigh the input rows
-/// that every item of a band fills.
+/// more); as many bands as the rows allow at [`MIN_BAND_ROWS`] rows each (a
+/// band fills only the input rows it reads), the rest of the items as runs
+/// of blocks: on small planes, where there are few rows and many channels
+/// (each item of a run reads only its blocks' weights).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Split {
     pub(super) bands: usize,
@@ -319,7 +332,12 @@ impl<const L: usize, const R: usize> pulp::WithSimd for Band<'_, '_, L, R> {
         let whole_plane = whole.h * whole.w;
         for (ic, dst) in padded.chunks_exact_mut(channel_len).enumerate() {
             let at = ic * whole_plane + r0 * g.w;
-            fill.fill(&x[at..at + plane_in], dst);
+            if plane_in > 0 {
+                fill.fill(&x[at..at + plane_in], dst);
+            } else {
+                // No image rows in the band, or a zero-width image: all padding.
+                dst.fill(0.0);
+            }
         }
         // Each tap's offset in a channel's phases, and within its phase.
         let (within, in_phase): (TVec<usize>, TVec<usize>) = (0..kh)

@@ -1,7 +1,7 @@
 //! `DirectConv`: clip-edge's own dense (`group == 1`) 2-D convolution with a
 //! kernel wider than 1x1 (or a strided 1x1 one), for NCHW f32 images, put in
 //! place of tract's `Conv` (or what its declutter made of it) before codegen,
-//! with a ReLU after it folded in.
+//! with a residual `Add` and a ReLU after it folded in.
 //!
 //! tract 0.23.9 runs these as im2col plus a matrix product whose kernel rate
 //! on the small products of an edge CNN (24-320 output channels, 64 to 4 px
@@ -10,8 +10,8 @@
 //! size thresholds (the default model got nothing from a second thread;
 //! `docs/performance.md`). This op reads the taps straight from a padded copy
 //! of the input (no im2col, except a small one on 8 and 4 px planes: [`direct`]), keeps blocks of output channels in
-//! vector lanes, and spreads blocks of output positions over the encoder's
-//! threads. Weights are packed once, when the op is built, for the vector
+//! vector lanes, and spreads bands of output rows and runs of blocks of
+//! output channels over the encoder's threads. Weights are packed once, when the op is built, for the vector
 //! width of the CPU it runs on.
 
 use tract_core::internal::*;
@@ -204,7 +204,8 @@ impl TypedOp for DirectConv {
 /// image, 2-D, no dilation, constant kernel and bias) with a kernel wider
 /// than 1x1 that the op [`takes`] by [`DirectConv`], and every strided 1x1
 /// one too (what tract's declutter makes of it: [`strided_products`]), then
-/// folds the ReLUs after them in; returns how many convolutions. Leaves the
+/// folds the ReLUs ([`fuse_relus`]) and residual `Add`s ([`fuse_residuals`])
+/// after them in; returns how many convolutions. Leaves the
 /// model alone on a host without SIMD that the op uses ([`host_block`]).
 pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
     if host_block(1).is_none() {

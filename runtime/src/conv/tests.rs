@@ -6,7 +6,7 @@ use super::*;
 /// `(cout, cin, h, w, kh, kw, stride, pad)`.
 type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
 
-const CASES: [Case; 22] = [
+const CASES: [Case; 26] = [
     (24, 3, 17, 19, 3, 3, 1, 1),
     (48, 24, 16, 16, 3, 3, 2, 1),
     (5, 7, 9, 11, 3, 3, 1, 1),
@@ -40,6 +40,13 @@ const CASES: [Case; 22] = [
     (8, 4, 9, 11, 3, 3, 2, 2),
     // A strided 1x1 convolution: only the first phase is read.
     (48, 24, 16, 15, 1, 1, 2, 0),
+    // Several bands (for 2 threads and more) at stride 3, at 5x5 stride 2,
+    // and with a padding wider than the kernel: bands that read only padding.
+    (8, 4, 40, 40, 5, 5, 3, 2),
+    (16, 3, 30, 30, 5, 5, 2, 2),
+    (8, 4, 6, 6, 3, 3, 1, 5),
+    // A zero-width image with padding: one output column of padding alone.
+    (4, 2, 3, 0, 2, 2, 1, 1),
 ];
 
 /// The convolution written out directly; bias `0.25 * channel`.
