@@ -185,13 +185,24 @@ pub fn fix_batch(typed: TypedModel, batch: Option<Symbol>) -> TractResult<TypedM
 impl ImageEncoder {
     /// Loads the bundle's encoder for `precision` (default when `None`), checking its sha256.
     pub fn load(bundle: &Bundle, precision: Option<Precision>) -> Result<ImageEncoder> {
-        let file = bundle.encoder(precision)?;
-        Self::load_file(bundle, file)
+        Self::load_with(bundle, precision, Rewrites::default())
     }
 
-    fn load_file(bundle: &Bundle, file: &EncoderFile) -> Result<ImageEncoder> {
+    /// [`ImageEncoder::load`] with a choice of clip-edge's own rewrites
+    /// (`clip-edge bench --tract-ops` turns them off to measure what they
+    /// change in cold start and speed).
+    pub fn load_with(
+        bundle: &Bundle,
+        precision: Option<Precision>,
+        rewrites: Rewrites,
+    ) -> Result<ImageEncoder> {
+        let file = bundle.encoder(precision)?;
+        Self::load_file(bundle, file, rewrites)
+    }
+
+    fn load_file(bundle: &Bundle, file: &EncoderFile, rewrites: Rewrites) -> Result<ImageEncoder> {
         if let Some(nnef) = &file.nnef {
-            match Self::load_nnef(bundle, file, nnef) {
+            match Self::load_nnef(bundle, file, nnef, rewrites) {
                 Ok(encoder) => return Ok(encoder),
                 Err(e) => log::warn!("{e}; loading {} instead", file.path.display()),
             }
@@ -202,10 +213,16 @@ impl ImageEncoder {
         let t1 = Instant::now();
         let typed = typed_onnx(bundle, file, &bytes)?;
         let parse = t1.elapsed();
-        Self::finish(bundle, file, &file.path, typed, LoadTiming { read, parse, ..LoadTiming::default() })
+        let timing = LoadTiming { read, parse, ..LoadTiming::default() };
+        Self::finish(bundle, file, &file.path, typed, timing, rewrites)
     }
 
-    fn load_nnef(bundle: &Bundle, file: &EncoderFile, nnef: &NnefFile) -> Result<ImageEncoder> {
+    fn load_nnef(
+        bundle: &Bundle,
+        file: &EncoderFile,
+        nnef: &NnefFile,
+        rewrites: Rewrites,
+    ) -> Result<ImageEncoder> {
         let model_err = |message: String| Error::Model { path: nnef.path.clone(), message };
         if nnef.source_sha256 != file.sha256 {
             return Err(model_err(format!(
@@ -237,6 +254,7 @@ impl ImageEncoder {
             &nnef.path,
             typed,
             LoadTiming { read, parse, from_nnef: true, ..LoadTiming::default() },
+            rewrites,
         )
     }
 
@@ -246,11 +264,12 @@ impl ImageEncoder {
         loaded: &Path,
         typed: TypedModel,
         timing: LoadTiming,
+        rewrites: Rewrites,
     ) -> Result<ImageEncoder> {
         let model_err =
             |e: &dyn std::fmt::Display| Error::Model { path: loaded.to_path_buf(), message: one_line(e) };
         let t2 = Instant::now();
-        let (optimised, int8) = optimise(typed, file.precision).map_err(|e| model_err(&e))?;
+        let (optimised, int8) = optimise_with(typed, file.precision, rewrites).map_err(|e| model_err(&e))?;
         if let Some(r) = &int8 {
             if r.int8_layers() == 0 {
                 return Err(model_err(&format!(
@@ -534,6 +553,12 @@ impl Default for Rewrites {
     fn default() -> Self {
         Rewrites { depthwise: true, gelu: true, conv: true }
     }
+}
+
+impl Rewrites {
+    /// None of them: tract's own operators throughout (the int8-compute
+    /// rewrite, which defines that precision, still applies).
+    pub const NONE: Rewrites = Rewrites { depthwise: false, gelu: false, conv: false };
 }
 
 /// [`optimise`] with a choice of rewrites.

@@ -32,7 +32,7 @@ pub mod toml_error;
 use std::path::Path;
 
 pub use bundle::{Bundle, Precision};
-pub use encoder::{round3, Embedding, EncodeTiming, ImageEncoder, LoadTiming};
+pub use encoder::{round3, Embedding, EncodeTiming, ImageEncoder, LoadTiming, Rewrites};
 pub use error::{one_line, Error, ErrorKind, Result};
 pub use score::{Classification, Decision, DecisionRule, Scorer};
 pub use store::PromptStore;
@@ -55,6 +55,16 @@ impl Classifier {
     /// Loads the encoder of `bundle` at `precision` and opens `store` (the bundle's
     /// default store when `None`), rejecting a store built for another model.
     pub fn load(bundle: &Bundle, precision: Option<Precision>, store: Option<&Path>) -> Result<Classifier> {
+        Self::load_with(bundle, precision, store, Rewrites::default())
+    }
+
+    /// [`Classifier::load`] with a choice of clip-edge's own rewrites of the encoder.
+    pub fn load_with(
+        bundle: &Bundle,
+        precision: Option<Precision>,
+        store: Option<&Path>,
+        rewrites: Rewrites,
+    ) -> Result<Classifier> {
         let store_path = match store {
             Some(p) => p.to_path_buf(),
             None => bundle.prompts.clone().ok_or_else(|| {
@@ -64,7 +74,7 @@ impl Classifier {
                 ))
             })?,
         };
-        Self::with_store(bundle, precision, PromptStore::open(&store_path)?)
+        Self::assemble(bundle, precision, PromptStore::open(&store_path)?, rewrites)
     }
 
     /// Loads the encoder of `bundle` and pairs it with a store already opened
@@ -74,8 +84,17 @@ impl Classifier {
         precision: Option<Precision>,
         store: PromptStore,
     ) -> Result<Classifier> {
+        Self::assemble(bundle, precision, store, Rewrites::default())
+    }
+
+    fn assemble(
+        bundle: &Bundle,
+        precision: Option<Precision>,
+        store: PromptStore,
+        rewrites: Rewrites,
+    ) -> Result<Classifier> {
         store.check_model(&bundle.fingerprint, bundle.embed_dim)?;
-        let encoder = ImageEncoder::load(bundle, precision)?;
+        let encoder = ImageEncoder::load_with(bundle, precision, rewrites)?;
         Ok(Classifier {
             encoder,
             store,

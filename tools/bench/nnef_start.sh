@@ -2,7 +2,10 @@
 # Cold start of the image encoder from its NNEF copy against the ONNX file,
 # interleaved rounds in one run: read, parse (+ typing), optimise, first frame.
 # Bundles without an NNEF copy get one first (`clip-edge bundle nnef`).
-# Usage: tools/bench/nnef_start.sh [--rounds N] [--profile dev|release] [BUNDLE...]
+# Usage: tools/bench/nnef_start.sh [--rounds N] [--profile dev|release] [--tract-ops] [BUNDLE...]
+# --tract-ops adds, in the same interleaved rounds, each form loaded with tract's
+# own operators (`clip-edge bench --tract-ops`: none of clip-edge's rewrites),
+# and the ratio of each cold start to that one (what the rewrites cost at start).
 # Default bundles: models/default and, when present, .cache/bench/{ViT-B-32,MobileCLIP2-S0}
 # (made by tools/bench/compare.sh).
 set -euo pipefail
@@ -10,12 +13,14 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 rounds=5
 profile=dev
+tract_ops=false
 bundles=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds=$2; shift 2 ;;
     --profile) profile=$2; shift 2 ;;
-    -h|--help) sed -n 2,8p "$0"; exit 0 ;;
+    --tract-ops) tract_ops=true; shift ;;
+    -h|--help) sed -n 2,11p "$0"; exit 0 ;;
     *) bundles+=("$1"); shift ;;
   esac
 done
@@ -46,9 +51,12 @@ for b in "${bundles[@]}"; do
     store=(--prompts "$out.store")
   fi
   for r in $(seq "$rounds"); do
-    for form in nnef onnx; do
-      flag=$([ $form = onnx ] && echo --onnx || true)
-      "$bin" -q bench --bundle "$b" "${store[@]}" --precision f32 $flag --frames 3 --warmup 0 --json "$image" |
+    variants=("nnef" "onnx --onnx")
+    $tract_ops && variants+=("nnef --tract-ops" "onnx --onnx --tract-ops")
+    for v in "${variants[@]}"; do
+      read -r _ flags <<< "$v"
+      # shellcheck disable=SC2086 # the flags are words
+      "$bin" -q bench --bundle "$b" "${store[@]}" --precision f32 $flags --frames 3 --warmup 0 --json "$image" |
         python3 -c "import json,sys; d=json.load(sys.stdin); d['bundle_dir']=sys.argv[1]; print(json.dumps(d))" "$b" >> "$out"
     done
   done
@@ -57,15 +65,23 @@ python3 - "$out" "$rounds" <<'PY'
 import json, os, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 print(f"f32 image encoder, medians of {sys.argv[2]} interleaved rounds (ms)")
-print("| bundle | file size | form | read | parse | optimise | first frame | cold start |")
-print("|---|---|---|---|---|---|---|---|")
+tract_ops = any(r.get("tract_ops") for r in rows)
+print("| bundle | file size | form | operators | read | parse | optimise | first frame | cold start |"
+      + (" vs tract's ops |" if tract_ops else ""))
+print("|---|---|---|---|---|---|---|---|---|" + ("---|" if tract_ops else ""))
 for b in dict.fromkeys(r["bundle_dir"] for r in rows):
     for form in ("onnx", "nnef"):
-        rs = [r for r in rows if r["bundle_dir"] == b and r["model_form"] == form]
-        med = lambda f: statistics.median(f(r) for r in rs)
         name = "image_encoder_f32." + ("onnx" if form == "onnx" else "nnef.tar")
         size = os.path.getsize(os.path.join(b, name)) / 1e6
-        print(f"| {rs[0]['bundle']} | {size:.1f} MB | {form} | {med(lambda r: r['load_ms']['read']):.1f} | "
-              f"{med(lambda r: r['load_ms']['parse']):.1f} | {med(lambda r: r['load_ms']['optimise']):.1f} | "
-              f"{med(lambda r: r['first_frame_ms']):.1f} | {med(lambda r: r['cold_start_ms']):.1f} |")
+        med = {}
+        for ops in (False, True) if tract_ops else (False,):
+            rs = [r for r in rows if r["bundle_dir"] == b and r["model_form"] == form and r.get("tract_ops") == ops]
+            m = lambda f: statistics.median(f(r) for r in rs)
+            med[ops] = (rs[0]["bundle"], m(lambda r: r["load_ms"]["read"]), m(lambda r: r["load_ms"]["parse"]),
+                        m(lambda r: r["load_ms"]["optimise"]), m(lambda r: r["first_frame_ms"]),
+                        m(lambda r: r["cold_start_ms"]))
+        for ops, (bname, read, parse, opt, first, cold) in med.items():
+            vs = f" {cold / med[True][5]:.2f}x |" if tract_ops else ""
+            print(f"| {bname} | {size:.1f} MB | {form} | {'tract' if ops else 'clip-edge'} | {read:.1f} | "
+                  f"{parse:.1f} | {opt:.1f} | {first:.1f} | {cold:.1f} |{vs}")
 PY

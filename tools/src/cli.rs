@@ -274,6 +274,11 @@ pub struct BenchArgs {
     /// Load the ONNX file even where the bundle has an NNEF copy (to compare cold starts).
     #[arg(long)]
     pub onnx: bool,
+    /// Keep tract's own operators: none of clip-edge's rewrites of the graph
+    /// (depthwise and dense convolutions, GELU), to measure what they change
+    /// in cold start and per-frame time (the int8-compute rewrite still applies).
+    #[arg(long)]
+    pub tract_ops: bool,
     /// The image decoded and classified on every frame.
     #[arg(value_name = "IMAGE")]
     pub image: PathBuf,

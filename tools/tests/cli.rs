@@ -61,6 +61,10 @@ fn bench_json_reports_the_figures_and_the_camera_path() {
         assert!(file[k].as_f64().is_some_and(|v| v > 0.0), "{k}: {file}");
     }
     assert!(file["camera"].is_null());
+    assert_eq!(file["tract_ops"], false, "{file}");
+    let tract = bench(&["--tract-ops"]);
+    assert_eq!(tract["tract_ops"], true, "{tract}");
+    assert!(tract["infer_ms_median"].as_f64().is_some_and(|v| v > 0.0), "{tract}");
     for (format, full, halvings) in [("yuyv", false, 1), ("mjpeg", false, 1), ("yuyv", true, 0)] {
         let mut extra = vec!["--camera", format];
         if full {

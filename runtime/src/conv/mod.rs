@@ -95,17 +95,28 @@ impl DirectConv {
         );
         let taps = cin * kh * kw;
         let blocks = cout.div_ceil(block);
-        let mut packed = vec![0f32; blocks * taps * block];
-        for (oc, weights) in kernel.chunks_exact(taps).enumerate() {
-            let (b, c) = (oc / block, oc % block);
-            for (k, &v) in weights.iter().enumerate() {
-                packed[(b * taps + k) * block + c] = v;
+        // Written in place and in order (one pass over the weights: this is
+        // most of the rewrite's share of cold start), channels past `cout` zero.
+        let mut packed = Tensor::zero::<f32>(&[blocks, taps, block])?;
+        {
+            let mut view = packed.try_as_plain_ram_mut()?;
+            let out = view.as_slice_mut::<f32>()?;
+            for (b, (panel, weights)) in
+                out.chunks_exact_mut(taps * block).zip(kernel.chunks(taps * block)).enumerate()
+            {
+                let rows = weights.len() / taps;
+                debug_assert_eq!(rows, block.min(cout - b * block));
+                for (k, lanes) in panel.chunks_exact_mut(block).enumerate() {
+                    for (c, lane) in lanes[..rows].iter_mut().enumerate() {
+                        *lane = weights[c * taps + k];
+                    }
+                }
             }
         }
         let mut padded_bias = bias.to_vec();
         padded_bias.resize(blocks * block, 0.0);
         Ok(DirectConv {
-            packed: Tensor::from_shape(&[blocks, taps, block], &packed)?.into_arc_tensor(),
+            packed: packed.into_arc_tensor(),
             bias: rctensor1(&padded_bias),
             cin,
             cout,
@@ -325,10 +336,9 @@ fn candidate(
     let Some(block) = host_block(cout) else { return Ok(None) };
     let [kh, kw] = [ps.kernel_shape[0], ps.kernel_shape[1]];
     let strides = ps.strides();
-    let kernel = kernel.into_shape(&[cout, cin, kh, kw])?;
-    let kernel = kernel.to_plain_array_view::<f32>()?.iter().copied().collect::<Vec<f32>>();
+    let kernel = kernel.try_as_plain_ram()?;
     DirectConv::new(
-        &kernel,
+        kernel.as_slice::<f32>()?,
         &bias,
         [cout, cin, kh, kw],
         [strides[0], strides[1]],

@@ -353,6 +353,22 @@ fn the_rewrite_takes_a_dense_convolution() {
     same_output(ours, tract_output(build(cin).expect("model"), &input), &input);
 }
 
+/// `Rewrites::NONE` (what `clip-edge bench --tract-ops` loads) leaves the
+/// convolution tract's; the default rewrites take it where the host has the
+/// kernel's SIMD.
+#[test]
+fn no_rewrites_leave_tract_s_convolution() {
+    use crate::encoder::{optimise_with, Rewrites};
+    let ours = |rewrites| {
+        let (model, _) =
+            optimise_with(dense_model(40, 9, 12).expect("model"), crate::Precision::F32, rewrites)
+                .expect("optimise");
+        model.nodes().iter().filter(|n| n.op_is::<DirectConv>()).count()
+    };
+    assert_eq!(ours(Rewrites::NONE), 0);
+    assert_eq!(ours(Rewrites::default()), usize::from(host_block(40).is_some()));
+}
+
 /// `model` run by tract as it comes (optimised) on `input`.
 fn tract_output(model: TypedModel, input: &Tensor) -> TValue {
     let plan = model.into_optimized().expect("opt").into_runnable().expect("plan");

@@ -230,7 +230,7 @@ fn candidate(
     let [kh, kw] = [ps.kernel_shape[0], ps.kernel_shape[1]];
     let strides = ps.strides();
     let op = DepthwiseConv {
-        kernel: kernel.into_shape(&[cout, kh, kw])?.into_arc_tensor(),
+        kernel: Arc::unwrap_or_clone(kernel).into_shape(&[cout, kh, kw])?.into_arc_tensor(),
         bias: rctensor1(&bias),
         multiplier: cout / cin,
         kernel_hw: [kh, kw],
@@ -244,8 +244,8 @@ fn candidate(
 /// The constant operands of a 2-D f32 convolution that clip-edge's own ops
 /// take.
 pub(crate) struct Operands {
-    /// The OIHW kernel.
-    pub(crate) kernel: Tensor,
+    /// The OIHW kernel (the model's constant, shared, not copied).
+    pub(crate) kernel: Arc<Tensor>,
     /// One bias per output channel.
     pub(crate) bias: Vec<f32>,
     /// NCHW (with a batch axis of 1) rather than CHW.
@@ -338,7 +338,7 @@ pub(crate) fn operands(
         n if n == cout => bias.to_plain_array_view::<f32>()?.iter().copied().collect(),
         _ => return Ok(None),
     };
-    Ok(Some(Operands { kernel: kernel.clone().into_tensor(), bias, has_n }))
+    Ok(Some(Operands { kernel: kernel.clone(), bias, has_n }))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clip_edge_runtime::frame::{decode_camera_frame, decode_rgb, halvings, rgb_to_yuyv, CameraFormat};
-use clip_edge_runtime::{Classifier, DecisionRule};
+use clip_edge_runtime::{Classifier, DecisionRule, Rewrites};
 use clip_edge_tools::report::{ms, round3, Format, Progress};
 use serde::Serialize;
 
@@ -88,6 +88,8 @@ pub struct BenchReport {
     warmup: u32,
     cold_start_ms: f64,
     model_form: &'static str,
+    /// Whether clip-edge's own rewrites were off (`--tract-ops`).
+    tract_ops: bool,
     load_ms: LoadMs,
     first_frame_ms: f64,
     decode_ms: Stats,
@@ -113,9 +115,10 @@ impl Display for BenchReport {
         let l = &self.load_ms;
         writeln!(
             f,
-            "cold start   {:.1} ms from {} (read {:.1}, parse {:.1}, optimise {:.1}, first frame {:.1})",
+            "cold start   {:.1} ms from {}{} (read {:.1}, parse {:.1}, optimise {:.1}, first frame {:.1})",
             self.cold_start_ms,
             self.model_form.to_uppercase(),
+            if self.tract_ops { " with tract's own operators" } else { "" },
             l.read,
             l.parse,
             l.optimise,
@@ -167,7 +170,8 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<ExitCode> {
     if a.onnx {
         bundle.encoders.iter_mut().for_each(|e| e.nnef = None);
     }
-    let mut clf = Classifier::load(&bundle, a.model.precision, a.prompts.as_deref())
+    let rewrites = if a.tract_ops { Rewrites::NONE } else { Rewrites::default() };
+    let mut clf = Classifier::load_with(&bundle, a.model.precision, a.prompts.as_deref(), rewrites)
         .with_context(|| format!("cannot load model of bundle {}", bundle.dir.display()))?;
     clf.encoder.set_threads(usize::from(a.model.threads)).context("--threads")?;
     let load = t0.elapsed();
@@ -212,6 +216,7 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<ExitCode> {
         warmup: a.warmup,
         cold_start_ms: ms(cold_start),
         model_form: if lt.from_nnef { "nnef" } else { "onnx" },
+        tract_ops: a.tract_ops,
         load_ms: LoadMs {
             read: ms(lt.read),
             parse: ms(lt.parse),
