@@ -594,8 +594,8 @@ pub fn optimise_with(
 /// Asks tract for its wide int8 tile (`avx512vnni_mmm_i32_16x16`) on x86
 /// cores with AVX-512 VNNI. tract chooses between that kernel and the ymm
 /// `avx512vnni_mmm_i32_8x8` from a timing probe of the core's 512-bit ports,
-/// run once per process; on this project's Zen 4 build host (one
-/// double-pumped 512-bit unit) the probe's verdict changed between runs, and
+/// run once per process; on this project's AMD EPYC build host (`cpu family
+/// 26`, Zen 5) the probe's verdict changed between runs, and
 /// the 16x16 ran the int8-compute form of the default model and ViT-B-32
 /// 1.4-1.45x faster than the 8x8 (`docs/performance.md`). Installed as
 /// tract's deployment-level value of the `TRACT_AVX512_FMA_UNITS` knob, so

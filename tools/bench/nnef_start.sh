@@ -20,7 +20,7 @@ while [ $# -gt 0 ]; do
     --rounds) rounds=$2; shift 2 ;;
     --profile) profile=$2; shift 2 ;;
     --tract-ops) tract_ops=true; shift ;;
-    -h|--help) sed -n 2,11p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,10p "$0"; exit 0 ;;
     *) bundles+=("$1"); shift ;;
   esac
 done
@@ -76,12 +76,14 @@ for b in dict.fromkeys(r["bundle_dir"] for r in rows):
         med = {}
         for ops in (False, True) if tract_ops else (False,):
             rs = [r for r in rows if r["bundle_dir"] == b and r["model_form"] == form and r.get("tract_ops") == ops]
+            if not rs:  # the NNEF copy did not load (the encoder fell back to ONNX, and warned)
+                continue
             m = lambda f: statistics.median(f(r) for r in rs)
             med[ops] = (rs[0]["bundle"], m(lambda r: r["load_ms"]["read"]), m(lambda r: r["load_ms"]["parse"]),
                         m(lambda r: r["load_ms"]["optimise"]), m(lambda r: r["first_frame_ms"]),
                         m(lambda r: r["cold_start_ms"]))
         for ops, (bname, read, parse, opt, first, cold) in med.items():
-            vs = f" {cold / med[True][5]:.2f}x |" if tract_ops else ""
+            vs = f" {cold / med[True][5]:.2f}x |" if tract_ops and True in med else (" - |" if tract_ops else "")
             print(f"| {bname} | {size:.1f} MB | {form} | {'tract' if ops else 'clip-edge'} | {read:.1f} | "
                   f"{parse:.1f} | {opt:.1f} | {first:.1f} | {cold:.1f} |{vs}")
 PY

@@ -186,13 +186,13 @@ const MIN_BAND_ROWS: usize = 4;
 /// How a convolution's output is cut into items for `threads` threads:
 /// `bands` of output rows times `chunks` of blocks of output channels.
 /// One item a thread: each item fills (and on small planes gathers) its
-/// band's input rows again, 27 of the 153 us of the default model's last
+/// band's input rows again, 27 of the ~150 us of the default model's last
 /// 320-channel convolution, which two items a thread repeated for nothing
 /// (measured 1.44 -> 1.30 ms for the model at two threads). As many bands as
 /// the rows allow at [`MIN_BAND_ROWS`] rows each (a band fills only the
-/// input rows it reads), the rest of the items as runs of blocks: on small
-/// planes, where there are few rows and many channels (each item of a run
-/// reads only its blocks' weights).
+/// input rows it reads) among the divisors of `threads`, the rest of the
+/// items as runs of blocks: on small planes, where there are few rows and
+/// many channels (each item of a run reads only its blocks' weights).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Split {
     pub(super) bands: usize,
@@ -205,8 +205,9 @@ impl Split {
         if threads <= 1 {
             return Split { bands: 1, chunks: 1 };
         }
-        let bands = (oh / MIN_BAND_ROWS).clamp(1, threads);
-        Split { bands, chunks: threads.div_ceil(bands).clamp(1, blocks.max(1)) }
+        let most = (oh / MIN_BAND_ROWS).clamp(1, threads);
+        let bands = (1..=most).rev().find(|&b| threads.is_multiple_of(b)).unwrap_or(1);
+        Split { bands, chunks: (threads / bands).clamp(1, blocks.max(1)) }
     }
 
     /// Part `i` of `n` of `0..len`.

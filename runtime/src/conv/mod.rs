@@ -95,8 +95,8 @@ impl DirectConv {
         );
         let taps = cin * kh * kw;
         let blocks = cout.div_ceil(block);
-        // Written in place and in order (one pass over the weights: this is
-        // most of the rewrite's share of cold start), channels past `cout` zero.
+        // Written in place and in order (one pass: packing is most of the
+        // rewrite's share of cold start), channels past `cout` zero.
         let mut packed = Tensor::zero::<f32>(&[blocks, taps, block])?;
         {
             let mut view = packed.try_as_plain_ram_mut()?;

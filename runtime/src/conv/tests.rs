@@ -199,8 +199,9 @@ fn check_with<S: pulp::Simd>(simd: S) {
 }
 
 /// The cut for threads: one item on one thread, else bands of at least
-/// four rows first, runs of blocks where the plane has too few rows, one
-/// item a thread, never more bands than rows or runs than blocks.
+/// four rows first (as many as divide the threads), runs of blocks where
+/// the plane has too few rows, one item a thread, never more bands than
+/// rows or runs than blocks.
 #[test]
 fn the_cut_takes_bands_then_blocks() {
     use direct::Split;
@@ -215,7 +216,9 @@ fn the_cut_takes_bands_then_blocks() {
     assert_eq!(cut(4, 7, 2), (1, 2));
     assert_eq!(cut(4, 7, 4), (1, 4));
     assert_eq!(cut(4, 3, 8), (1, 3));
-    assert_eq!(cut(8, 2, 3), (2, 2));
+    assert_eq!(cut(8, 2, 3), (1, 2));
+    assert_eq!(cut(12, 6, 3), (3, 1));
+    assert_eq!(cut(8, 6, 6), (2, 3));
     assert_eq!(cut(64, 3, 4), (4, 1));
     assert_eq!(cut(1, 1, 2), (1, 1));
     assert_eq!(cut(0, 0, 2), (1, 1));
