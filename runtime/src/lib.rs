@@ -22,6 +22,7 @@ mod fuzz_seeds;
 pub mod gelu;
 pub mod int8;
 pub mod nnef;
+pub mod optimise;
 pub mod preprocess;
 pub mod process;
 pub mod score;
@@ -32,8 +33,9 @@ pub mod toml_error;
 use std::path::Path;
 
 pub use bundle::{Bundle, Precision};
-pub use encoder::{round3, Embedding, EncodeTiming, ImageEncoder, LoadTiming, Rewrites};
+pub use encoder::{round3, Embedding, EncodeTiming, ImageEncoder, LoadTiming};
 pub use error::{one_line, Error, ErrorKind, Result};
+pub use optimise::Rewrites;
 pub use score::{Classification, Decision, DecisionRule, Scorer};
 pub use store::PromptStore;
 

@@ -16,7 +16,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clip_edge_runtime::encoder::{optimise_with, typed_onnx, Rewrites};
+use clip_edge_runtime::encoder::typed_onnx;
+use clip_edge_runtime::optimise::{optimise, Rewrites};
 use clip_edge_runtime::{Bundle, Precision};
 use tract_onnx::prelude::*;
 
@@ -57,7 +58,7 @@ fn run(dir: &str, precision: Option<Precision>, runs: usize, threads: usize) -> 
         gelu: std::env::var_os("PROFILE_TRACT_GELU").is_none(),
         conv: std::env::var_os("PROFILE_TRACT_CONV").is_none(),
     };
-    let (optimised, int8) = optimise_with(typed_onnx(&bundle, file, &bytes)?, file.precision, rewrites)?;
+    let (optimised, int8) = optimise(typed_onnx(&bundle, file, &bytes)?, file.precision, rewrites)?;
     if let Some(r) = &int8 {
         println!("int8 rewrite: {r:?}");
     }

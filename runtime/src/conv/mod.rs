@@ -393,8 +393,16 @@ fn strided_product(
         Some((bias, add)) => (bias, add),
         None => (vec![0.0; cout], node.id),
     };
-    let kernel: Vec<f32> = kernel.to_plain_array_view::<f32>()?.iter().copied().collect();
-    let op = DirectConv::new(&kernel, &bias, [cout, cin, 1, 1], strides, PaddingSpec::Valid, has_n, block)?;
+    let kernel = kernel.try_as_plain_ram()?;
+    let op = DirectConv::new(
+        kernel.as_slice::<f32>()?,
+        &bias,
+        [cout, cin, 1, 1],
+        strides,
+        PaddingSpec::Valid,
+        has_n,
+        block,
+    )?;
     // The op takes one image of a concrete shape (the `Conv` path checks that in `operands`).
     let fact = match op.output_facts(&[model.outlet_fact(input)?]) {
         Ok(mut facts) => facts.remove(0),

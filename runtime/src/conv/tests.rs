@@ -363,11 +363,10 @@ fn the_rewrite_takes_a_dense_convolution() {
 /// kernel's SIMD.
 #[test]
 fn no_rewrites_leave_tract_s_convolution() {
-    use crate::encoder::{optimise_with, Rewrites};
+    use crate::optimise::{optimise, Rewrites};
     let ours = |rewrites| {
-        let (model, _) =
-            optimise_with(dense_model(40, 9, 12).expect("model"), crate::Precision::F32, rewrites)
-                .expect("optimise");
+        let (model, _) = optimise(dense_model(40, 9, 12).expect("model"), crate::Precision::F32, rewrites)
+            .expect("optimise");
         model.nodes().iter().filter(|n| n.op_is::<DirectConv>()).count()
     };
     assert_eq!(ours(Rewrites::NONE), 0);
