@@ -59,7 +59,9 @@ const ERF: [f32; 6] = [0.0705230784, 0.0422820123, 0.0092705272, 0.0001520143, 0
 /// Exact GELU of every element of `xs`, in place: whole vectors of the widest
 /// instruction set the CPU has (`pulp`, chosen at run time), the rest through
 /// the same code's one-lane build.
-fn gelu_slice(xs: &mut [f32]) {
+/// [`Gelu`] on a slice, on the calling thread (the int8 rescaling ops apply
+/// it to their output as they write it).
+pub(crate) fn gelu_slice(xs: &mut [f32]) {
     pulp::Arch::new().dispatch(GeluSlice(xs));
 }
 

@@ -23,33 +23,11 @@ pub struct Dequantise {
     /// Where the accumulator has its channel axis; the output has it at
     /// `channel_axis`, so any other layout makes this op transpose too.
     pub acc_layout: AccLayout,
-    /// Applies tract's exact GELU to the result: the `GeluExact` that
+    /// Applies the exact GELU to the result: tract's `GeluExact` that
     /// followed this op, fused so that the activations are not read and
-    /// written once more.
+    /// written once more, and computed as clip-edge's one-pass GELU
+    /// ([`crate::gelu`], what the f32 plan runs in place of tract's).
     pub gelu: bool,
-}
-
-/// tract's exact GELU (its `GeluExact`) in place, in the same arithmetic:
-/// `x * 0.5 * (1 + erf(x / sqrt 2))`, erf from tract-linalg's kernel.
-pub(super) struct Gelu {
-    erf: Box<dyn tract_linalg::element_wise::ElementWise<f32>>,
-}
-
-impl Gelu {
-    pub(super) fn new() -> TractResult<Gelu> {
-        Ok(Gelu { erf: tract_linalg::routines::Func::Erf.ew_f32()? })
-    }
-
-    pub(super) fn run(&self, ys: &mut [f32], scratch: &mut Vec<f32>) -> TractResult<()> {
-        let c = 2.0f32.sqrt().recip();
-        for chunk in ys.chunks_mut(1024) {
-            scratch.clear();
-            scratch.extend(chunk.iter().map(|y| y * c));
-            self.erf.run(scratch)?;
-            chunk.iter_mut().zip(scratch.iter()).for_each(|(y, e)| *y = (*y * 0.5) * (*e + 1.0));
-        }
-        Ok(())
-    }
 }
 
 /// Where an accumulator has its channel axis (the other axes keep the
@@ -79,53 +57,112 @@ impl Dequantise {
         ensure!(ws.len() == channels && bias.is_none_or(|b| b.len() == channels));
         ensure!(acc.len() == outer * channels * inner && y.len() == acc.len());
         ensure!(xs.len() == 1 || xs.len() == outer * inner);
-        // Row segments sharing one pattern: a row of channels (linear layers,
-        // one activation scale each) or a row of pixels (one channel each).
-        let row = if inner == 1 { channels } else { inner };
-        let gelu = self.gelu.then(Gelu::new).transpose()?;
+        let rescale = Rescale { acc, xs, ws, bias, channels, inner };
         par_chunks_mut(y, 1, acc.len(), |first, chunk| {
-            let mut scratch = Vec::new();
-            let mut pos = first;
-            let mut rest = chunk;
-            while !rest.is_empty() {
-                let offset = pos % row;
-                let n = (row - offset).min(rest.len());
-                let (seg, tail) = rest.split_at_mut(n);
-                let a = &acc[pos..pos + n];
-                if inner == 1 {
-                    let x = if xs.len() == 1 { xs[0] } else { xs[pos / channels] };
-                    let ws = &ws[offset..offset + n];
-                    match bias {
-                        Some(b) => seg
-                            .iter_mut()
-                            .zip(a)
-                            .zip(ws)
-                            .zip(&b[offset..offset + n])
-                            .for_each(|(((y, &a), &w), &b)| *y = a as f32 * (x * w) + b),
-                        None => {
-                            seg.iter_mut().zip(a).zip(ws).for_each(|((y, &a), &w)| *y = a as f32 * (x * w))
-                        }
-                    }
-                } else {
-                    let (o, c) = (pos / (channels * inner), (pos / inner) % channels);
-                    let (w, b) = (ws[c], bias.map_or(0.0, |b| b[c]));
-                    if xs.len() == 1 {
-                        let s = xs[0] * w;
-                        seg.iter_mut().zip(a).for_each(|(y, &a)| *y = a as f32 * s + b);
-                    } else {
-                        let xs = &xs[o * inner + offset..o * inner + offset + n];
-                        seg.iter_mut().zip(a).zip(xs).for_each(|((y, &a), &x)| *y = a as f32 * (x * w) + b);
-                    }
-                }
-                if let Some(g) = &gelu {
-                    g.run(seg, &mut scratch)?;
-                }
-                pos += n;
-                rest = tail;
+            rescale_chunk(&rescale, first, chunk);
+            if self.gelu {
+                crate::gelu::gelu_slice(chunk);
             }
             Ok(())
         })?;
         Ok(())
+    }
+}
+
+/// Rows `first_row ..` (whole rows of `inner` pixels) of the output of
+/// [`Dequantise::run_transposed`]. Compiled for the widest vectors this CPU has.
+#[multiversion::multiversion(targets = "simd")]
+fn transpose_rows(r: &Rescale, first_row: usize, y: &mut [f32]) {
+    let Rescale { acc, xs, ws, bias, channels, inner } = *r;
+    let (tc, tp) = TILE;
+    let mut tile = [[0f32; TILE.1]; TILE.0];
+    let mut row = first_row;
+    let mut rest = y;
+    while !rest.is_empty() {
+        // The chunk's rows of one outer index: channels ca .. ca + cn.
+        let (o, ca) = (row / channels, row % channels);
+        let cn = (channels - ca).min(rest.len() / inner);
+        let (rows, tail) = rest.split_at_mut(cn * inner);
+        // A run of pixels across all these channels at a time, so
+        // that its rows of the accumulator stay in cache.
+        for p0 in (0..inner).step_by(tp) {
+            let pn = tp.min(inner - p0);
+            for c0 in (0..cn).step_by(tc) {
+                let cw = tc.min(cn - c0);
+                let (ws, c) = (&ws[ca + c0..ca + c0 + cw], ca + c0);
+                for p in 0..pn {
+                    let q = o * inner + p0 + p;
+                    let x = if xs.len() == 1 { xs[0] } else { xs[q] };
+                    let a = &acc[q * channels + c..q * channels + c + cw];
+                    for ((t, &a), &w) in tile.iter_mut().zip(a).zip(ws) {
+                        t[p] = a as f32 * (x * w);
+                    }
+                }
+                let out_rows = rows[c0 * inner..(c0 + cw) * inner].chunks_exact_mut(inner);
+                for (j, out) in out_rows.enumerate() {
+                    let b = bias.map_or(0.0, |b| b[c + j]);
+                    out[p0..p0 + pn].iter_mut().zip(&tile[j][..pn]).for_each(|(y, &t)| *y = t + b);
+                }
+            }
+        }
+        row += cn;
+        rest = tail;
+    }
+}
+
+/// What the rescaling loops read ([`rescale_chunk`], [`transpose_rows`] and
+/// `Requantise`'s rows): the accumulator viewed as `outer x channels x
+/// inner` (channels last for `Requantise`, with `inner` 1), the activation
+/// scales (`outer x inner`, or one), the channel scales and the bias.
+pub(super) struct Rescale<'a> {
+    pub(super) acc: &'a [i32],
+    pub(super) xs: &'a [f32],
+    pub(super) ws: &'a [f32],
+    pub(super) bias: Option<&'a [f32]>,
+    pub(super) channels: usize,
+    pub(super) inner: usize,
+}
+
+/// Values `first .. first + y.len()` of [`Dequantise::run`], in row segments
+/// that share one pattern: a row of channels (linear layers, one activation
+/// scale each) or a row of pixels (one channel each). Compiled for the
+/// widest vectors this CPU has.
+#[multiversion::multiversion(targets = "simd")]
+fn rescale_chunk(r: &Rescale, first: usize, y: &mut [f32]) {
+    let Rescale { acc, xs, ws, bias, channels, inner } = *r;
+    let row = if inner == 1 { channels } else { inner };
+    let mut pos = first;
+    let mut rest = y;
+    while !rest.is_empty() {
+        let offset = pos % row;
+        let n = (row - offset).min(rest.len());
+        let (seg, tail) = rest.split_at_mut(n);
+        let a = &acc[pos..pos + n];
+        if inner == 1 {
+            let x = if xs.len() == 1 { xs[0] } else { xs[pos / channels] };
+            let ws = &ws[offset..offset + n];
+            match bias {
+                Some(b) => seg
+                    .iter_mut()
+                    .zip(a)
+                    .zip(ws)
+                    .zip(&b[offset..offset + n])
+                    .for_each(|(((y, &a), &w), &b)| *y = a as f32 * (x * w) + b),
+                None => seg.iter_mut().zip(a).zip(ws).for_each(|((y, &a), &w)| *y = a as f32 * (x * w)),
+            }
+        } else {
+            let (o, c) = (pos / (channels * inner), (pos / inner) % channels);
+            let (w, b) = (ws[c], bias.map_or(0.0, |b| b[c]));
+            if xs.len() == 1 {
+                let s = xs[0] * w;
+                seg.iter_mut().zip(a).for_each(|(y, &a)| *y = a as f32 * s + b);
+            } else {
+                let xs = &xs[o * inner + offset..o * inner + offset + n];
+                seg.iter_mut().zip(a).zip(xs).for_each(|((y, &a), &x)| *y = a as f32 * (x * w) + b);
+            }
+        }
+        pos += n;
+        rest = tail;
     }
 }
 
@@ -155,47 +192,11 @@ impl Dequantise {
         if inner == 0 {
             return Ok(());
         }
-        let (tc, tp) = TILE;
-        let gelu = self.gelu.then(Gelu::new).transpose()?;
+        let rescale = Rescale { acc, xs, ws, bias, channels, inner };
         par_chunks_mut(y, inner, acc.len(), |first_row, chunk| {
-            let mut scratch = Vec::new();
-            let mut tile = [[0f32; TILE.1]; TILE.0];
-            let mut row = first_row;
-            let mut rest = chunk;
-            while !rest.is_empty() {
-                // The chunk's rows of one outer index: channels ca .. ca + cn.
-                let (o, ca) = (row / channels, row % channels);
-                let cn = (channels - ca).min(rest.len() / inner);
-                let (rows, tail) = rest.split_at_mut(cn * inner);
-                // A run of pixels across all these channels at a time, so
-                // that its rows of the accumulator stay in cache.
-                for p0 in (0..inner).step_by(tp) {
-                    let pn = tp.min(inner - p0);
-                    for c0 in (0..cn).step_by(tc) {
-                        let cw = tc.min(cn - c0);
-                        let (ws, c) = (&ws[ca + c0..ca + c0 + cw], ca + c0);
-                        for p in 0..pn {
-                            let q = o * inner + p0 + p;
-                            let x = if xs.len() == 1 { xs[0] } else { xs[q] };
-                            let a = &acc[q * channels + c..q * channels + c + cw];
-                            for ((t, &a), &w) in tile.iter_mut().zip(a).zip(ws) {
-                                t[p] = a as f32 * (x * w);
-                            }
-                        }
-                        let out_rows = rows[c0 * inner..(c0 + cw) * inner].chunks_exact_mut(inner);
-                        for (j, out) in out_rows.enumerate() {
-                            let b = bias.map_or(0.0, |b| b[c + j]);
-                            out[p0..p0 + pn].iter_mut().zip(&tile[j][..pn]).for_each(|(y, &t)| *y = t + b);
-                        }
-                    }
-                }
-                if let Some(g) = &gelu {
-                    for out in rows.chunks_exact_mut(inner) {
-                        g.run(out, &mut scratch)?;
-                    }
-                }
-                row += cn;
-                rest = tail;
+            transpose_rows(&rescale, first_row, chunk);
+            if self.gelu {
+                crate::gelu::gelu_slice(chunk);
             }
             Ok(())
         })
@@ -295,9 +296,9 @@ mod tests {
     }
 
     #[test]
-    fn fused_gelu_is_tracts_gelu_to_the_bit() {
-        // [1, 3 channels, 1500 pixels], plain and transposed, against tract's
-        // own GeluExact op on the plain result.
+    fn fused_gelu_is_clip_edges_gelu_to_the_bit() {
+        // [1, 3 channels, 1500 pixels], plain and transposed, against
+        // clip-edge's GELU op (the f32 plan's) on the plain result.
         let (channels, inner) = (3, 1500);
         let acc: Vec<i32> = (0..channels * inner).map(|i| (i as i32 * 37) % 255 - 127).collect();
         let xs: Vec<f32> = (0..inner).map(|p| 0.01 + (p % 5) as f32 * 0.02).collect();
@@ -306,11 +307,11 @@ mod tests {
         d.run(&[1, channels, inner], &acc, &xs, &mut plain).expect("run");
         let mut model = TypedModel::default();
         let x = model.add_source("x", f32::fact([1, channels, inner])).expect("source");
-        let gelu = tract_core::ops::nn::gelu_exact::gelu_exact();
+        let gelu = tract_core::ops::element_wise::ElementWiseOp(Box::new(crate::gelu::Gelu), None);
         let y = model.wire_node("gelu", gelu, &[x]).expect("gelu");
         model.select_output_outlets(&y).expect("outputs");
         let input = Tensor::from_shape(&[1, channels, inner], &plain).expect("t").into_tvalue();
-        let reference = model.into_runnable().expect("plan").run(tvec!(input)).expect("tract's GELU");
+        let reference = model.into_runnable().expect("plan").run(tvec!(input)).expect("GELU");
         let want: Vec<f32> =
             reference[0].to_plain_array_view::<f32>().expect("f32").iter().copied().collect();
         let fused = Dequantise { gelu: true, ..d.clone() };

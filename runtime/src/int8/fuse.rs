@@ -1,6 +1,7 @@
 //! Fusions run after the int8 rewrite: tract's exact GELU into the
-//! [`Dequantise`] before it, and a channels-last `Dequantise` plus the next
-//! product's quantisation into one [`Requantise`].
+//! [`Dequantise`] before it, a channels-last `Dequantise` plus the next
+//! product's quantisation into one [`Requantise`], and the subsampling
+//! before a strided 1x1 convolution into its [`QuantiseSym`].
 
 use super::{AccLayout, Dequantise, Granularity, QuantiseSym, Requantise};
 use tract_core::internal::*;
@@ -89,6 +90,51 @@ pub(super) fn requantise(model: &mut TypedModel) -> TractResult<usize> {
         let acc = patch.wire_node(format!("{}.channels_last", product.name), op, &operands)?[0];
         patch.shunt_outside(model, product.id.into(), acc)?;
         patch.shunt_outside(model, OutletId::new(q_node.id, 1), requantised[1])?;
+        patch.apply(model)?;
+        fused += 1;
+    }
+    Ok(fused)
+}
+
+/// Folds the chain of tract `Downsample`s (from position 0, feeding nothing
+/// else) before a [`QuantiseSym`] into its `strides`: a strided 1x1
+/// convolution, which tract declutters into a subsampling and a product,
+/// reads the pixels it keeps straight from its input (tract copies the
+/// input's rows, then its columns, through a generic strided view: 23 us
+/// per shortcut of the default model, the quantisation after it 3 us).
+/// Returns how many it fused.
+pub(super) fn downsample(model: &mut TypedModel) -> TractResult<usize> {
+    use tract_core::ops::downsample::Downsample;
+    let mut fused = 0;
+    for id in model.eval_order()? {
+        let outputs = model.output_outlets()?.to_vec();
+        let node = model.node(id);
+        let Some(q) = node.op_as::<QuantiseSym>() else { continue };
+        let rank = model.outlet_fact(node.inputs[0])?.rank();
+        if !q.strides.is_empty() {
+            continue;
+        }
+        let mut strides: TVec<usize> = tvec![1; rank];
+        let mut input = node.inputs[0];
+        loop {
+            let prev = model.node(input.node);
+            let Some(d) = prev.op_as::<Downsample>() else { break };
+            let sole = prev.outputs[0].successors.len() == 1 && !outputs.contains(&input);
+            if !sole || d.modulo != 0 || d.stride < 1 || d.axis >= rank {
+                break;
+            }
+            strides[d.axis] *= d.stride as usize;
+            input = prev.inputs[0];
+        }
+        if input == node.inputs[0] {
+            continue;
+        }
+        let mut patch = TypedModelPatch::new(format!("fold the subsampling into {}", node.name));
+        let x = patch.tap_model(model, input)?;
+        let op = QuantiseSym { strides, ..q.clone() };
+        let wired = patch.wire_node(format!("{}.strided", node.name), op, &[x])?;
+        patch.shunt_outside(model, OutletId::new(id, 0), wired[0])?;
+        patch.shunt_outside(model, OutletId::new(id, 1), wired[1])?;
         patch.apply(model)?;
         fused += 1;
     }

@@ -234,6 +234,7 @@ pub fn rewrite_with(model: &mut TypedModel, tile: OutputTile) -> TractResult<Int
     }
     fuse::gelu(model)?;
     fuse::requantise(model)?;
+    fuse::downsample(model)?;
     model.prop_consts()?;
     model.compact()?;
     Ok(report)
@@ -417,7 +418,7 @@ fn wire_quantise(
     x: OutletId,
     granularity: Granularity,
 ) -> TractResult<(OutletId, OutletId)> {
-    let q = patch.wire_node(format!("{name}.int8.quantise"), QuantiseSym { granularity }, &[x])?;
+    let q = patch.wire_node(format!("{name}.int8.quantise"), QuantiseSym::new(granularity), &[x])?;
     Ok((q[0], q[1]))
 }
 

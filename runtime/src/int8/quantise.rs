@@ -22,18 +22,23 @@ pub enum Granularity {
 pub struct QuantiseSym {
     /// Which values share a scale.
     pub granularity: Granularity,
+    /// Keeps every `strides[i]`-th position along axis `i` of the input
+    /// (from the first) before quantising: tract's `Downsample` before a
+    /// strided 1x1 convolution, fused (`fuse::downsample`). Empty: every
+    /// position.
+    pub strides: TVec<usize>,
 }
 
 /// Adding 1.5 * 2^23 to an f32 of magnitude below 2^22 rounds it to the
 /// nearest integer, ties to even (the default rounding mode), and leaves that
 /// integer in the low mantissa bits: one vectorisable add on every target
 /// (SSE2 has no round instruction; `round_ties_even` would be a library call).
-const ROUND_MAGIC: f32 = 12_582_912.0;
+pub(super) const ROUND_MAGIC: f32 = 12_582_912.0;
 
 /// The bits of `ROUND_MAGIC`: after the add, the rounded integer sits in the
 /// low mantissa bits, so an integer subtraction reads it out (this
 /// vectorises; a float-to-int `as`, which saturates, does not on SSE2).
-const ROUND_MAGIC_BITS: i32 = 0x4B40_0000;
+pub(super) const ROUND_MAGIC_BITS: i32 = 0x4B40_0000;
 
 #[inline(always)]
 pub(super) fn quantise_value(v: f32, inv: f32) -> i8 {
@@ -42,10 +47,18 @@ pub(super) fn quantise_value(v: f32, inv: f32) -> i8 {
     ((v * inv + ROUND_MAGIC).to_bits() as i32).wrapping_sub(ROUND_MAGIC_BITS) as i8
 }
 
-/// The largest magnitude in `xs`, eight lanes at a time so that it vectorises.
-pub(super) fn abs_max(xs: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let mut chunks = xs.chunks_exact(8);
+/// The largest magnitude in `xs`, compiled for the widest vectors this CPU has.
+#[multiversion::multiversion(targets = "simd")]
+fn abs_max(xs: &[f32]) -> f32 {
+    abs_max_lanes(xs)
+}
+
+/// [`abs_max`] in the caller's instruction set: sixteen lanes at a time so
+/// that it vectorises (one AVX-512 register, four SSE2 ones).
+#[inline(always)]
+pub(super) fn abs_max_lanes(xs: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let mut chunks = xs.chunks_exact(16);
     for c in &mut chunks {
         for (m, v) in lanes.iter_mut().zip(c) {
             let a = v.abs();
@@ -62,6 +75,23 @@ pub(super) fn scale_of(max: f32) -> (f32, f32) {
 }
 
 impl QuantiseSym {
+    /// Quantises every position of the input.
+    pub fn new(granularity: Granularity) -> QuantiseSym {
+        QuantiseSym { granularity, strides: tvec![] }
+    }
+
+    /// The shape after subsampling by `strides`.
+    fn kept_shape<D: Clone + From<usize> + DivCeil>(&self, shape: &[D]) -> TVec<D> {
+        shape
+            .iter()
+            .enumerate()
+            .map(|(i, d)| match self.strides.get(i) {
+                Some(&s) if s > 1 => d.clone().div_ceil_by(s),
+                _ => d.clone(),
+            })
+            .collect()
+    }
+
     fn split(&self, shape: &[usize]) -> (usize, usize, usize) {
         match &self.granularity {
             Granularity::Tensor => (1, shape.iter().product(), 1),
@@ -110,27 +140,7 @@ impl QuantiseSym {
             max[0] = partial.iter().fold(0f32, |m, &v| if v > m { v } else { m });
         } else {
             par_chunks_mut(&mut max, 1, x.len(), |first, chunk| {
-                // Positions first .. first + chunk.len() of the outer x inner grid.
-                let mut pos = first;
-                let mut rest = chunk;
-                while !rest.is_empty() {
-                    let (o, i0) = (pos / inner, pos % inner);
-                    let w = (inner - i0).min(rest.len());
-                    let (seg, tail) = rest.split_at_mut(w);
-                    if inner == 1 {
-                        seg[0] = abs_max(&x[o * len..(o + 1) * len]);
-                    } else {
-                        let block = &x[o * len * inner..(o + 1) * len * inner];
-                        for row in block.chunks_exact(inner) {
-                            seg.iter_mut().zip(&row[i0..i0 + w]).for_each(|(m, v)| {
-                                let a = v.abs();
-                                *m = if a > *m { a } else { *m };
-                            });
-                        }
-                    }
-                    pos += w;
-                    rest = tail;
-                }
+                max_per_position(x, len, inner, first, chunk);
                 Ok(())
             })?;
         }
@@ -139,28 +149,115 @@ impl QuantiseSym {
             (*s, *i) = scale_of(m);
         }
         // Pass 2: scale and round, in row segments that share a scale pattern.
-        let row = if inner == 1 { len } else { inner };
         par_chunks_mut(q, 1, x.len(), |first, chunk| {
-            let mut pos = first;
-            let mut rest = chunk;
-            while !rest.is_empty() {
-                let offset = pos % row;
-                let w = (row - offset).min(rest.len());
-                let (seg, tail) = rest.split_at_mut(w);
-                let xs = &x[pos..pos + w];
-                if inner == 1 {
-                    let i = inv[pos / len];
-                    seg.iter_mut().zip(xs).for_each(|(q, &v)| *q = quantise_value(v, i));
-                } else {
-                    let o = pos / (len * inner);
-                    let invs = &inv[o * inner + offset..o * inner + offset + w];
-                    seg.iter_mut().zip(xs).zip(invs).for_each(|((q, &v), &i)| *q = quantise_value(v, i));
-                }
-                pos += w;
-                rest = tail;
-            }
+            quantise_chunk(x, &inv, len, inner, first, chunk);
             Ok(())
         })
+    }
+}
+
+/// The largest magnitude of each `outer x inner` position `first ..
+/// first + max.len()` of `x`, viewed as `outer x len x inner`.
+#[multiversion::multiversion(targets = "simd")]
+fn max_per_position(x: &[f32], len: usize, inner: usize, first: usize, max: &mut [f32]) {
+    let mut pos = first;
+    let mut rest = max;
+    while !rest.is_empty() {
+        let (o, i0) = (pos / inner, pos % inner);
+        let w = (inner - i0).min(rest.len());
+        let (seg, tail) = rest.split_at_mut(w);
+        if inner == 1 {
+            seg[0] = abs_max_lanes(&x[o * len..(o + 1) * len]);
+        } else {
+            let block = &x[o * len * inner..(o + 1) * len * inner];
+            for row in block.chunks_exact(inner) {
+                seg.iter_mut().zip(&row[i0..i0 + w]).for_each(|(m, v)| {
+                    let a = v.abs();
+                    *m = if a > *m { a } else { *m };
+                });
+            }
+        }
+        pos += w;
+        rest = tail;
+    }
+}
+
+/// Values `first .. first + q.len()` of `x` (`outer x len x inner`)
+/// quantised with the reciprocal scales `inv` (one per `outer x inner` position).
+#[multiversion::multiversion(targets = "simd")]
+fn quantise_chunk(x: &[f32], inv: &[f32], len: usize, inner: usize, first: usize, q: &mut [i8]) {
+    let row = if inner == 1 { len } else { inner };
+    let mut pos = first;
+    let mut rest = q;
+    while !rest.is_empty() {
+        let offset = pos % row;
+        let w = (row - offset).min(rest.len());
+        let (seg, tail) = rest.split_at_mut(w);
+        let xs = &x[pos..pos + w];
+        if inner == 1 {
+            let i = inv[pos / len];
+            seg.iter_mut().zip(xs).for_each(|(q, &v)| *q = quantise_value(v, i));
+        } else {
+            let o = pos / (len * inner);
+            let invs = &inv[o * inner + offset..o * inner + offset + w];
+            seg.iter_mut().zip(xs).zip(invs).for_each(|((q, &v), &i)| *q = quantise_value(v, i));
+        }
+        pos += w;
+        rest = tail;
+    }
+}
+
+/// `d.div_ceil(s)` for the dimension types of shapes and facts.
+trait DivCeil {
+    fn div_ceil_by(self, s: usize) -> Self;
+}
+
+impl DivCeil for usize {
+    fn div_ceil_by(self, s: usize) -> usize {
+        self.div_ceil(s)
+    }
+}
+
+impl DivCeil for TDim {
+    fn div_ceil_by(self, s: usize) -> TDim {
+        self.div_ceil(s as u64)
+    }
+}
+
+/// The values of `x` (row-major, `shape`) at every `strides[i]`-th position
+/// along each axis `i`, from the first, in row-major order.
+fn subsample(x: &[f32], shape: &[usize], strides: &[usize]) -> Vec<f32> {
+    let rank = shape.len();
+    let kept: TVec<usize> = shape.iter().zip(strides).map(|(&d, &s)| d.div_ceil(s.max(1))).collect();
+    let mut out = Vec::with_capacity(kept.iter().product());
+    if rank == 0 || kept.contains(&0) {
+        return out;
+    }
+    // Element strides of `x` per axis, times the subsampling.
+    let mut step: TVec<usize> = tvec![0; rank];
+    let mut size = 1;
+    for i in (0..rank).rev() {
+        step[i] = size * strides[i].max(1);
+        size *= shape[i];
+    }
+    let (last, last_step) = (kept[rank - 1], step[rank - 1]);
+    let mut index: TVec<usize> = tvec![0; rank - 1];
+    loop {
+        let start: usize = index.iter().zip(&step).map(|(&i, &s)| i * s).sum();
+        out.extend(x[start..].iter().step_by(last_step).take(last));
+        // The next row: an odometer over the kept positions of the other axes.
+        let mut axis = rank - 1;
+        loop {
+            if axis == 0 {
+                return out;
+            }
+            axis -= 1;
+            index[axis] += 1;
+            if index[axis] < kept[axis] {
+                break;
+            }
+            index[axis] = 0;
+        }
     }
 }
 
@@ -170,6 +267,9 @@ impl Op for QuantiseSym {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
+        if self.strides.iter().any(|&s| s > 1) {
+            return Ok(vec![format!("{:?}, every {:?}", self.granularity, self.strides)]);
+        }
         Ok(vec![format!("{:?}", self.granularity)])
     }
 
@@ -181,9 +281,20 @@ impl EvalOp for QuantiseSym {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = args_1!(inputs);
-        let shape: TVec<usize> = x.shape().into();
         let xv = x.try_as_plain_ram()?;
-        let xs = xv.as_slice::<f32>()?;
+        let kept;
+        let (shape, xs): (TVec<usize>, &[f32]) = if self.strides.iter().any(|&s| s > 1) {
+            ensure!(
+                self.strides.len() == x.rank(),
+                "QuantiseSym: {} strides for rank {}",
+                self.strides.len(),
+                x.rank()
+            );
+            kept = subsample(xv.as_slice::<f32>()?, x.shape(), &self.strides);
+            (self.kept_shape(x.shape()), &kept)
+        } else {
+            (x.shape().into(), xv.as_slice::<f32>()?)
+        };
         let mut q = Tensor::zero::<i8>(&shape)?;
         let mut scales = Tensor::zero::<f32>(&self.scale_shape(&shape))?;
         {
@@ -201,7 +312,8 @@ impl TypedOp for QuantiseSym {
         if let Granularity::Along(axes) = &self.granularity {
             ensure!(!axes.is_empty() && axes.end <= inputs[0].rank());
         }
-        let shape: TVec<TDim> = inputs[0].shape.to_tvec();
+        ensure!(self.strides.is_empty() || self.strides.len() == inputs[0].rank());
+        let shape: TVec<TDim> = self.kept_shape(&inputs[0].shape.to_tvec());
         let scale_shape = self.scale_shape(&shape);
         Ok(tvec!(i8::fact(&*shape), f32::fact(&*scale_shape)))
     }
@@ -230,7 +342,7 @@ mod tests {
 
     #[test]
     fn per_row_scales_along_the_last_axis() {
-        let op = QuantiseSym { granularity: Granularity::Along(1..2) };
+        let op = QuantiseSym::new(Granularity::Along(1..2));
         let x = [1.0f32, -2.0, 0.5, 0.0, 0.0, 0.0];
         let (mut q, mut s) = (vec![0i8; 6], vec![0f32; 2]);
         op.run(&[2, 3], &x, &mut q, &mut s).expect("run");
@@ -244,7 +356,7 @@ mod tests {
     #[test]
     fn per_pixel_scales_along_a_middle_axis() {
         // NCHW with 2 channels and 3 pixels: one scale per pixel across channels.
-        let op = QuantiseSym { granularity: Granularity::Along(1..2) };
+        let op = QuantiseSym::new(Granularity::Along(1..2));
         let x = [1.0f32, 4.0, -3.0, /* channel 1 */ -2.0, 1.0, 6.0];
         let (mut q, mut s) = (vec![0i8; 6], vec![0f32; 3]);
         op.run(&[1, 2, 3], &x, &mut q, &mut s).expect("run");
@@ -254,7 +366,7 @@ mod tests {
 
     #[test]
     fn one_scale_per_tensor() {
-        let op = QuantiseSym { granularity: Granularity::Tensor };
+        let op = QuantiseSym::new(Granularity::Tensor);
         let x = [0.25f32, -1.0, 0.5, 1.0];
         let (mut q, mut s) = (vec![0i8; 4], vec![0f32; 1]);
         op.run(&[1, 1, 2, 2], &x, &mut q, &mut s).expect("run");

@@ -6,8 +6,8 @@
 //!
 //! [`QuantiseSym`]: super::QuantiseSym
 
-use super::dequantise::{AccLayout, Dequantise, Gelu};
-use super::quantise::{abs_max, quantise_value, scale_of};
+use super::dequantise::{AccLayout, Dequantise, Rescale};
+use super::quantise::{abs_max_lanes, quantise_value, scale_of};
 use tract_core::internal::*;
 use tract_linalg::multithread::par_chunks_mut;
 
@@ -39,11 +39,10 @@ impl Requantise {
         let rows = acc.len() / channels;
         ensure!(acc.len() == rows * channels && q.len() == acc.len() && scales.len() == rows);
         ensure!(xs.len() == 1 || xs.len() == rows);
-        let gelu = d.gelu.then(Gelu::new).transpose()?;
         let shared = std::sync::Mutex::new(scales);
         par_chunks_mut(q, channels, acc.len(), |first_row, chunk| {
-            let rows = Rows { acc, xs, ws, bias, gelu: gelu.as_ref() };
-            let local = requantise_rows(&rows, first_row, chunk)?;
+            let rows = Rescale { acc, xs, ws, bias, channels, inner: 1 };
+            let local = requantise_rows(&rows, d.gelu, first_row, chunk)?;
             let mut scales = shared.lock().map_err(|_| format_err!("a requantising thread panicked"))?;
             scales[first_row..first_row + local.len()].copy_from_slice(&local);
             Ok(())
@@ -102,23 +101,13 @@ impl TypedOp for Requantise {
     as_op!();
 }
 
-/// What every row of a [`Requantise`] reads.
-struct Rows<'a> {
-    acc: &'a [i32],
-    xs: &'a [f32],
-    ws: &'a [f32],
-    bias: Option<&'a [f32]>,
-    gelu: Option<&'a Gelu>,
-}
-
 /// Requantises rows `first_row..` into `q` (whole rows); returns their scales.
 /// Compiled for x86-64's baseline and again for AVX2 and AVX-512 (the same
 /// arithmetic, in wider vectors), chosen at run time.
 #[multiversion::multiversion(targets = "simd")]
-fn requantise_rows(rows: &Rows, first_row: usize, q: &mut [i8]) -> TractResult<Vec<f32>> {
+fn requantise_rows(rows: &Rescale, gelu: bool, first_row: usize, q: &mut [i8]) -> TractResult<Vec<f32>> {
     let channels = rows.ws.len();
     let mut y = vec![0f32; channels];
-    let mut scratch = Vec::new();
     let mut scales = Vec::with_capacity(q.len() / channels);
     for (i, q) in q.chunks_exact_mut(channels).enumerate() {
         let r = first_row + i;
@@ -129,10 +118,10 @@ fn requantise_rows(rows: &Rows, first_row: usize, q: &mut [i8]) -> TractResult<V
         if let Some(b) = rows.bias {
             y.iter_mut().zip(b).for_each(|(y, &b)| *y += b);
         }
-        if let Some(g) = rows.gelu {
-            g.run(&mut y, &mut scratch)?;
+        if gelu {
+            crate::gelu::gelu_slice(&mut y);
         }
-        let (scale, inv) = scale_of(abs_max(&y));
+        let (scale, inv) = scale_of(abs_max_lanes(&y));
         q.iter_mut().zip(&y).for_each(|(q, &v)| *q = quantise_value(v, inv));
         scales.push(scale);
     }
@@ -163,7 +152,7 @@ mod tests {
             let mut y = vec![0f32; acc.len()];
             d.run_transposed(&[1, channels, inner], &acc, &xs, &mut y).expect("dequantise");
             let (mut want_q, mut want_s) = (vec![0i8; y.len()], vec![0f32; inner]);
-            let quantise = QuantiseSym { granularity: Granularity::Along(1..2) };
+            let quantise = QuantiseSym::new(Granularity::Along(1..2));
             quantise.run(&[1, channels, inner], &y, &mut want_q, &mut want_s).expect("quantise");
             let op = Requantise { dequantise: d };
             let (mut q, mut s) = (vec![0i8; y.len()], vec![0f32; inner]);

@@ -196,7 +196,8 @@ fn a_gelu_after_an_int8_product_is_fused_into_its_dequantisation() {
     let mut patch = TypedModelPatch::new("unfuse");
     let inputs = patch.taps(&separate, &node.inputs).expect("taps");
     let y = patch.wire_node("plain", d, &inputs).expect("dequantise")[0];
-    let g = patch.wire_node("gelu", tract_core::ops::nn::gelu_exact::gelu_exact(), &[y]).expect("gelu")[0];
+    let gelu = tract_core::ops::element_wise::ElementWiseOp(Box::new(crate::gelu::Gelu), None);
+    let g = patch.wire_node("gelu", gelu, &[y]).expect("gelu")[0];
     patch.shunt_outside(&separate, node.id.into(), g).expect("shunt");
     patch.apply(&mut separate).expect("apply");
     assert_eq!(gelus(&separate), 0);
@@ -225,4 +226,37 @@ fn a_channels_last_accumulator_is_requantised_straight_into_the_next_product() {
     let (rows, one) = run(OutputTile::Rows);
     assert_eq!((none, one), (0, 1));
     assert_eq!(rows, columns);
+}
+
+/// tract's subsampling before a per-pixel quantisation (a strided 1x1
+/// convolution's input) is folded into the quantisation, with the same
+/// values and scales to the bit, on odd sizes and different strides per axis.
+#[test]
+fn a_subsampling_before_a_quantisation_is_folded_into_it() {
+    use tract_core::ops::downsample::Downsample;
+    let shape = [1, 3, 7, 10];
+    let mut model = TypedModel::default();
+    let x = model.add_source("x", f32::fact(shape)).expect("source");
+    let h = model.wire_node("rows", Downsample::new(2, 2, 0), &[x]).expect("rows")[0];
+    let h = model.wire_node("cols", Downsample::new(3, 3, 0), &[h]).expect("cols")[0];
+    let q = model.wire_node("q", QuantiseSym::new(Granularity::Along(1..2)), &[h]).expect("quantise");
+    model.select_output_outlets(&q).expect("outputs");
+    let mut fused = model.clone();
+    assert_eq!(fuse::downsample(&mut fused).expect("fuse"), 1);
+    fused.compact().expect("compact");
+    assert!(fused.nodes().iter().all(|n| n.op_as::<Downsample>().is_none()), "a Downsample is left");
+    let folded = fused.nodes().iter().find_map(|n| n.op_as::<QuantiseSym>()).expect("quantise");
+    assert_eq!(folded.strides, tvec![1, 1, 2, 3]);
+    let input: Vec<f32> = (0..shape.iter().product()).map(|i| ((i * 37 % 29) as f32 - 14.0) / 3.0).collect();
+    let input = Tensor::from_shape(&shape, &input).expect("input");
+    let run = |m: TypedModel| {
+        let plan = m.into_runnable().expect("plan");
+        let out = plan.run(tvec!(input.clone().into_tvalue())).expect("run");
+        assert_eq!(out[0].shape(), &[1, 3, 4, 4]);
+        (
+            out[0].to_plain_array_view::<i8>().expect("i8").iter().copied().collect::<Vec<_>>(),
+            out[1].to_plain_array_view::<f32>().expect("f32").iter().copied().collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(run(fused), run(model));
 }
