@@ -56,11 +56,10 @@ impl ElementWiseMiniOp for Gelu {
 #[allow(clippy::excessive_precision)]
 const ERF: [f32; 6] = [0.0705230784, 0.0422820123, 0.0092705272, 0.0001520143, 0.0002765672, 0.0000430638];
 
-/// Exact GELU of every element of `xs`, in place: whole vectors of the widest
-/// instruction set the CPU has (`pulp`, chosen at run time), the rest through
-/// the same code's one-lane build.
-/// [`Gelu`] on a slice, on the calling thread (the int8 rescaling ops apply
-/// it to their output as they write it).
+/// Exact GELU of every element of `xs`, in place, on the calling thread: whole
+/// vectors of the widest instruction set the CPU has (`pulp`, chosen at run
+/// time), the rest through the same code's one-lane build. The int8
+/// rescaling ops apply it to each run of their output as they write it.
 pub(crate) fn gelu_slice(xs: &mut [f32]) {
     pulp::Arch::new().dispatch(GeluSlice(xs));
 }

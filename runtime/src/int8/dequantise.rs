@@ -59,10 +59,7 @@ impl Dequantise {
         ensure!(xs.len() == 1 || xs.len() == outer * inner);
         let rescale = Rescale { acc, xs, ws, bias, channels, inner };
         par_chunks_mut(y, 1, acc.len(), |first, chunk| {
-            rescale_chunk(&rescale, first, chunk);
-            if self.gelu {
-                crate::gelu::gelu_slice(chunk);
-            }
+            rescale_chunk(&rescale, self.gelu, first, chunk);
             Ok(())
         })?;
         Ok(())
@@ -70,9 +67,10 @@ impl Dequantise {
 }
 
 /// Rows `first_row ..` (whole rows of `inner` pixels) of the output of
-/// [`Dequantise::run_transposed`]. Compiled for the widest vectors this CPU has.
+/// [`Dequantise::run_transposed`], with the GELU applied to each run of
+/// pixels as it is written. Compiled for the widest vectors this CPU has.
 #[multiversion::multiversion(targets = "simd")]
-fn transpose_rows(r: &Rescale, first_row: usize, y: &mut [f32]) {
+fn transpose_rows(r: &Rescale, gelu: bool, first_row: usize, y: &mut [f32]) {
     let Rescale { acc, xs, ws, bias, channels, inner } = *r;
     let (tc, tp) = TILE;
     let mut tile = [[0f32; TILE.1]; TILE.0];
@@ -101,7 +99,11 @@ fn transpose_rows(r: &Rescale, first_row: usize, y: &mut [f32]) {
                 let out_rows = rows[c0 * inner..(c0 + cw) * inner].chunks_exact_mut(inner);
                 for (j, out) in out_rows.enumerate() {
                     let b = bias.map_or(0.0, |b| b[c + j]);
-                    out[p0..p0 + pn].iter_mut().zip(&tile[j][..pn]).for_each(|(y, &t)| *y = t + b);
+                    let run = &mut out[p0..p0 + pn];
+                    run.iter_mut().zip(&tile[j][..pn]).for_each(|(y, &t)| *y = t + b);
+                    if gelu {
+                        crate::gelu::gelu_slice(run);
+                    }
                 }
             }
         }
@@ -125,10 +127,10 @@ pub(super) struct Rescale<'a> {
 
 /// Values `first .. first + y.len()` of [`Dequantise::run`], in row segments
 /// that share one pattern: a row of channels (linear layers, one activation
-/// scale each) or a row of pixels (one channel each). Compiled for the
-/// widest vectors this CPU has.
+/// scale each) or a row of pixels (one channel each), with the GELU applied
+/// to each segment as it is written. Compiled for the widest vectors this CPU has.
 #[multiversion::multiversion(targets = "simd")]
-fn rescale_chunk(r: &Rescale, first: usize, y: &mut [f32]) {
+fn rescale_chunk(r: &Rescale, gelu: bool, first: usize, y: &mut [f32]) {
     let Rescale { acc, xs, ws, bias, channels, inner } = *r;
     let row = if inner == 1 { channels } else { inner };
     let mut pos = first;
@@ -160,6 +162,9 @@ fn rescale_chunk(r: &Rescale, first: usize, y: &mut [f32]) {
                 let xs = &xs[o * inner + offset..o * inner + offset + n];
                 seg.iter_mut().zip(a).zip(xs).for_each(|((y, &a), &x)| *y = a as f32 * (x * w) + b);
             }
+        }
+        if gelu {
+            crate::gelu::gelu_slice(seg);
         }
         pos += n;
         rest = tail;
@@ -194,10 +199,7 @@ impl Dequantise {
         }
         let rescale = Rescale { acc, xs, ws, bias, channels, inner };
         par_chunks_mut(y, inner, acc.len(), |first_row, chunk| {
-            transpose_rows(&rescale, first_row, chunk);
-            if self.gelu {
-                crate::gelu::gelu_slice(chunk);
-            }
+            transpose_rows(&rescale, self.gelu, first_row, chunk);
             Ok(())
         })
     }
@@ -324,6 +326,7 @@ mod tests {
                 transposed_acc[p * channels + c] = acc[c * inner + p];
             }
         }
+        got.fill(f32::NAN);
         let t = Dequantise { acc_layout: AccLayout::ChannelLast, ..fused };
         t.run_transposed(&[1, channels, inner], &transposed_acc, &xs, &mut got).expect("run");
         assert_eq!(got, want);

@@ -123,7 +123,7 @@ pub(super) fn downsample(model: &mut TypedModel) -> TractResult<usize> {
             if !sole || d.modulo != 0 || d.stride < 1 || d.axis >= rank {
                 break;
             }
-            strides[d.axis] *= d.stride as usize;
+            strides[d.axis] = strides[d.axis].saturating_mul(d.stride as usize);
             input = prev.inputs[0];
         }
         if input == node.inputs[0] {

@@ -221,9 +221,9 @@ fn pack_panels<const R: usize>(src: &Source, first: usize, chunk: &mut [u8]) {
 
 /// One K4 block: `R` pixels of four im2col rows, pixel by pixel, the four
 /// rows' bytes side by side. Built in a local array of 4-byte groups from
-/// the rows held by value, which the compiler turns into a few byte and
+/// the four rows as one array, which the compiler turns into a few byte and
 /// word unpacks (16 pixels: 22 instructions with AVX2, 26 with SSE2);
-/// written byte by byte into the block through references to the rows,
+/// written byte by byte into the block through four separate references,
 /// it stayed 128 byte loads and stores.
 #[inline(always)]
 fn interleave<const R: usize>(rows: &[[u8; R]; 4], block: &mut [u8]) {

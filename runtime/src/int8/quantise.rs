@@ -1,6 +1,7 @@
 //! `QuantiseSym`: symmetric int8 quantisation of an f32 activation at run
 //! time, in two passes (largest magnitude, then scale and round), with one
-//! scale per tensor or one per slice along an axis.
+//! scale per tensor or one per slice along an axis; optionally after keeping
+//! every n-th position along some axes (a gather before the two passes).
 
 use tract_core::internal::*;
 use tract_linalg::multithread::par_chunks_mut;
@@ -16,8 +17,8 @@ pub enum Granularity {
 }
 
 /// Quantises `x` to `round(x * 127 / max|x|)` as i8 and outputs the scale
-/// `max|x| / 127` beside it (shaped like `x` with the shared axes of length 1),
-/// so that `x ≈ q * scale`.
+/// `max|x| / 127` beside it (shaped like `x`, or like the kept positions of
+/// `x` with `strides`, with the shared axes of length 1), so that `x ≈ q * scale`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
 pub struct QuantiseSym {
     /// Which values share a scale.
@@ -235,9 +236,10 @@ fn subsample(x: &[f32], shape: &[usize], strides: &[usize]) -> Vec<f32> {
     }
     // Element strides of `x` per axis, times the subsampling.
     let mut step: TVec<usize> = tvec![0; rank];
-    let mut size = 1;
+    let mut size: usize = 1;
     for i in (0..rank).rev() {
-        step[i] = size * strides[i].max(1);
+        // Saturating: a stride past the axis keeps only position 0 (index 0).
+        step[i] = size.saturating_mul(strides[i].max(1));
         size *= shape[i];
     }
     let (last, last_step) = (kept[rank - 1], step[rank - 1]);
@@ -319,7 +321,8 @@ impl TypedOp for QuantiseSym {
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
-        Ok(tvec!((Cost::Div(f32::datum_type()), inputs[0].shape.volume() * 2)))
+        let kept: TDim = self.kept_shape(&inputs[0].shape.to_tvec()).iter().product();
+        Ok(tvec!((Cost::Div(f32::datum_type()), kept * 2)))
     }
 
     as_op!();

@@ -260,3 +260,37 @@ fn a_subsampling_before_a_quantisation_is_folded_into_it() {
     };
     assert_eq!(run(fused), run(model));
 }
+
+/// Two subsamplings of the same axis fold into one stride (their product);
+/// one that does not start at position 0, or that also feeds another node,
+/// is left to tract.
+#[test]
+fn only_subsamplings_from_position_0_that_feed_the_quantisation_alone_fold() {
+    use tract_core::ops::downsample::Downsample;
+    let quantised = |steps: &[(usize, isize, usize)], shared: bool| -> (usize, TypedModel) {
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([1, 2, 11, 5])).expect("source");
+        let mut h = x;
+        for (i, &(axis, stride, modulo)) in steps.iter().enumerate() {
+            h = model.wire_node(format!("d{i}"), Downsample::new(axis, stride, modulo), &[h]).expect("d")[0];
+        }
+        let q = model.wire_node("q", QuantiseSym::new(Granularity::Along(1..2)), &[h]).expect("q");
+        let mut outputs = q.to_vec();
+        if shared {
+            outputs.push(h);
+        }
+        model.select_output_outlets(&outputs).expect("outputs");
+        let fused = fuse::downsample(&mut model).expect("fuse");
+        (fused, model)
+    };
+    let (fused, model) = quantised(&[(2, 2, 0), (2, 3, 0)], false);
+    assert_eq!(fused, 1);
+    let q = model.nodes().iter().find_map(|n| n.op_as::<QuantiseSym>()).expect("quantise");
+    assert_eq!(q.strides, tvec![1, 1, 6, 1]);
+    assert_eq!(
+        model.outlet_fact(model.output_outlets().expect("outputs")[0]).expect("fact").shape.to_tvec(),
+        tvec![1.to_dim(), 2.to_dim(), 2.to_dim(), 5.to_dim()]
+    );
+    assert_eq!(quantised(&[(2, 2, 1)], false).0, 0, "modulo 1 folded");
+    assert_eq!(quantised(&[(2, 2, 0)], true).0, 0, "a shared subsampling folded");
+}

@@ -121,7 +121,7 @@ pub fn quantise_weight(w: &Tensor, axis: usize) -> TractResult<(Tensor, Vec<f32>
 fn quantise_row(q: &mut [i8], v: &[f32], s: f32) {
     q.iter_mut().zip(v).for_each(|(q, &v)| {
         let x = v / s;
-        // Clamped first, so that the rounding add is exact (|x| <= 127).
+        // Clamped first, so that the rounding add rounds correctly (|x| <= 127).
         let r = ((x.clamp(-127.0, 127.0) + ROUND_MAGIC).to_bits() as i32).wrapping_sub(ROUND_MAGIC_BITS);
         *q = if x.is_nan() { 0 } else { r as i8 };
     });
