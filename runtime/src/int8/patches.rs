@@ -138,100 +138,76 @@ impl Geometry {
         let padded = self.pad_image(bytemuck::cast_slice(image));
         let taps = self.taps();
         let [_, pw] = self.padded();
-        let source = Source { padded: &padded, taps: &taps, pw, strides: self.strides, ow, n, panel_len };
+        let [sy, sx] = self.strides;
+        let origin = |col: usize| (col / ow) * sy * pw + (col % ow) * sx;
         par_chunks_mut(packed, panel_len, packed.len(), |first, chunk| {
-            pack_panels::<R>(&source, first, chunk);
+            let mut quad = [[0u8; R]; 4];
+            for (i, panel) in chunk.chunks_exact_mut(panel_len).enumerate() {
+                let col0 = (first + i) * R;
+                let base = origin(col0);
+                if sx == 1 && col0 + R <= n && col0 % ow + R <= ow {
+                    // The panel's pixels lie side by side in one output row:
+                    // each im2col row's values are R consecutive bytes.
+                    for (kb, block) in panel.chunks_exact_mut(4 * R).enumerate() {
+                        for (l, lane) in quad.iter_mut().enumerate() {
+                            match taps.get(kb * 4 + l) {
+                                Some(&t) => lane.copy_from_slice(&padded[base + t..base + t + R]),
+                                None => *lane = [0; R],
+                            }
+                        }
+                        interleave([&quad[0], &quad[1], &quad[2], &quad[3]], block);
+                    }
+                    continue;
+                }
+                // Otherwise, runs of pixels that share an output row (strided
+                // reads for a horizontal stride above 1).
+                let mut runs = [(0usize, 0usize, 0usize); R];
+                let mut count = 0;
+                let mut j = 0;
+                while j < R && col0 + j < n {
+                    let col = col0 + j;
+                    let len = (ow - col % ow).min(R - j).min(n - col);
+                    runs[count] = (j, len, origin(col));
+                    count += 1;
+                    j += len;
+                }
+                for (kb, block) in panel.chunks_exact_mut(4 * R).enumerate() {
+                    for (l, lane) in quad.iter_mut().enumerate() {
+                        *lane = [0; R];
+                        let Some(&tap) = taps.get(kb * 4 + l) else { continue };
+                        for &(j0, len, o) in &runs[..count] {
+                            let dst = &mut lane[j0..j0 + len];
+                            if sx == 1 {
+                                let src = &padded[o + tap..o + tap + len];
+                                let (mut d, mut s) = (dst.chunks_exact_mut(8), src.chunks_exact(8));
+                                (&mut d).zip(&mut s).for_each(|(d, s)| d.copy_from_slice(s));
+                                d.into_remainder().iter_mut().zip(s.remainder()).for_each(|(d, s)| *d = *s);
+                            } else {
+                                let src = padded[o + tap..].iter().step_by(sx);
+                                dst.iter_mut().zip(src).for_each(|(d, s)| *d = *s);
+                            }
+                        }
+                    }
+                    interleave([&quad[0], &quad[1], &quad[2], &quad[3]], block);
+                }
+            }
             Ok(())
         })
     }
 }
 
-/// What [`pack_panels`] reads: the zero-padded image and where each im2col
-/// row's values lie in it.
-struct Source<'a> {
-    padded: &'a [u8],
-    taps: &'a [usize],
-    /// Width of the padded image.
-    pw: usize,
-    strides: [usize; 2],
-    /// Output width.
-    ow: usize,
-    /// Output pixels.
-    n: usize,
-    panel_len: usize,
-}
-
-/// Fills panels `first ..` (whole panels) of `R` output pixels. Compiled for
-/// the widest vectors this CPU has (the interleaving is byte shuffles).
-#[multiversion::multiversion(targets = "simd")]
-fn pack_panels<const R: usize>(src: &Source, first: usize, chunk: &mut [u8]) {
-    let Source { padded, taps, pw, strides: [sy, sx], ow, n, panel_len } = *src;
-    let origin = |col: usize| (col / ow) * sy * pw + (col % ow) * sx;
-    let mut quad = [[0u8; R]; 4];
-    for (i, panel) in chunk.chunks_exact_mut(panel_len).enumerate() {
-        let col0 = (first + i) * R;
-        let base = origin(col0);
-        if sx == 1 && col0 + R <= n && col0 % ow + R <= ow {
-            // The panel's pixels lie side by side in one output row:
-            // each im2col row's values are R consecutive bytes.
-            for (kb, block) in panel.chunks_exact_mut(4 * R).enumerate() {
-                for (l, lane) in quad.iter_mut().enumerate() {
-                    match taps.get(kb * 4 + l) {
-                        Some(&t) => lane.copy_from_slice(&padded[base + t..base + t + R]),
-                        None => *lane = [0; R],
-                    }
-                }
-                interleave(&quad, block);
-            }
-            continue;
-        }
-        // Otherwise, runs of pixels that share an output row (strided
-        // reads for a horizontal stride above 1).
-        let mut runs = [(0usize, 0usize, 0usize); R];
-        let mut count = 0;
-        let mut j = 0;
-        while j < R && col0 + j < n {
-            let col = col0 + j;
-            let len = (ow - col % ow).min(R - j).min(n - col);
-            runs[count] = (j, len, origin(col));
-            count += 1;
-            j += len;
-        }
-        for (kb, block) in panel.chunks_exact_mut(4 * R).enumerate() {
-            for (l, lane) in quad.iter_mut().enumerate() {
-                *lane = [0; R];
-                let Some(&tap) = taps.get(kb * 4 + l) else { continue };
-                for &(j0, len, o) in &runs[..count] {
-                    let dst = &mut lane[j0..j0 + len];
-                    if sx == 1 {
-                        let src = &padded[o + tap..o + tap + len];
-                        let (mut d, mut s) = (dst.chunks_exact_mut(8), src.chunks_exact(8));
-                        (&mut d).zip(&mut s).for_each(|(d, s)| d.copy_from_slice(s));
-                        d.into_remainder().iter_mut().zip(s.remainder()).for_each(|(d, s)| *d = *s);
-                    } else {
-                        let src = padded[o + tap..].iter().step_by(sx);
-                        dst.iter_mut().zip(src).for_each(|(d, s)| *d = *s);
-                    }
-                }
-            }
-            interleave(&quad, block);
-        }
-    }
-}
-
 /// One K4 block: `R` pixels of four im2col rows, pixel by pixel, the four
-/// rows' bytes side by side. Built in a local array of 4-byte groups from
-/// the four rows as one array, which the compiler turns into a few byte and
-/// word unpacks (16 pixels: 22 instructions with AVX2, 26 with SSE2);
-/// written byte by byte into the block through four separate references,
-/// it stayed 128 byte loads and stores.
+/// rows' bytes side by side. Written as plain indexing on fixed-size rows,
+/// which the compiler turns into byte shuffles.
 #[inline(always)]
-fn interleave<const R: usize>(rows: &[[u8; R]; 4], block: &mut [u8]) {
-    let mut out = [[0u8; 4]; R];
-    for (j, o) in out.iter_mut().enumerate() {
-        *o = [rows[0][j], rows[1][j], rows[2][j], rows[3][j]];
+fn interleave<const R: usize>(rows: [&[u8; R]; 4], block: &mut [u8]) {
+    let block = &mut block[..4 * R];
+    for j in 0..R {
+        block[4 * j] = rows[0][j];
+        block[4 * j + 1] = rows[1][j];
+        block[4 * j + 2] = rows[2][j];
+        block[4 * j + 3] = rows[3][j];
     }
-    block[..4 * R].copy_from_slice(out.as_flattened());
 }
 
 /// The replacement of one tract `Im2col` node: same inputs, same output.

@@ -42,7 +42,7 @@ impl Requantise {
         let shared = std::sync::Mutex::new(scales);
         par_chunks_mut(q, channels, acc.len(), |first_row, chunk| {
             let rows = Rescale { acc, xs, ws, bias, channels, inner: 1 };
-            let local = requantise_rows(&rows, d.gelu, first_row, chunk)?;
+            let local = requantise_rows(&rows, d.gelu, first_row, chunk);
             let mut scales = shared.lock().map_err(|_| format_err!("a requantising thread panicked"))?;
             scales[first_row..first_row + local.len()].copy_from_slice(&local);
             Ok(())
@@ -105,7 +105,7 @@ impl TypedOp for Requantise {
 /// Compiled for x86-64's baseline and again for AVX2 and AVX-512 (the same
 /// arithmetic, in wider vectors), chosen at run time.
 #[multiversion::multiversion(targets = "simd")]
-fn requantise_rows(rows: &Rescale, gelu: bool, first_row: usize, q: &mut [i8]) -> TractResult<Vec<f32>> {
+fn requantise_rows(rows: &Rescale, gelu: bool, first_row: usize, q: &mut [i8]) -> Vec<f32> {
     let channels = rows.ws.len();
     let mut y = vec![0f32; channels];
     let mut scales = Vec::with_capacity(q.len() / channels);
@@ -125,7 +125,7 @@ fn requantise_rows(rows: &Rescale, gelu: bool, first_row: usize, q: &mut [i8]) -
         q.iter_mut().zip(&y).for_each(|(q, &v)| *q = quantise_value(v, inv));
         scales.push(scale);
     }
-    Ok(scales)
+    scales
 }
 
 #[cfg(test)]
