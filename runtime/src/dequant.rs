@@ -1,5 +1,5 @@
-//! Folds weight-only int8 dequantisation into f32 weights before tract sees
-//! the graph.
+//! Folds weight-only int8 dequantisation into f32 weights once tract has
+//! read the graph.
 //!
 //! The int8 form written by `tools/python/export_bundle.py` stores each large
 //! weight as an int8 initializer `q` and an f32 scale `s` (one per output
@@ -7,94 +7,124 @@
 //! tract folds constant nodes only while a fold does not grow memory beyond
 //! 4 MiB (`CONST_FOLD_MEM_BUDGET` in tract-core 0.23), so weights above about
 //! a million values would be dequantised again on every frame (ViT-B/32 ran 2x
-//! slower than f32). Rewriting the protobuf here makes every such weight a
-//! plain f32 initializer again: the file on flash stays int8, the model in
-//! memory is the f32 model.
+//! slower than f32); the ones it does fold go through its generic broadcasting
+//! `Mul`, about 40 ns a value. [`load_onnx`] finds the pattern in the protobuf
+//! and, once tract has parsed it and the protobuf is gone, puts one f32
+//! constant in place of each `Mul` in tract's model: the file on flash stays
+//! int8, the model in memory is the f32 model, and the f32 weights never
+//! coexist with an f32 copy in the protobuf (MobileCLIP2-S0's peak heap at
+//! load 106 -> about 70 MB).
 
 use std::collections::HashMap;
 
-use tract_onnx::data_resolver::FopenDataResolver;
-use tract_onnx::pb::{self, tensor_proto::DataType, GraphProto, TensorProto};
+use tract_onnx::pb::{self, tensor_proto::DataType, GraphProto};
 use tract_onnx::prelude::*;
-use tract_onnx::tensor::load_tensor;
 
-/// Replaces every `Mul(Cast(int8 initializer, to=FLOAT), f32 initializer)`
-/// whose intermediate has no other use, and whose weight has at most
-/// `max_values` values, by one f32 initializer of the Mul's output name.
-/// Returns how many weights were folded.
-pub fn fold_weight_dequant(graph: &mut GraphProto, max_values: usize) -> TractResult<usize> {
-    let tensor = |t: &TensorProto| load_tensor(&FopenDataResolver, t, None);
-    let init_index: HashMap<&str, usize> =
-        graph.initializer.iter().enumerate().map(|(i, t)| (t.name.as_str(), i)).collect();
+/// One `Mul(Cast(q, to=FLOAT), s)` of the protobuf that [`fold_sites`] folds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DequantSite {
+    /// The `Mul`'s output: the weight's name in the graph.
+    pub weight: String,
+    /// Which of the `Mul`'s inputs is the scale (the other is the `Cast`).
+    pub scale_input: usize,
+}
+
+/// Finds every `Mul(Cast(int8 initializer, to=FLOAT), f32 initializer)` whose
+/// intermediate no other node reads, whose initializers are stored in the file
+/// itself, and whose weight has at most `max_values` values.
+pub fn weight_dequant_sites(graph: &GraphProto, max_values: usize) -> Vec<DequantSite> {
+    let inits: HashMap<&str, &pb::TensorProto> =
+        graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
     let mut uses: HashMap<&str, usize> = HashMap::new();
     for n in &graph.node {
         for i in &n.input {
             *uses.entry(i.as_str()).or_default() += 1;
         }
     }
-    let mut casts: HashMap<&str, (usize, usize)> = HashMap::new();
-    for (ni, n) in graph.node.iter().enumerate() {
+    let in_file = |t: &pb::TensorProto| t.external_data.is_empty();
+    let mut casts: HashMap<&str, &pb::TensorProto> = HashMap::new();
+    for n in &graph.node {
         let to_float = n.attribute.iter().any(|a| a.name == "to" && a.i == DataType::Float as i64);
         if n.op_type == "Cast" && n.input.len() == 1 && n.output.len() == 1 && to_float {
-            if let Some(&ti) = init_index.get(n.input[0].as_str()) {
-                if graph.initializer[ti].data_type == DataType::Int8 as i32 {
-                    casts.insert(n.output[0].as_str(), (ni, ti));
+            if let Some(q) = inits.get(n.input[0].as_str()) {
+                if q.data_type == DataType::Int8 as i32 && in_file(q) {
+                    casts.insert(n.output[0].as_str(), q);
                 }
             }
         }
     }
-    let mut folds = Vec::new();
-    for (mi, n) in graph.node.iter().enumerate() {
+    let mut sites = Vec::new();
+    for n in &graph.node {
         if n.op_type != "Mul" || n.input.len() != 2 || n.output.len() != 1 {
             continue;
         }
-        let (Some(&(ci, qi)), Some(&si)) =
-            (casts.get(n.input[0].as_str()), init_index.get(n.input[1].as_str()))
+        for (cast_input, scale_input) in [(0, 1), (1, 0)] {
+            let (Some(q), Some(s)) =
+                (casts.get(n.input[cast_input].as_str()), inits.get(n.input[scale_input].as_str()))
+            else {
+                continue;
+            };
+            let values = q.dims.iter().try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?));
+            if s.data_type == DataType::Float as i32
+                && in_file(s)
+                && uses.get(n.input[cast_input].as_str()) == Some(&1)
+                && values.is_some_and(|v| v <= max_values)
+            {
+                sites.push(DequantSite { weight: n.output[0].clone(), scale_input });
+                break;
+            }
+        }
+    }
+    sites
+}
+
+/// Puts one f32 constant in place of each site's `Mul` in tract's model
+/// (parsed from the protobuf the sites were found in), then drops the nodes
+/// left without use. A site whose `Mul` is an output of the graph, or whose
+/// scale does not broadcast along at most one axis of `q`, is left as it is.
+/// Returns how many weights were folded.
+pub fn fold_sites(model: &mut InferenceModel, sites: &[DequantSite]) -> TractResult<usize> {
+    let konst = |model: &InferenceModel, outlet: OutletId| {
+        model.node(outlet.node).op_as::<tract_core::ops::konst::Const>().map(|c| c.val().clone())
+    };
+    let outputs = model.output_outlets()?.to_vec();
+    let labelled: HashMap<String, OutletId> =
+        model.outlet_labels.iter().map(|(outlet, label)| (label.clone(), *outlet)).collect();
+    let mut folded = 0;
+    for site in sites {
+        let Some(&mul) = labelled.get(&site.weight) else { continue };
+        let node = model.node(mul.node);
+        if outputs.contains(&mul) || node.op.name() != "Mul" || node.inputs.len() != 2 {
+            continue;
+        }
+        let cast = model.node(node.inputs[1 - site.scale_input].node);
+        let (Some(&q), Some(scale)) = (cast.inputs.first(), konst(model, node.inputs[site.scale_input]))
         else {
             continue;
         };
-        let scale_proto = &graph.initializer[si];
-        let values = graph.initializer[qi]
-            .dims
-            .iter()
-            .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?));
-        if scale_proto.data_type != DataType::Float as i32
-            || uses.get(n.input[0].as_str()) != Some(&1)
-            || values.is_none_or(|v| v > max_values)
+        let Some(q) = konst(model, q) else { continue };
+        if cast.op.name() != "onnx.Cast"
+            || q.datum_type() != i8::datum_type()
+            || scale.datum_type() != f32::datum_type()
         {
             continue;
         }
-        // Weights kept in external files are left to tract.
-        let (Ok(q), Ok(scale)) = (tensor(&graph.initializer[qi]), tensor(scale_proto)) else { continue };
         let Some(w) = dequantise(&q, &scale)? else { continue };
-        let mut raw = Vec::with_capacity(w.len() * 4);
-        w.iter().for_each(|v| raw.extend_from_slice(&v.to_le_bytes()));
-        let folded = TensorProto {
-            name: n.output[0].clone(),
-            dims: q.shape().iter().map(|&d| d as i64).collect(),
-            data_type: DataType::Float as i32,
-            raw_data: raw,
-            ..Default::default()
-        };
-        folds.push((mi, ci, qi, si, folded));
+        let w = tract_ndarray::ArrayD::from_shape_vec(q.shape(), w)?.into_arc_tensor();
+        let fact = TypedFact::try_from(w.clone())?;
+        let successors = node.outputs[mul.slot].successors.clone();
+        let name = format!("{}.f32", node.name);
+        let id = model.add_node(name, tract_core::ops::konst::Const::new(w)?, tvec!(fact.into()))?;
+        model.set_outlet_label(OutletId::new(id, 0), site.weight.clone())?;
+        for inlet in successors {
+            model.add_edge(OutletId::new(id, 0), inlet)?;
+        }
+        folded += 1;
     }
-    let count = folds.len();
-    let mut drop_nodes = vec![false; graph.node.len()];
-    let mut drop_inits = vec![false; graph.initializer.len()];
-    let mut new_inits = Vec::with_capacity(count);
-    for (mi, ci, qi, si, folded) in folds {
-        drop_nodes[mi] = true;
-        drop_nodes[ci] = true;
-        drop_inits[qi] = uses.get(graph.initializer[qi].name.as_str()) == Some(&1);
-        drop_inits[si] = uses.get(graph.initializer[si].name.as_str()) == Some(&1);
-        new_inits.push(folded);
+    if folded > 0 {
+        model.compact()?;
     }
-    let mut keep = drop_nodes.iter().map(|d| !d);
-    graph.node.retain(|_| keep.next().unwrap_or(true));
-    let mut keep = drop_inits.iter().map(|d| !d);
-    graph.initializer.retain(|_| keep.next().unwrap_or(true));
-    graph.initializer.extend(new_inits);
-    Ok(count)
+    Ok(folded)
 }
 
 /// `q * scale` as f32 in `q`'s row-major order, when `scale` broadcasts
@@ -143,30 +173,33 @@ pub enum Fold {
     /// tract-core's `CONST_FOLD_MEM_BUDGET`): folding them here is much faster
     /// than tract's generic constant evaluation. Larger ones stay int8 for
     /// the int8-compute rewrite ([`crate::int8`]), which takes them as stored,
-    /// so their f32 form never exists in memory.
+    /// so their f32 form is never kept (tract's constant folding still
+    /// evaluates a large `Cast` and drops the result as over its budget).
     Small,
 }
 
-/// Parses ONNX bytes, folds weight dequantisation as `fold` says, and
-/// builds tract's model.
-pub fn load_onnx(bytes: &[u8], fold: Fold) -> TractResult<(InferenceModel, usize)> {
+/// Parses ONNX bytes (dropped once decoded), builds tract's model and folds the weights'
+/// dequantisation in it as `fold` says; returns the model and how many
+/// weights were folded.
+pub fn load_onnx(bytes: Vec<u8>, fold: Fold) -> TractResult<(InferenceModel, usize)> {
     let onnx = tract_onnx::onnx();
-    let mut proto: pb::ModelProto = onnx.proto_model_for_read(&mut &bytes[..])?;
+    let proto: pb::ModelProto = onnx.proto_model_for_read(&mut &bytes[..])?;
+    drop(bytes);
     let max_values = match fold {
         Fold::All => usize::MAX,
         Fold::Small => usize::try_from(tract_core::optim::CONST_FOLD_MEM_BUDGET / 4).unwrap_or(usize::MAX),
     };
-    let folded = match proto.graph.as_mut() {
-        Some(g) => fold_weight_dequant(g, max_values)?,
-        None => 0,
-    };
-    Ok((onnx.model_for_proto_model(&proto)?, folded))
+    let sites = proto.graph.as_ref().map(|g| weight_dequant_sites(g, max_values)).unwrap_or_default();
+    let mut model = onnx.model_for_proto_model(&proto)?;
+    drop(proto);
+    let folded = fold_sites(&mut model, &sites)?;
+    Ok((model, folded))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tract_onnx::pb::{AttributeProto, NodeProto};
+    use tract_onnx::pb::{AttributeProto, NodeProto, TensorProto, ValueInfoProto};
 
     fn init(name: &str, dims: &[i64], data_type: DataType, raw: Vec<u8>) -> TensorProto {
         TensorProto {
@@ -180,6 +213,7 @@ mod tests {
 
     fn node(op: &str, inputs: &[&str], output: &str) -> NodeProto {
         let mut n = NodeProto {
+            name: output.into(),
             op_type: op.into(),
             input: inputs.iter().map(|s| s.to_string()).collect(),
             output: vec![output.into()],
@@ -189,62 +223,119 @@ mod tests {
             n.attribute.push(AttributeProto {
                 name: "to".into(),
                 i: DataType::Float as i64,
+                r#type: pb::attribute_proto::AttributeType::Int as i32,
                 ..Default::default()
             });
         }
         n
     }
 
-    fn graph(extra_use: bool) -> GraphProto {
+    /// `y = x . (Cast(w_q) * w_s)`, the scale first in the `Mul` when
+    /// `scale_first`; with `extra_use` the cast is also the graph's second output.
+    fn graph(extra_use: bool, scale_first: bool) -> GraphProto {
         let q: Vec<u8> = [1i8, -2, 3, 127, 0, -127].iter().map(|&v| v as u8).collect();
-        let s: Vec<u8> = [0.5f32, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let s: Vec<u8> = [0.5f32, 2.0, 4.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mul = if scale_first { ["w_s", "w_dq"] } else { ["w_dq", "w_s"] };
         let mut g = GraphProto {
             initializer: vec![
                 init("w_q", &[2, 3], DataType::Int8, q),
-                init("w_s", &[2, 1], DataType::Float, s),
+                init("w_s", &[3], DataType::Float, s),
+                init(
+                    "x",
+                    &[1, 2],
+                    DataType::Float,
+                    [1f32, 10.0].iter().flat_map(|v| v.to_le_bytes()).collect(),
+                ),
             ],
             node: vec![
                 node("Cast", &["w_q"], "w_dq"),
-                node("Mul", &["w_dq", "w_s"], "w"),
+                node("Mul", &mul, "w"),
                 node("MatMul", &["x", "w"], "y"),
             ],
+            output: vec![ValueInfoProto { name: "y".into(), ..Default::default() }],
             ..Default::default()
         };
         if extra_use {
+            g.output.push(ValueInfoProto { name: "w_dq".into(), ..Default::default() });
             g.node.push(node("Identity", &["w_dq"], "z"));
         }
         g
     }
 
-    #[test]
-    fn folds_cast_and_mul_into_one_f32_weight() {
-        let mut g = graph(false);
-        assert_eq!(fold_weight_dequant(&mut g, usize::MAX).expect("fold"), 1);
-        assert_eq!(g.node.iter().map(|n| n.op_type.as_str()).collect::<Vec<_>>(), ["MatMul"]);
-        assert_eq!(g.initializer.len(), 1);
-        let w = &g.initializer[0];
-        assert_eq!(
-            (w.name.as_str(), w.dims.as_slice(), w.data_type),
-            ("w", &[2i64, 3][..], DataType::Float as i32)
-        );
-        let values: Vec<f32> =
-            w.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect();
-        assert_eq!(values, [0.5, -1.0, 1.5, 254.0, 0.0, -254.0]);
+    fn model(g: &GraphProto) -> InferenceModel {
+        let proto = pb::ModelProto {
+            graph: Some(g.clone()),
+            opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: 13 }],
+            ..Default::default()
+        };
+        tract_onnx::onnx().model_for_proto_model(&proto).expect("parse")
+    }
+
+    fn values(t: &Tensor) -> Vec<f32> {
+        t.to_plain_array_view::<f32>().expect("f32").iter().copied().collect()
+    }
+
+    fn ops(m: &InferenceModel) -> Vec<String> {
+        m.nodes().iter().map(|n| n.op.name().to_string()).collect()
     }
 
     #[test]
-    fn leaves_weights_above_the_limit_alone() {
-        let mut g = graph(false);
-        assert_eq!(fold_weight_dequant(&mut g, 5).expect("fold"), 0);
-        assert_eq!(g.node.len(), 3);
-        assert_eq!(fold_weight_dequant(&mut g, 6).expect("fold"), 1);
+    fn the_cast_and_mul_become_one_f32_weight_in_tracts_model() {
+        for scale_first in [false, true] {
+            let g = graph(false, scale_first);
+            let sites = weight_dequant_sites(&g, usize::MAX);
+            assert_eq!(sites, [DequantSite { weight: "w".into(), scale_input: usize::from(!scale_first) }]);
+            let mut m = model(&g);
+            assert_eq!(fold_sites(&mut m, &sites).expect("fold"), 1);
+            assert_eq!(ops(&m), ["Const", "Const", "MatMulInference"]);
+            let matmul = m.node_by_name("y").expect("matmul");
+            let w =
+                m.node(matmul.inputs[1].node).op_as::<tract_core::ops::konst::Const>().expect("a constant");
+            assert_eq!(w.val().shape(), [2, 3]);
+            assert_eq!(values(w.val()), [0.5, -4.0, 12.0, 63.5, 0.0, -508.0]);
+            let y = m.into_runnable().expect("plan").run(tvec!()).expect("run");
+            assert_eq!(values(&y[0]), [635.5, -4.0, -5068.0]);
+        }
     }
 
     #[test]
-    fn leaves_a_shared_intermediate_alone() {
-        let mut g = graph(true);
-        assert_eq!(fold_weight_dequant(&mut g, usize::MAX).expect("fold"), 0);
-        assert_eq!(g.node.len(), 4);
-        assert_eq!(g.initializer.len(), 2);
+    fn weights_above_the_limit_are_left_alone() {
+        let g = graph(false, false);
+        assert!(weight_dequant_sites(&g, 5).is_empty());
+        assert_eq!(weight_dequant_sites(&g, 6).len(), 1);
+    }
+
+    #[test]
+    fn a_shared_intermediate_is_left_alone() {
+        let g = graph(true, false);
+        assert!(weight_dequant_sites(&g, usize::MAX).is_empty());
+        let mut m = model(&g);
+        let site = DequantSite { weight: "w".into(), scale_input: 1 };
+        // Forced, the fold still keeps the cast: the graph outputs it.
+        assert_eq!(fold_sites(&mut m, &[site]).expect("fold"), 1);
+        assert!(ops(&m).iter().any(|o| o == "onnx.Cast"), "{:?}", ops(&m));
+        assert!(!ops(&m).iter().any(|o| o == "Mul"), "{:?}", ops(&m));
+    }
+
+    #[test]
+    fn a_scale_along_two_axes_is_left_alone() {
+        let mut g = graph(false, false);
+        g.initializer[1] = init("w_s", &[2, 3], DataType::Float, vec![0; 24]);
+        let sites = weight_dequant_sites(&g, usize::MAX);
+        assert_eq!(sites.len(), 1);
+        let mut m = model(&g);
+        assert_eq!(fold_sites(&mut m, &sites).expect("fold"), 0);
+        assert!(ops(&m).iter().any(|o| o == "Mul"), "{:?}", ops(&m));
+    }
+
+    #[test]
+    fn a_weight_that_is_an_output_of_the_graph_is_left_alone() {
+        let mut g = graph(false, false);
+        g.output.push(ValueInfoProto { name: "w".into(), ..Default::default() });
+        let sites = weight_dequant_sites(&g, usize::MAX);
+        assert_eq!(sites.len(), 1);
+        let mut m = model(&g);
+        assert_eq!(fold_sites(&mut m, &sites).expect("fold"), 0);
+        assert!(ops(&m).iter().any(|o| o == "Mul"), "{:?}", ops(&m));
     }
 }

@@ -212,7 +212,7 @@ impl ImageEncoder {
         let bytes = file.read_verified()?;
         let read = t0.elapsed();
         let t1 = Instant::now();
-        let typed = typed_onnx(bundle, file, &bytes)?;
+        let typed = typed_onnx(bundle, file, bytes)?;
         let parse = t1.elapsed();
         let timing = LoadTiming { read, parse, ..LoadTiming::default() };
         Self::finish(bundle, file, &file.path, typed, timing, rewrites)
@@ -239,6 +239,7 @@ impl ImageEncoder {
         let t1 = Instant::now();
         let typed = crate::nnef::from_tar(&bytes)
             .map_err(|e| model_err(format!("not a readable NNEF archive: {}", one_line(&e))))?;
+        drop(bytes);
         let size = bundle.preprocess.size as usize;
         let want = f32::fact([1, 3, size, size]);
         let inputs = typed.input_outlets().map_err(|e| model_err(one_line(&e)))?.len();
@@ -491,10 +492,10 @@ impl ImageEncoder {
     }
 }
 
-/// The bundle's ONNX encoder `file` (already read and checked: `bytes`) as a
+/// The bundle's ONNX encoder `file` (already read and checked: `bytes`, dropped once decoded) as a
 /// typed tract model with the input fixed to `1x3xSxS` f32, before any
 /// optimisation; int8 weight-only graphs come with their weights dequantised.
-pub fn typed_onnx(bundle: &Bundle, file: &EncoderFile, bytes: &[u8]) -> Result<TypedModel> {
+pub fn typed_onnx(bundle: &Bundle, file: &EncoderFile, bytes: Vec<u8>) -> Result<TypedModel> {
     let size = bundle.preprocess.size as usize;
     let model_err =
         |e: &dyn std::fmt::Display| Error::Model { path: file.path.clone(), message: one_line(e) };

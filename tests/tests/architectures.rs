@@ -143,6 +143,6 @@ fn one_prompt_store_serves_every_precision_of_a_model() {
 fn grouped_convs(bundle: &Bundle) -> usize {
     let file = bundle.encoder(Some(Precision::F32)).expect("f32 encoder");
     let bytes = file.read_verified().expect("read");
-    let model = typed_onnx(bundle, file, &bytes).expect("typed").into_decluttered().expect("declutter");
+    let model = typed_onnx(bundle, file, bytes).expect("typed").into_decluttered().expect("declutter");
     model.nodes().iter().filter(|n| n.op_as::<Conv>().is_some_and(|c| c.group > 1)).count()
 }

@@ -58,7 +58,7 @@ fn run(dir: &str, precision: Option<Precision>, runs: usize, threads: usize) -> 
         gelu: std::env::var_os("PROFILE_TRACT_GELU").is_none(),
         conv: std::env::var_os("PROFILE_TRACT_CONV").is_none(),
     };
-    let (optimised, int8) = optimise(typed_onnx(&bundle, file, &bytes)?, file.precision, rewrites)?;
+    let (optimised, int8) = optimise(typed_onnx(&bundle, file, bytes)?, file.precision, rewrites)?;
     if let Some(r) = &int8 {
         println!("int8 rewrite: {r:?}");
     }

@@ -129,7 +129,8 @@ pub fn convert_bundle(
 fn convert_one(bundle: &Bundle, file: &EncoderFile, max_growth: f64) -> Result<Outcome, ConvertError> {
     let precision = file.precision;
     let bytes = file.read_verified()?;
-    let typed = typed_onnx(bundle, file, &bytes)?;
+    let onnx_bytes = bytes.len();
+    let typed = typed_onnx(bundle, file, bytes)?;
     let decluttered = typed.into_decluttered().map_err(|e| ConvertError::Declutter {
         path: file.path.clone(),
         message: clip_edge_runtime::one_line(&e),
@@ -141,13 +142,13 @@ fn convert_one(bundle: &Bundle, file: &EncoderFile, max_growth: f64) -> Result<O
             return Ok(Outcome::Skipped { precision, reason });
         }
     };
-    if tar.len() as f64 > max_growth * bytes.len() as f64 {
+    if tar.len() as f64 > max_growth * onnx_bytes as f64 {
         let reason = format!(
             "its NNEF form would be {} bytes against {} for the ONNX file ({:.1}x: tract keeps these weights as f32 in memory, \
              so the ONNX file is the smaller thing to ship)",
             tar.len(),
-            bytes.len(),
-            tar.len() as f64 / bytes.len() as f64
+            onnx_bytes,
+            tar.len() as f64 / onnx_bytes as f64
         );
         return Ok(Outcome::Skipped { precision, reason });
     }
@@ -158,7 +159,7 @@ fn convert_one(bundle: &Bundle, file: &EncoderFile, max_growth: f64) -> Result<O
         Ok((onnx_load, nnef_load, min_cosine, max_abs)) => Ok(Outcome::Converted(Converted {
             precision,
             nnef,
-            onnx_bytes: bytes.len(),
+            onnx_bytes,
             nnef_bytes: tar.len(),
             onnx_load,
             nnef_load,

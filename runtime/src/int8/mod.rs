@@ -146,7 +146,8 @@ struct Site {
 }
 
 /// Rewrites the weighted layers of a decluttered model (see the module
-/// documentation). Call between `declutter()` and `optimize()`.
+/// documentation). Call between the declutter and the codegen (as
+/// [`crate::optimise::optimise`] does).
 pub fn rewrite(model: &mut TypedModel) -> TractResult<Int8Report> {
     rewrite_with(model, OutputTile::here())
 }
