@@ -13,12 +13,17 @@
 //! constant in place of each `Mul` in tract's model: the file on flash stays
 //! int8, the model in memory is the f32 model, and the f32 weights never
 //! coexist with an f32 copy in the protobuf (MobileCLIP2-S0's peak heap at
-//! load 106 -> about 70 MB).
+//! load 106 -> about 70 MB). For the int8-compute form it puts a
+//! [`StoredInt8`] there instead, which tract cannot fold, so that the f32
+//! weights of the layers the int8 rewrite takes never exist (MobileCLIP2-S0's
+//! peak RSS 102-113 -> 57-59 MB).
 
 use std::collections::HashMap;
 
+use tract_core::internal::*;
 use tract_onnx::pb::{self, tensor_proto::DataType, GraphProto};
 use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::*;
 
 /// One `Mul(Cast(q, to=FLOAT), s)` of the protobuf that [`fold_sites`] folds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,12 +83,13 @@ pub fn weight_dequant_sites(graph: &GraphProto, max_values: usize) -> Vec<Dequan
     sites
 }
 
-/// Puts one f32 constant in place of each site's `Mul` in tract's model
-/// (parsed from the protobuf the sites were found in), then drops the nodes
-/// left without use. A site whose `Mul` is an output of the graph, or whose
-/// scale does not broadcast along at most one axis of `q`, is left as it is.
+/// Puts one f32 constant (or, for [`Fold::Stored`], one [`StoredInt8`]) in
+/// place of each site's `Mul` in tract's model (parsed from the protobuf the
+/// sites were found in), then drops the nodes left without use. A site whose
+/// `Mul` is an output of the graph, or whose scale does not broadcast into
+/// `q` (for f32: along at most one axis of `q`), is left as it is.
 /// Returns how many weights were folded.
-pub fn fold_sites(model: &mut InferenceModel, sites: &[DequantSite]) -> TractResult<usize> {
+pub fn fold_sites(model: &mut InferenceModel, sites: &[DequantSite], fold: Fold) -> TractResult<usize> {
     let konst = |model: &InferenceModel, outlet: OutletId| {
         model.node(outlet.node).op_as::<tract_core::ops::konst::Const>().map(|c| c.val().clone())
     };
@@ -106,15 +112,22 @@ pub fn fold_sites(model: &mut InferenceModel, sites: &[DequantSite]) -> TractRes
         if cast.op.name() != "onnx.Cast"
             || q.datum_type() != i8::datum_type()
             || scale.datum_type() != f32::datum_type()
+            || !broadcasts_into(scale.shape(), q.shape())
         {
             continue;
         }
-        let Some(w) = dequantise(&q, &scale)? else { continue };
-        let w = tract_ndarray::ArrayD::from_shape_vec(q.shape(), w)?.into_arc_tensor();
-        let fact = TypedFact::try_from(w.clone())?;
         let successors = node.outputs[mul.slot].successors.clone();
-        let name = format!("{}.f32", node.name);
-        let id = model.add_node(name, tract_core::ops::konst::Const::new(w)?, tvec!(fact.into()))?;
+        let id = if fold == Fold::Stored {
+            let fact = f32::fact(q.shape());
+            let name = format!("{}.stored", node.name);
+            model.add_node(name, StoredInt8 { q, scale }, tvec!(fact.into()))?
+        } else {
+            let Some(w) = dequantise(&q, &scale)? else { continue };
+            let w = tract_ndarray::ArrayD::from_shape_vec(q.shape(), w)?.into_arc_tensor();
+            let fact = TypedFact::try_from(w.clone())?;
+            let name = format!("{}.f32", node.name);
+            model.add_node(name, tract_core::ops::konst::Const::new(w)?, tvec!(fact.into()))?
+        };
         model.set_outlet_label(OutletId::new(id, 0), site.weight.clone())?;
         for inlet in successors {
             model.add_edge(OutletId::new(id, 0), inlet)?;
@@ -125,6 +138,108 @@ pub fn fold_sites(model: &mut InferenceModel, sites: &[DequantSite]) -> TractRes
         model.compact()?;
     }
     Ok(folded)
+}
+
+/// A weight as the int8 file stores it, `q` and its scale, in tract's model
+/// in place of `Mul(Cast(q), s)` for the int8-compute form ([`Fold::Stored`]).
+/// It has no input and no out-of-plan evaluation, so neither tract-hir's
+/// analysis nor tract's constant folding turns it into f32: the int8 rewrite
+/// takes `q` and the scale from it (through the reshapes declutter puts on a
+/// kernel), one weight at a time, and only the layers that stay f32 ever get
+/// an f32 copy ([`materialise`]).
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+pub struct StoredInt8 {
+    /// The int8 values.
+    pub q: Arc<Tensor>,
+    /// Their f32 scale, broadcast against `q` as ONNX's `Mul` does.
+    pub scale: Arc<Tensor>,
+}
+
+impl StoredInt8 {
+    /// `q * scale` in f32, `q`'s shape.
+    pub fn dequantised(&self) -> TractResult<Tensor> {
+        match dequantise(&self.q, &self.scale)? {
+            Some(w) => Ok(tract_ndarray::ArrayD::from_shape_vec(self.q.shape(), w)?.into_tensor()),
+            None => {
+                let q = self.q.cast_to::<f32>()?;
+                Ok((q.to_plain_array_view::<f32>()?.to_owned() * self.scale.to_plain_array_view::<f32>()?)
+                    .into_tensor())
+            }
+        }
+    }
+}
+
+impl Op for StoredInt8 {
+    fn name(&self) -> StaticName {
+        "ClipEdgeStoredInt8".into()
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for StoredInt8 {
+    not_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, _inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        Ok(tvec!(self.dequantised()?.into_tvalue()))
+    }
+}
+
+impl TypedOp for StoredInt8 {
+    fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(f32::fact(self.q.shape())))
+    }
+
+    as_op!();
+}
+
+impl InferenceRulesOp for StoredInt8 {
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 0)?;
+        check_output_arity(outputs, 1)?;
+        s.equals(&outputs[0].datum_type, f32::datum_type())?;
+        s.equals(&outputs[0].shape, ShapeFactoid::from(self.q.shape()))?;
+        Ok(())
+    }
+
+    as_op!();
+    tract_onnx::tract_hir::to_typed!();
+}
+
+/// Replaces every [`StoredInt8`] node of `model` for which `keep` is false
+/// by an f32 constant (tract's constant folding then folds the reshapes after
+/// it). Returns how many it replaced.
+pub fn materialise(model: &mut TypedModel, keep: impl Fn(&TypedModel, usize) -> bool) -> TractResult<usize> {
+    let ids: Vec<usize> = model.nodes.iter().filter(|n| n.op_is::<StoredInt8>()).map(|n| n.id).collect();
+    let mut done = 0;
+    for id in ids {
+        if keep(model, id) {
+            continue;
+        }
+        let Some(stored) = model.node(id).op_as::<StoredInt8>() else { continue };
+        let w = stored.dequantised()?;
+        let name = model.node(id).name.clone();
+        let mut patch = TypedModelPatch::new(format!("materialise {name}"));
+        let konst = patch.add_const(format!("{name}.f32"), w)?;
+        patch.shunt_outside(model, OutletId::new(id, 0), konst)?;
+        patch.apply(model)?;
+        done += 1;
+    }
+    if done > 0 {
+        model.compact()?;
+    }
+    Ok(done)
+}
+
+/// Whether a tensor of shape `scale` broadcasts into one of shape `q`
+/// without growing it (numpy's rules, aligned to the right).
+fn broadcasts_into(scale: &[usize], q: &[usize]) -> bool {
+    scale.len() <= q.len() && scale.iter().rev().zip(q.iter().rev()).all(|(&s, &d)| s == 1 || s == d)
 }
 
 /// `q * scale` as f32 in `q`'s row-major order, when `scale` broadcasts
@@ -164,18 +279,21 @@ fn dequantise(q: &Tensor, scale: &Tensor) -> TractResult<Option<Vec<f32>>> {
     Ok(Some(w))
 }
 
-/// How much of a weight-only int8 file [`load_onnx`] folds back to f32.
+/// What [`load_onnx`] makes of a weight-only int8 file's weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fold {
-    /// Every weight: the model computes in f32.
+    /// f32 constants: the model computes in f32.
     All,
-    /// Only weights small enough for tract to fold anyway (4 MiB as f32,
-    /// tract-core's `CONST_FOLD_MEM_BUDGET`): folding them here is much faster
-    /// than tract's generic constant evaluation. Larger ones stay int8 for
-    /// the int8-compute rewrite ([`crate::int8`]), which takes them as stored,
-    /// so their f32 form is never kept (tract's constant folding still
-    /// evaluates a large `Cast` and drops the result as over its budget).
+    /// f32 constants for the weights of at most a million values (what tract
+    /// would fold itself, much more slowly), the larger ones left as
+    /// `Mul(Cast(q), s)`: the form of the int8-compute NNEF copies
+    /// (`clip-edge bundle nnef`), which NNEF can write.
     Small,
+    /// [`StoredInt8`] nodes, for the int8-compute rewrite ([`crate::int8`]),
+    /// which takes each one's int8 values as stored; the layers that stay f32
+    /// get theirs as f32 constants then (`int8::fold_int8_weights`,
+    /// [`materialise`]).
+    Stored,
 }
 
 /// Parses ONNX bytes (dropped once decoded), builds tract's model and folds the weights'
@@ -186,13 +304,13 @@ pub fn load_onnx(bytes: Vec<u8>, fold: Fold) -> TractResult<(InferenceModel, usi
     let proto: pb::ModelProto = onnx.proto_model_for_read(&mut &bytes[..])?;
     drop(bytes);
     let max_values = match fold {
-        Fold::All => usize::MAX,
+        Fold::All | Fold::Stored => usize::MAX,
         Fold::Small => usize::try_from(tract_core::optim::CONST_FOLD_MEM_BUDGET / 4).unwrap_or(usize::MAX),
     };
     let sites = proto.graph.as_ref().map(|g| weight_dequant_sites(g, max_values)).unwrap_or_default();
     let mut model = onnx.model_for_proto_model(&proto)?;
     drop(proto);
-    let folded = fold_sites(&mut model, &sites)?;
+    let folded = fold_sites(&mut model, &sites, fold)?;
     Ok((model, folded))
 }
 
@@ -286,7 +404,7 @@ mod tests {
             let sites = weight_dequant_sites(&g, usize::MAX);
             assert_eq!(sites, [DequantSite { weight: "w".into(), scale_input: usize::from(!scale_first) }]);
             let mut m = model(&g);
-            assert_eq!(fold_sites(&mut m, &sites).expect("fold"), 1);
+            assert_eq!(fold_sites(&mut m, &sites, Fold::All).expect("fold"), 1);
             assert_eq!(ops(&m), ["Const", "Const", "MatMulInference"]);
             let matmul = m.node_by_name("y").expect("matmul");
             let w =
@@ -312,7 +430,7 @@ mod tests {
         let mut m = model(&g);
         let site = DequantSite { weight: "w".into(), scale_input: 1 };
         // Forced, the fold still keeps the cast: the graph outputs it.
-        assert_eq!(fold_sites(&mut m, &[site]).expect("fold"), 1);
+        assert_eq!(fold_sites(&mut m, &[site], Fold::All).expect("fold"), 1);
         assert!(ops(&m).iter().any(|o| o == "onnx.Cast"), "{:?}", ops(&m));
         assert!(!ops(&m).iter().any(|o| o == "Mul"), "{:?}", ops(&m));
     }
@@ -324,7 +442,7 @@ mod tests {
         let sites = weight_dequant_sites(&g, usize::MAX);
         assert_eq!(sites.len(), 1);
         let mut m = model(&g);
-        assert_eq!(fold_sites(&mut m, &sites).expect("fold"), 0);
+        assert_eq!(fold_sites(&mut m, &sites, Fold::All).expect("fold"), 0);
         assert!(ops(&m).iter().any(|o| o == "Mul"), "{:?}", ops(&m));
     }
 
@@ -335,7 +453,27 @@ mod tests {
         let sites = weight_dequant_sites(&g, usize::MAX);
         assert_eq!(sites.len(), 1);
         let mut m = model(&g);
-        assert_eq!(fold_sites(&mut m, &sites).expect("fold"), 0);
+        assert_eq!(fold_sites(&mut m, &sites, Fold::All).expect("fold"), 0);
         assert!(ops(&m).iter().any(|o| o == "Mul"), "{:?}", ops(&m));
+    }
+
+    #[test]
+    fn a_stored_weight_stays_int8_through_tracts_analysis_and_declutter() {
+        let g = graph(false, false);
+        let sites = weight_dequant_sites(&g, usize::MAX);
+        let mut m = model(&g);
+        assert_eq!(fold_sites(&mut m, &sites, Fold::Stored).expect("fold"), 1);
+        assert_eq!(ops(&m), ["Const", "ClipEdgeStoredInt8", "MatMulInference"]);
+        let typed = m.into_typed().expect("typed").into_decluttered().expect("declutter");
+        let stored: Vec<&StoredInt8> = typed.nodes.iter().filter_map(|n| n.op_as::<StoredInt8>()).collect();
+        assert_eq!(stored.len(), 1, "folded by tract: {typed}");
+        assert_eq!(values(&stored[0].dequantised().expect("f32")), [0.5, -4.0, 12.0, 63.5, 0.0, -508.0]);
+        let mut folded = typed.clone();
+        assert_eq!(materialise(&mut folded, |_, _| false).expect("materialise"), 1);
+        assert!(!folded.nodes.iter().any(|n| n.op_is::<StoredInt8>()));
+        for m in [typed, folded] {
+            let y = m.into_runnable().expect("plan").run(tvec!()).expect("run");
+            assert_eq!(values(&y[0]), [635.5, -4.0, -5068.0]);
+        }
     }
 }

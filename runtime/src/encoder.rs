@@ -11,6 +11,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::bundle::{read_verified, Bundle, EncoderFile, NnefFile, Precision};
+use crate::dequant::Fold;
 use crate::error::{one_line, Error, Result};
 use crate::optimise::{optimise, Rewrites};
 use crate::preprocess::Preprocessor;
@@ -494,15 +495,27 @@ impl ImageEncoder {
 
 /// The bundle's ONNX encoder `file` (already read and checked: `bytes`, dropped once decoded) as a
 /// typed tract model with the input fixed to `1x3xSxS` f32, before any
-/// optimisation; int8 weight-only graphs come with their weights dequantised.
+/// optimisation; int8 weight-only graphs come with their weights dequantised
+/// to f32, except for `int8-compute`, whose weights stay as stored
+/// ([`Fold::Stored`]) for the int8 rewrite.
 pub fn typed_onnx(bundle: &Bundle, file: &EncoderFile, bytes: Vec<u8>) -> Result<TypedModel> {
+    let fold = match file.precision {
+        Precision::Int8Compute => Fold::Stored,
+        _ => Fold::All,
+    };
+    typed_onnx_folding(bundle, file, bytes, fold)
+}
+
+/// [`typed_onnx`] with the int8 weights made into what `fold` says.
+pub fn typed_onnx_folding(
+    bundle: &Bundle,
+    file: &EncoderFile,
+    bytes: Vec<u8>,
+    fold: Fold,
+) -> Result<TypedModel> {
     let size = bundle.preprocess.size as usize;
     let model_err =
         |e: &dyn std::fmt::Display| Error::Model { path: file.path.clone(), message: one_line(e) };
-    let fold = match file.precision {
-        Precision::Int8Compute => crate::dequant::Fold::Small,
-        _ => crate::dequant::Fold::All,
-    };
     let (mut model, folded) = crate::dequant::load_onnx(bytes, fold)
         .map_err(|e| model_err(&format!("not a readable ONNX model: {e:#}")))?;
     if folded > 0 {

@@ -33,6 +33,7 @@ pub mod toml_error;
 use std::path::Path;
 
 pub use bundle::{Bundle, Precision};
+pub use dequant::Fold;
 pub use encoder::{round3, Embedding, EncodeTiming, ImageEncoder, LoadTiming};
 pub use error::{one_line, Error, ErrorKind, Result};
 pub use optimise::Rewrites;

@@ -46,11 +46,25 @@ pub fn optimise(
 ) -> TractResult<(TypedModel, Option<crate::int8::Int8Report>)> {
     prefer_wide_int8_tile();
     declutter(&mut typed)?;
+    if precision == Precision::Int8Compute {
+        // The kernels of grouped convolutions, and any stored weight that is
+        // not a product's, in f32 now: the depthwise rewrite takes constants.
+        if crate::dequant::materialise(&mut typed, feeds_a_product)? > 0 {
+            prop_consts(&mut typed)?;
+        }
+    }
     if rewrites.depthwise {
         crate::depthwise::rewrite(&mut typed)?;
     }
     let report = match precision {
-        Precision::Int8Compute => Some(crate::int8::rewrite(&mut typed)?),
+        Precision::Int8Compute => {
+            let report = crate::int8::rewrite(&mut typed)?;
+            // What the rewrite did not take (it folds the layers that stay f32).
+            if crate::dequant::materialise(&mut typed, |_, _| false)? > 0 {
+                prop_consts(&mut typed)?;
+            }
+            Some(report)
+        }
         _ => None,
     };
     // After the int8 rewrite, which fuses a GELU into the product before it.
@@ -163,6 +177,31 @@ fn compacting(optimizer: Optimizer) -> Optimizer {
         .map(|pass| Box::new(Compacting { pass, made: 0, cut: false }) as Box<dyn TypedPass>)
         .collect();
     optimizer
+}
+
+/// Whether node `id`'s output reaches, through reshapes only, the weight
+/// input of a matrix product or of an ungrouped convolution.
+fn feeds_a_product(model: &TypedModel, id: usize) -> bool {
+    let mut node = model.node(id);
+    loop {
+        let [succ] = node.outputs[0].successors.as_slice() else { return false };
+        let next = model.node(succ.node);
+        if next.op_is::<tract_core::ops::einsum::EinSum>() {
+            return true;
+        }
+        if let Some(conv) = next.op_as::<tract_core::ops::cnn::Conv>() {
+            return conv.group == 1 && succ.slot == 1;
+        }
+        if !next.op_is::<tract_core::ops::change_axes::AxisOp>() {
+            return false;
+        }
+        node = next;
+    }
+}
+
+/// tract's `TypedModel::prop_consts`, compacting as it goes.
+fn prop_consts(model: &mut TypedModel) -> TractResult<()> {
+    compacting(Optimizer::prop_consts()).session().optimize(model)
 }
 
 /// tract's `TypedModel::declutter`, compacting as it goes.

@@ -11,8 +11,9 @@
 use std::path::{Path, PathBuf};
 
 use clip_edge_runtime::bundle::{sha256_hex, EncoderFile, NnefFile, MANIFEST_FILE};
-use clip_edge_runtime::encoder::typed_onnx;
+use clip_edge_runtime::encoder::typed_onnx_folding;
 use clip_edge_runtime::store::write_atomic;
+use clip_edge_runtime::Fold;
 use clip_edge_runtime::{Bundle, ImageEncoder, LoadTiming, Precision};
 use image::RgbImage;
 
@@ -130,7 +131,10 @@ fn convert_one(bundle: &Bundle, file: &EncoderFile, max_growth: f64) -> Result<O
     let precision = file.precision;
     let bytes = file.read_verified()?;
     let onnx_bytes = bytes.len();
-    let typed = typed_onnx(bundle, file, bytes)?;
+    // The int8-compute copy keeps its large weights int8 (NNEF cannot write
+    // the loader's `StoredInt8`); the int8 rewrite reads them as stored.
+    let fold = if precision == Precision::Int8Compute { Fold::Small } else { Fold::All };
+    let typed = typed_onnx_folding(bundle, file, bytes, fold)?;
     let decluttered = typed.into_decluttered().map_err(|e| ConvertError::Declutter {
         path: file.path.clone(),
         message: clip_edge_runtime::one_line(&e),

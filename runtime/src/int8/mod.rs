@@ -265,6 +265,7 @@ fn product_site(model: &TypedModel, node: &TypedNode, op: &EinSum) -> TractResul
     };
     let mut k_positions = Vec::new();
     let mut m_axes = Vec::new();
+    let mut weight_units = 0;
     let mut other_ok = true;
     for axis in op.axes.iter_all_axes() {
         match (axis.inputs[x_input].len(), axis.inputs[weight_input].len(), axis.outputs[0].len()) {
@@ -273,6 +274,9 @@ fn product_site(model: &TypedModel, node: &TypedNode, op: &EinSum) -> TractResul
             (1, 0, 1) | (0, 0, 1) => {}
             // A unit axis of the activation that the output drops.
             (1, 0, 0) if x_shape[axis.inputs[x_input][0]] == 1 => {}
+            // One of the weight's (a 1x1 kernel's spatial axes, left on a
+            // stored int8 weight that tract could not reshape as a constant).
+            (0, 1, 0) if w_fact.shape[axis.inputs[weight_input][0]] == 1.to_dim() => weight_units += 1,
             _ => other_ok = false,
         }
     }
@@ -284,7 +288,7 @@ fn product_site(model: &TypedModel, node: &TypedNode, op: &EinSum) -> TractResul
         && !k_positions.is_empty()
         && contiguous
         && m_axes.len() == 1
-        && w_fact.rank() == k_positions.len() + 1
+        && w_fact.rank() == k_positions.len() + 1 + weight_units
         && scales_follow_output(op, x_input, x_shape);
     let verdict = if !shape_ok {
         Err(KeptF32::Shape)
@@ -353,7 +357,7 @@ fn conv_site(model: &TypedModel, node: &TypedNode, op: &Conv) -> TractResult<Opt
     Ok(Some(Site { node: node.id, name: node.name.clone(), macs, verdict }))
 }
 
-/// Turns the unfolded int8 weights (`Mul(Cast(q), s)`) of a layer that stays
+/// Turns the unfolded int8 weights (`Mul(Cast(q), s)` or a `StoredInt8`) of a layer that stays
 /// f32 into f32 constants, which tract then packs once at load: left as they
 /// are, tract would cast, rescale and pack them on every frame (ViT-B-32's
 /// patch embedding, 2.4 M values: 2.5-8.5 ms per frame, varying with the
@@ -363,10 +367,8 @@ fn fold_int8_weights(model: &mut TypedModel, node: &TypedNode) -> TractResult<()
         if model.outlet_fact(outlet)?.konst.is_some() {
             continue;
         }
-        let Some(Weight::Int8 { q, scale }) = Weight::of(model, outlet)? else { continue };
-        let w = q.cast_to::<f32>()?.into_owned();
-        let w =
-            (w.to_plain_array_view::<f32>()?.to_owned() * scale.to_plain_array_view::<f32>()?).into_tensor();
+        let Some(weight) = Weight::of(model, outlet)? else { continue };
+        let Some(w) = weight.materialised()? else { continue };
         let mut patch = TypedModelPatch::new(format!("fold int8 weight of {}", node.name));
         let konst = patch.add_const(format!("{}.weight_{slot}.f32", node.name), w)?;
         patch.shunt_outside(model, outlet, konst)?;

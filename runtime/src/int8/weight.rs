@@ -5,15 +5,26 @@ use tract_core::internal::*;
 use tract_core::ops::math;
 
 use super::quantise::{ROUND_MAGIC, ROUND_MAGIC_BITS};
+use crate::dequant::StoredInt8;
 
-/// A layer's constant weight: f32, or the int8 file's `Mul(Cast(q), scale)`
-/// that tract leaves unfolded when the f32 weight would be large (the
-/// int8-compute form loads the int8 file folding only its small weights,
-/// see `dequant::Fold::Small`).
+/// A layer's constant weight: f32, the int8 file's `Mul(Cast(q), scale)`
+/// that tract leaves unfolded when the f32 weight would be large, or a
+/// [`StoredInt8`] (how the int8-compute form loads the int8 file's weights,
+/// `dequant::Fold::Stored`).
 #[derive(Debug, Clone)]
 pub(super) enum Weight {
     F32(Arc<Tensor>),
-    Int8 { q: Arc<Tensor>, scale: Arc<Tensor> },
+    Int8 {
+        q: Arc<Tensor>,
+        scale: Arc<Tensor>,
+    },
+    /// A [`StoredInt8`] seen through the reshapes that declutter wired after
+    /// it (`ops`, first to last); `shape` is the weight's as the layer reads it.
+    Stored {
+        stored: StoredInt8,
+        ops: Vec<AxisOp>,
+        shape: TVec<usize>,
+    },
 }
 
 impl Weight {
@@ -21,6 +32,9 @@ impl Weight {
         let fact = model.outlet_fact(outlet)?;
         if let Some(k) = &fact.konst {
             return Ok((k.datum_type() == f32::datum_type()).then(|| Weight::F32(k.clone())));
+        }
+        if let Some(stored) = Self::stored(model, outlet)? {
+            return Ok(Some(stored));
         }
         let node = model.node(outlet.node);
         let is_mul =
@@ -45,10 +59,59 @@ impl Weight {
         Ok(None)
     }
 
+    fn stored(model: &TypedModel, outlet: OutletId) -> TractResult<Option<Weight>> {
+        let Some(shape) = model.outlet_fact(outlet)?.shape.as_concrete().map(TVec::from) else {
+            return Ok(None);
+        };
+        let mut ops = Vec::new();
+        let mut at = outlet;
+        loop {
+            let node = model.node(at.node);
+            if let Some(stored) = node.op_as::<StoredInt8>() {
+                ops.reverse();
+                return Ok(Some(Weight::Stored { stored: stored.clone(), ops, shape }));
+            }
+            match node.op_as::<AxisOp>() {
+                Some(op) if node.inputs.len() == 1 && node.outputs[0].successors.len() == 1 => {
+                    ops.push(op.clone());
+                    at = node.inputs[0];
+                }
+                _ => return Ok(None),
+            }
+        }
+    }
+
     pub(super) fn shape(&self) -> &[usize] {
         match self {
             Weight::F32(w) => w.shape(),
             Weight::Int8 { q, .. } => q.shape(),
+            Weight::Stored { shape, .. } => shape,
+        }
+    }
+
+    /// The weight in f32, as the layer reads it (for the layers that stay
+    /// f32); `None` for a weight that is a constant already.
+    pub(super) fn materialised(&self) -> TractResult<Option<Tensor>> {
+        match self {
+            Weight::F32(_) => Ok(None),
+            Weight::Int8 { q, scale } => {
+                let w = q.cast_to::<f32>()?.into_owned();
+                let w = (w.to_plain_array_view::<f32>()?.to_owned() * scale.to_plain_array_view::<f32>()?)
+                    .into_tensor();
+                Ok(Some(w))
+            }
+            Weight::Stored { stored, ops, shape } => {
+                let mut w = stored.dequantised()?;
+                for op in ops {
+                    op.change_tensor(&mut w, false)?;
+                }
+                ensure!(
+                    w.shape() == &shape[..],
+                    "stored weight reshaped to {:?}, read as {shape:?}",
+                    w.shape()
+                );
+                Ok(Some(w))
+            }
         }
     }
 
@@ -77,6 +140,16 @@ impl Weight {
                     .into_tensor();
                 quantise_weight(&w, axis)
             }
+            // As stored, when nothing reshaped it.
+            Weight::Stored { stored, ops, .. } if ops.is_empty() => {
+                Weight::Int8 { q: stored.q.clone(), scale: stored.scale.clone() }.quantised(axis)
+            }
+            // One weight in f32 at a time, quantised again through the
+            // reshapes: q and its per-channel scale back.
+            Weight::Stored { .. } => match self.materialised()? {
+                Some(w) => quantise_weight(&w, axis),
+                None => bail!("a stored weight has an f32 form"),
+            },
         }
     }
 }
