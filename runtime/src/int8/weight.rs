@@ -95,10 +95,7 @@ impl Weight {
         match self {
             Weight::F32(_) => Ok(None),
             Weight::Int8 { q, scale } => {
-                let w = q.cast_to::<f32>()?.into_owned();
-                let w = (w.to_plain_array_view::<f32>()?.to_owned() * scale.to_plain_array_view::<f32>()?)
-                    .into_tensor();
-                Ok(Some(w))
+                Ok(Some(StoredInt8 { q: q.clone(), scale: scale.clone() }.dequantised()?))
             }
             Weight::Stored { stored, ops, shape } => {
                 let mut w = stored.dequantised()?;
@@ -135,9 +132,7 @@ impl Weight {
                     return Ok(((**q).clone(), scales));
                 }
                 // Any other scale layout: back to f32, then per channel.
-                let w = q.cast_to::<f32>()?.into_owned();
-                let w = (w.to_plain_array_view::<f32>()?.to_owned() * scale.to_plain_array_view::<f32>()?)
-                    .into_tensor();
+                let w = StoredInt8 { q: q.clone(), scale: scale.clone() }.dequantised()?;
                 quantise_weight(&w, axis)
             }
             // As stored, when nothing reshaped it.
