@@ -48,6 +48,16 @@ def log(msg: str) -> None:
     print(f"[powercut] {msg}", file=sys.stderr, flush=True)
 
 
+def listing(cli: pathlib.Path, work: pathlib.Path, data: bytes) -> tuple | None:
+    """What a store holds, timestamps aside: (label, kind, text, shots) per entry; None if invalid."""
+    f = work / "read.store"
+    f.write_bytes(data)
+    p = subprocess.run([str(cli), "-q", "fewshot", "list", str(f), "--json"], capture_output=True, text=True)
+    if p.returncode != 0:
+        return None
+    return tuple((e["label"], e["kind"], e["text"], e["shots"]) for e in json.loads(p.stdout)["entries"])
+
+
 class BootFailed(Exception):
     """The guest did not get to its writer: the console's last lines say why."""
 
@@ -55,16 +65,20 @@ class BootFailed(Exception):
 class Boot:
     """One boot of the board with the disk attached; the console is read as it grows."""
 
-    def __init__(self, arch: str, img: pathlib.Path, disk: pathlib.Path, out: pathlib.Path, writer: str):
+    def __init__(self, arch: str, img: pathlib.Path, disk: pathlib.Path, out: pathlib.Path, writer: str,
+                 drive: list[str] | None = None, cmdline: str = ""):
+        """`drive`: QEMU's arguments for the disk `disk0` (default: `disk` as a raw drive); `cmdline`: more
+        kernel command line."""
         self.console = out
         self.console.write_text("")
-        cmdline = f"console=ttyAMA0 rdinit=/init quiet loglevel=3 panic=-1 vboard.mode=powercut vboard.writer={writer}"
+        cmdline = (f"console=ttyAMA0 rdinit=/init quiet loglevel=3 panic=-1 vboard.mode=powercut "
+                   f"vboard.writer={writer} {cmdline}").strip()
+        drive = drive or ["-drive", f"file={disk},format=raw,if=none,id=disk0",
+                          "-device", "virtio-blk-device,drive=disk0"]
         self.proc = subprocess.Popen(
             [*MACHINES[arch], "-no-reboot", "-display", "none", "-nic", "none",
              "-kernel", str(img / "vmlinuz"), "-initrd", str(img / "initrd.cpio"), "-append", cmdline,
-             "-drive", f"file={disk},format=raw,if=none,id=disk0",
-             "-device", "virtio-blk-device,drive=disk0",
-             "-serial", f"file:{out}", "-monitor", "stdio"],
+             *drive, "-serial", f"file:{out}", "-monitor", "stdio"],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.pressed = 0
 
@@ -147,13 +161,7 @@ class Campaign:
         self.console = work / "console.txt"
 
     def listing(self, data: bytes) -> tuple | None:
-        """What a store holds, timestamps aside: (label, kind, text, shots) per entry; None if invalid."""
-        f = self.work / "read.store"
-        f.write_bytes(data)
-        p = subprocess.run([str(self.cli), "-q", "fewshot", "list", str(f), "--json"], capture_output=True, text=True)
-        if p.returncode != 0:
-            return None
-        return tuple((e["label"], e["kind"], e["text"], e["shots"]) for e in json.loads(p.stdout)["entries"])
+        return listing(self.cli, self.work, data)
 
     def boot(self, writer: str) -> tuple[Boot, bytes | None, str]:
         b = Boot(self.arch, self.img, self.disk, self.console, writer)
@@ -290,21 +298,22 @@ class Campaign:
             log(f"cut {k - 1} ({writer}): neither the old nor the new content: {listing}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cuts", type=int, default=200, help="power cuts in all (default 200)")
+def add_board_options(ap: argparse.ArgumentParser, seed_help: str) -> None:
+    """The options of a campaign on the virtual board's disk (this one and `reorder`)."""
     ap.add_argument("--arch", choices=sorted(MACHINES), default="aarch64", help="the board (default aarch64)")
     ap.add_argument("--bin", default=str(ROOT / "target/release"),
                     help="folder with the host CLI clip-edge (default target/release)")
     ap.add_argument("--writers", default="enroll,button",
                     help="writers in turn, comma-separated: enroll, button (default both)")
-    ap.add_argument("--seed", type=int, default=1, help="random seed of the cut moments")
+    ap.add_argument("--seed", type=int, default=1, help=seed_help)
     ap.add_argument("--boot-timeout", type=float, default=300, help="seconds a boot may take to each step")
     ap.add_argument("--no-build", action="store_true",
                     help="use target/vboard-powercut[-armv7] as built before (tools/vboard/build.sh --out)")
     ap.add_argument("--out", help="also write the JSON summary here")
-    a = ap.parse_args(argv)
+
+
+def prepare_board(ap: argparse.ArgumentParser, a: argparse.Namespace) -> tuple[list[str], pathlib.Path]:
+    """The writers asked for and the board's kernel and initramfs folder, built unless --no-build."""
     # mkfs.ext4 and e2fsck live in /usr/sbin, which a user's PATH may lack.
     os.environ["PATH"] = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
     writers = [w for w in a.writers.split(",") if w]
@@ -314,6 +323,16 @@ def main(argv: list[str] | None = None) -> int:
     if not a.no_build:
         subprocess.run([str(ROOT / "tools/vboard/build.sh"), "--arch", a.arch, "--out", str(img)], check=True)
     os.makedirs(ROOT / "target", exist_ok=True)
+    return writers, img
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cuts", type=int, default=200, help="power cuts in all (default 200)")
+    add_board_options(ap, "random seed of the cut moments")
+    a = ap.parse_args(argv)
+    writers, img = prepare_board(ap, a)
     with tempfile.TemporaryDirectory(prefix="clip-edge-powercut-", dir=ROOT / "target") as d:
         c = Campaign(a.arch, pathlib.Path(a.bin), pathlib.Path(d), img, a.seed, writers, a.boot_timeout)
         stats = c.run(a.cuts)

@@ -1,6 +1,11 @@
-"""The arithmetic of the reliability campaigns (soak.py, kill9.py, powercut.py)."""
+"""The arithmetic of the reliability campaigns (soak.py, kill9.py, powercut.py, reorder.py)."""
 
-from clip_edge_tools import kill9, powercut, soak
+import random
+import struct
+
+import pytest
+
+from clip_edge_tools import kill9, powercut, reorder, soak
 
 
 def test_drift_is_the_fitted_change_over_the_run_relative_to_the_mean():
@@ -84,3 +89,80 @@ def test_the_push_without_mosquitto_stops_with_a_message_naming_it(monkeypatch, 
         assert "mosquitto" in str(e) and "--no-mqtt" in str(e)
     else:
         raise AssertionError("Broker started without mosquitto")
+
+
+def write_log(requests: list[tuple[int, int, bytes]], ss: int = 512) -> bytes:
+    """A dm-log-writes log of (sector, flags, data) requests, as QEMU's blklogwrites writes it."""
+    out = struct.pack("<QQQI", reorder.MAGIC, 1, len(requests), ss).ljust(ss, b"\0")
+    for sector, flags, data in requests:
+        out += struct.pack("<QQQQ", sector, len(data) // ss, flags, 0).ljust(ss, b"\0") + data
+    return out
+
+
+def test_a_write_log_replays_to_the_disk_it_recorded():
+    a, b, c = b"a" * 1024, b"b" * 512, b"c" * 512
+    log = write_log([(2, 0, a), (0, reorder.FLUSH, b""), (3, 0, b), (1, 0, c), (0, reorder.FLUSH, b"")])
+    entries, count = reorder.parse_log(log + bytes(2048))  # zeros after the last entry end the log
+    assert count == len(entries) == 5
+    assert [(e.offset, e.length, e.flags) for e in entries] == [
+        (1024, 1024, 0), (0, 0, reorder.FLUSH), (1536, 512, 0), (512, 512, 0), (0, 0, reorder.FLUSH)]
+    img = bytearray(4096)
+    for e in entries:
+        reorder.apply(img, log, e)
+    assert img == bytes(512) + c + a[:512] + b + bytes(2048)
+    eps = reorder.epochs(entries)
+    assert [[e.index for e in ep] for ep in eps] == [[0], [2, 3], []]
+
+
+def test_a_cut_short_or_foreign_log_is_an_error():
+    log = write_log([(2, 0, b"a" * 1024)])
+    with pytest.raises(reorder.LogError, match="cut short"):
+        reorder.parse_log(log[:-1])
+    with pytest.raises(reorder.LogError, match="not a dm-log-writes log"):
+        reorder.parse_log(b"\0" * 512 + log[512:])
+    with pytest.raises(reorder.LogError, match="past the disk"):
+        reorder.apply(bytearray(1024), log, reorder.parse_log(log)[0][0])
+
+
+def test_a_fua_write_ends_its_epoch_and_a_discard_reads_as_zeros():
+    log = write_log([(0, 0, b"x" * 512), (1, reorder.FUA, b"y" * 512), (2, 0, b"z" * 512)])
+    log += struct.pack("<QQQQ", 0, 1, reorder.DISCARD, 0).ljust(512, b"\0")
+    entries, _ = reorder.parse_log(log)
+    assert [[e.index for e in ep] for ep in reorder.epochs(entries)] == [[0, 1], [2, 3]]
+    img = bytearray(b"q" * 2048)
+    reorder.apply(img, log, entries[3])
+    assert img[:512] == bytes(512)
+
+
+def test_the_crash_states_of_an_epoch_hold_every_prefix_and_every_subset_of_a_short_one():
+    rng = random.Random(1)
+    short = reorder.subsets(3, rng, 32)
+    assert len(short) == len(set(short)) == 8
+    long = reorder.subsets(10, rng, 32)
+    assert len(long) == len(set(long))
+    assert all(tuple(range(k)) in long for k in range(11))
+    assert all((i,) in long and tuple(j for j in range(10) if j != i) in long for i in range(10))
+    assert all(list(c) == sorted(c) for c in long)
+
+
+def test_a_state_holds_the_finished_write_only_with_every_write_before_it():
+    log = write_log([(0, 0, b"a" * 512), (1, 0, b"b" * 512), (0, reorder.FLUSH, b""), (2, 0, b"c" * 512)])
+    eps = reorder.epochs(reorder.parse_log(log)[0])
+    assert reorder.holds_all_before(eps, 0, (0, 1), 2)
+    assert not reorder.holds_all_before(eps, 0, (1,), 2)
+    assert not reorder.holds_all_before(eps, 0, (0, 1), 4)  # entry 3 lies in the next epoch
+    assert reorder.holds_all_before(eps, 1, (0,), 4)
+    assert not reorder.holds_all_before(eps, 1, (), 4)
+
+
+def test_the_sampled_crash_states_keep_every_flush_point_and_skip_the_epochs_before_the_writer():
+    requests = []
+    for k in range(6):  # six epochs of 8 writes, then a flush each
+        requests += [(k * 8 + j, 0, b"w" * 512) for j in range(8)] + [(0, reorder.FLUSH, b"")]
+    eps = reorder.epochs(reorder.parse_log(write_log(requests))[0])
+    first = 2 * 9  # the writer started with the third epoch
+    everything = reorder.plan_states(eps, first, 10**6, random.Random(1))
+    assert {i for i, _ in everything} == {2, 3, 4, 5}
+    capped = reorder.plan_states(eps, first, 20, random.Random(1))
+    assert len(capped) == 20 and set(capped) <= set(everything)
+    assert all((i, tuple(range(8))) in capped for i in (2, 3, 4, 5))
