@@ -195,6 +195,10 @@ add_module vivid
 # crc32c the kernel asks for by name (no modprobe here, so it is loaded up front).
 for m in virtio_mmio virtio_blk crc32c_generic ext4; do add_module $m; done
 printf '%s\n' "${order[@]}" >"$fs/lib/modules/media/order"
+# virtio-net, loaded only by the campaign's store pushes over MQTT (QEMU's user network).
+loaded=${#order[@]}
+add_module virtio_net
+printf '%s\n' "${order[@]:$loaded}" >"$fs/lib/modules/media/net-order"
 
 (cd "$fs" && find . | LC_ALL=C sort | cpio -o -H newc --quiet >"$out/initrd.cpio")
 rm -rf "$fs"

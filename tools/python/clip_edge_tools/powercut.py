@@ -1,7 +1,9 @@
 """Power cuts on the virtual ARM board (tools/vboard/): the prompt store lies on
 an ext4 file system on a virtio-blk disk; every boot the guest reports the
 store byte for byte, runs the self-check with it (the daemon starts) and then
-runs one writer: `clip-edge-board enroll` or the daemon's enrolment button.
+runs one writer: `clip-edge-board enroll`, the daemon's enrolment button, or
+(`--writers push`) a store pushed to the daemon over MQTT by the host's
+`clip-edge publish-store` through a mosquitto broker on 127.0.0.1.
 The host kills QEMU at a random moment of that write (a power cut: what the
 guest had not flushed is lost), boots again and checks that the store
 validates and holds either the content before the write or the content after
@@ -9,8 +11,8 @@ it, never a mix, and that a write the guest saw finish survived. At the end
 one more write runs to its end, the guest unmounts, and `e2fsck -fn` checks
 the disk image.
 
-Standard library only (no venv needed); needs qemu-system-arm, e2fsprogs and
-the host CLI (`clip-edge`, for `fewshot list`):
+Standard library only (no venv needed); needs qemu-system-arm, e2fsprogs, the
+host CLI (`clip-edge`, for `fewshot list`) and, for pushes, mosquitto:
 
     PYTHONPATH=tools/python python3 -m clip_edge_tools.powercut --cuts 200 --bin target/release
 
@@ -33,10 +35,12 @@ import sys
 import tempfile
 import time
 
-from clip_edge_tools.kill9 import after_enrolment
+from clip_edge_tools.kill9 import Broker, after_enrolment
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 CLASS = "power cut"
+# The writer that pushes a store to the guest's daemon over MQTT (signed fleet command).
+PUSH = "push"
 FRAMES = 2
 MACHINES = {
     "aarch64": ["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "1024"],
@@ -66,9 +70,9 @@ class Boot:
     """One boot of the board with the disk attached; the console is read as it grows."""
 
     def __init__(self, arch: str, img: pathlib.Path, disk: pathlib.Path, out: pathlib.Path, writer: str,
-                 drive: list[str] | None = None, cmdline: str = ""):
+                 drive: list[str] | None = None, cmdline: str = "", net: bool = False):
         """`drive`: QEMU's arguments for the disk `disk0` (default: `disk` as a raw drive); `cmdline`: more
-        kernel command line."""
+        kernel command line; `net`: a virtio network card on QEMU's user network (the host is 10.0.2.2)."""
         self.console = out
         self.console.write_text("")
         cmdline = (f"console=ttyAMA0 rdinit=/init quiet loglevel=3 panic=-1 vboard.mode=powercut "
@@ -76,7 +80,8 @@ class Boot:
         drive = drive or ["-drive", f"file={disk},format=raw,if=none,id=disk0",
                           "-device", "virtio-blk-device,drive=disk0"]
         self.proc = subprocess.Popen(
-            [*MACHINES[arch], "-no-reboot", "-display", "none", "-nic", "none",
+            [*MACHINES[arch], "-no-reboot", "-display", "none",
+             *(["-netdev", "user,id=n0", "-device", "virtio-net-device,netdev=n0"] if net else ["-nic", "none"]),
              "-kernel", str(img / "vmlinuz"), "-initrd", str(img / "initrd.cpio"), "-append", cmdline,
              *drive, "-serial", f"file:{out}", "-monitor", "stdio"],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -154,6 +159,11 @@ class Campaign:
         seed_dir = work / "disk-content"
         seed_dir.mkdir()
         shutil.copy(ROOT / "models/default/prompts.store", seed_dir / "prompts.store")
+        self.broker: Broker | None = None
+        self.publisher: subprocess.Popen | None = None
+        self.pushed: tuple | None = None
+        if PUSH in writers:
+            self.setup_push(seed_dir)
         subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "clip-edge", "-d", str(seed_dir), str(self.disk), "32M"],
                        check=True)
         self.durations: dict[str, float] = {}
@@ -163,8 +173,42 @@ class Campaign:
     def listing(self, data: bytes) -> tuple | None:
         return listing(self.cli, self.work, data)
 
+    def setup_push(self, seed_dir: pathlib.Path) -> None:
+        """The fleet's key pair (its public half on the disk), a broker on the host and two stores to push."""
+        key = self.work / "fleet"
+        subprocess.run([str(self.cli), "-q", "keygen", "--out", str(key)], check=True, capture_output=True)
+        shutil.copy(f"{key}.pub", seed_dir / "fleet.pub")
+        self.key = key
+        self.broker = Broker(self.work)
+        stores = [self.work / "push-a.store", self.work / "push-b.store"]
+        for st in stores:
+            shutil.copy(ROOT / "models/default/prompts.store", st)
+        samples = sorted((ROOT / "models/default/samples").glob("*.png"))[:2]
+        subprocess.run([str(self.cli), "-q", "fewshot", "add", "--bundle", str(ROOT / "models/default"), "--prompts",
+                        str(stores[1]), "--class", "pushed class", *map(str, samples)], check=True, capture_output=True)
+        self.push_stores = [(st, self.listing(st.read_bytes())) for st in stores]
+
+    def publish(self, b: Boot, prev: bytes | None) -> None:
+        """Once the guest's daemon is connected, pushes the store that differs from what the board holds."""
+        end = time.monotonic() + self.limit
+        while not any("mqtt: connected to" in ln for ln in b.lines()):
+            if time.monotonic() > end or b.proc.poll() is not None:
+                raise BootFailed("the guest's daemon did not connect to the broker")
+            b.serve()
+            time.sleep(0.01)
+        # The daemon subscribes to its command topic right after the ConnAck it logged.
+        time.sleep(0.3)
+        held = self.listing(prev) if prev is not None else None
+        path, self.pushed = next((st, ls) for st, ls in self.push_stores if ls != held)
+        self.publisher = subprocess.Popen(
+            [str(self.cli), "-q", "publish-store", "--json", "--timeout-s", "20", "--broker",
+             f"mqtt://127.0.0.1:{self.broker.port}", "--prompts", str(path), "--key", str(self.key),
+             "--devices", "vboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
     def boot(self, writer: str) -> tuple[Boot, bytes | None, str]:
-        b = Boot(self.arch, self.img, self.disk, self.console, writer)
+        push = writer == PUSH
+        b = Boot(self.arch, self.img, self.disk, self.console, writer, net=push,
+                 cmdline=f"vboard.broker={self.broker.port}" if push else "")
         try:
             check = b.wait_for("check exit", self.limit)
         except BootFailed:
@@ -198,6 +242,8 @@ class Campaign:
             prev = now
             try:
                 b.wait_for("writer start", self.limit)
+                if writer == PUSH:
+                    self.publish(b, prev)
                 started = time.monotonic()
                 if final:
                     done = b.wait_for("writer exit", self.limit)
@@ -218,6 +264,10 @@ class Campaign:
                 b.cut()
                 log(f"boot {k}: {e}; console in {self.console}")
                 break
+            finally:
+                if self.publisher is not None and self.publisher.poll() is None:
+                    self.publisher.kill()
+                    self.publisher.wait()
             stats["cuts"] += 1
             stats["cut_after_the_write" if finished else "cut_while_writing"] += 1
             stats["by_writer"].setdefault(writer, {"cuts": 0, "old": 0, "new": 0, "bad": 0})["cuts"] += 1
@@ -280,8 +330,11 @@ class Campaign:
             log(f"cut {k - 1} ({writer}): the store {'is missing' if now is None else 'does not validate'}")
             return
         # The CLI enrols FRAMES frames; a button press stores the frames captured while it is held (1..=FRAMES).
-        counts = [FRAMES] if writer == "enroll" else range(1, FRAMES + 1)
-        new = now != prev and any(listing == after_enrolment(before, CLASS, n) for n in counts)
+        if writer == PUSH:
+            new = now != prev and listing == self.pushed
+        else:
+            counts = [FRAMES] if writer == "enroll" else range(1, FRAMES + 1)
+            new = now != prev and any(listing == after_enrolment(before, CLASS, n) for n in counts)
         if now == prev and not finished:
             stats["old_content"] += 1
             op["old"] += 1
@@ -304,7 +357,8 @@ def add_board_options(ap: argparse.ArgumentParser, seed_help: str) -> None:
     ap.add_argument("--bin", default=str(ROOT / "target/release"),
                     help="folder with the host CLI clip-edge (default target/release)")
     ap.add_argument("--writers", default="enroll,button",
-                    help="writers in turn, comma-separated: enroll, button (default both)")
+                    help="writers in turn, comma-separated: enroll, button, push (a store pushed over MQTT to "
+                         "the daemon; needs mosquitto) (default enroll,button)")
     ap.add_argument("--seed", type=int, default=1, help=seed_help)
     ap.add_argument("--boot-timeout", type=float, default=300, help="seconds a boot may take to each step")
     ap.add_argument("--no-build", action="store_true",
@@ -317,8 +371,8 @@ def prepare_board(ap: argparse.ArgumentParser, a: argparse.Namespace) -> tuple[l
     # mkfs.ext4 and e2fsck live in /usr/sbin, which a user's PATH may lack.
     os.environ["PATH"] = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
     writers = [w for w in a.writers.split(",") if w]
-    if not writers or any(w not in ("enroll", "button") for w in writers):
-        ap.error(f"--writers takes enroll and/or button, not '{a.writers}'")
+    if not writers or any(w not in ("enroll", "button", PUSH) for w in writers):
+        ap.error(f"--writers takes enroll, button and/or push, not '{a.writers}'")
     img = ROOT / ("target/vboard-powercut" + ("" if a.arch == "aarch64" else f"-{a.arch}"))
     if not a.no_build:
         subprocess.run([str(ROOT / "tools/vboard/build.sh"), "--arch", a.arch, "--out", str(img)], check=True)
@@ -335,7 +389,11 @@ def main(argv: list[str] | None = None) -> int:
     writers, img = prepare_board(ap, a)
     with tempfile.TemporaryDirectory(prefix="clip-edge-powercut-", dir=ROOT / "target") as d:
         c = Campaign(a.arch, pathlib.Path(a.bin), pathlib.Path(d), img, a.seed, writers, a.boot_timeout)
-        stats = c.run(a.cuts)
+        try:
+            stats = c.run(a.cuts)
+        finally:
+            if c.broker is not None:
+                c.broker.close()
         if stats["failed_boots"]:
             for src, kept in ((c.console, "target/powercut-console.txt"), (c.disk, "target/powercut-disk.img")):
                 shutil.copy(src, ROOT / kept)

@@ -401,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     powercut.add_board_options(ap, "random seed of the sampled states")
     a = ap.parse_args(argv)
     writers, img = powercut.prepare_board(ap, a)
+    if powercut.PUSH in writers:
+        ap.error("--writers: reorder records enroll and button runs (push is powercut's only)")
     with tempfile.TemporaryDirectory(prefix="clip-edge-reorder-", dir=ROOT / "target") as d:
         c = Campaign(a.arch, pathlib.Path(a.bin), pathlib.Path(d), img, a.seed, a.boot_timeout, a.states, a.boots,
                      a.ignore_flushes)
