@@ -120,7 +120,8 @@ kdeb=$(newest_deb "$kpkg")
 kver=${kpkg#linux-image-}
 k="./lib/modules/$kver/kernel"
 dpkg-deb --fsys-tarfile "$kdeb" | tar -x -C "$debs" --wildcards "./boot/vmlinuz-$kver" "$k/drivers/media/*" \
-  "$k/drivers/virtio/*" "$k/drivers/block/*" "$k/fs/ext4/*" "$k/fs/jbd2/*" "$k/fs/mbcache.ko" "$k/lib/*" "$k/crypto/*"
+  "$k/drivers/virtio/*" "$k/drivers/block/*" "$k/fs/ext4/*" "$k/fs/jbd2/*" "$k/fs/mbcache.ko" "$k/lib/*" "$k/crypto/*" \
+  "$k/drivers/net/virtio_net.ko" "$k/drivers/net/net_failover.ko" "$k/net/core/failover.ko"
 [ -f "$debs/boot/vmlinuz-$kver" ] || { echo "build.sh: $kdeb has no boot/vmlinuz-$kver" >&2; exit 1; }
 
 rm -rf "$out"

@@ -61,8 +61,8 @@ class Broker:
         # Debian installs it in /usr/sbin, which a non-root PATH lacks.
         exe = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
         if exe is None:
-            raise SystemExit("kill9: the daemon store push needs mosquitto on PATH (apt install mosquitto); "
-                             "--no-mqtt leaves that operation out")
+            raise SystemExit("the daemon store push needs mosquitto on PATH (apt install mosquitto); "
+                             "kill9 --no-mqtt, or powercut without push in --writers, leaves it out")
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]

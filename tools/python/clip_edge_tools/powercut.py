@@ -161,11 +161,14 @@ class Campaign:
         shutil.copy(ROOT / "models/default/prompts.store", seed_dir / "prompts.store")
         self.broker: Broker | None = None
         self.publisher: subprocess.Popen | None = None
-        self.pushed: tuple | None = None
+        self.pushed: bytes | None = None
+        self.lost_publishes = 0
         if PUSH in writers:
             self.setup_push(seed_dir)
         subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "clip-edge", "-d", str(seed_dir), str(self.disk), "32M"],
                        check=True)
+        if PUSH in writers:
+            self.broker = Broker(self.work)  # last: nothing after it can fail before main() owns it
         self.durations: dict[str, float] = {}
         self.modes: dict[str, int] = {}
         self.console = work / "console.txt"
@@ -179,31 +182,49 @@ class Campaign:
         subprocess.run([str(self.cli), "-q", "keygen", "--out", str(key)], check=True, capture_output=True)
         shutil.copy(f"{key}.pub", seed_dir / "fleet.pub")
         self.key = key
-        self.broker = Broker(self.work)
         stores = [self.work / "push-a.store", self.work / "push-b.store"]
         for st in stores:
             shutil.copy(ROOT / "models/default/prompts.store", st)
         samples = sorted((ROOT / "models/default/samples").glob("*.png"))[:2]
         subprocess.run([str(self.cli), "-q", "fewshot", "add", "--bundle", str(ROOT / "models/default"), "--prompts",
                         str(stores[1]), "--class", "pushed class", *map(str, samples)], check=True, capture_output=True)
-        self.push_stores = [(st, self.listing(st.read_bytes())) for st in stores]
+        self.push_stores = [st.read_bytes() for st in stores]
+        listings = [self.listing(st) for st in self.push_stores]
+        if None in listings or listings[0] == listings[1]:
+            raise SystemExit(f"powercut: the two stores to push are not two valid, different stores: {listings}")
 
     def publish(self, b: Boot, prev: bytes | None) -> None:
-        """Once the guest's daemon is connected, pushes the store that differs from what the board holds."""
+        """Once the guest's daemon is connected, pushes the store that differs from what the board holds and
+        returns when the daemon has accepted the command (a publish the daemon missed is sent again, counted)."""
         end = time.monotonic() + self.limit
-        while not any("mqtt: connected to" in ln for ln in b.lines()):
+        while not any("mqtt: connected " in ln for ln in b.lines()):
             if time.monotonic() > end or b.proc.poll() is not None:
                 raise BootFailed("the guest's daemon did not connect to the broker")
             b.serve()
             time.sleep(0.01)
-        # The daemon subscribes to its command topic right after the ConnAck it logged.
-        time.sleep(0.3)
-        held = self.listing(prev) if prev is not None else None
-        path, self.pushed = next((st, ls) for st, ls in self.push_stores if ls != held)
-        self.publisher = subprocess.Popen(
-            [str(self.cli), "-q", "publish-store", "--json", "--timeout-s", "20", "--broker",
-             f"mqtt://127.0.0.1:{self.broker.port}", "--prompts", str(path), "--key", str(self.key),
-             "--devices", "vboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.pushed = next(st for st in self.push_stores if st != prev)
+        path = self.work / "push.store"
+        path.write_bytes(self.pushed)
+        errors = self.work / "publish.log"
+        for _ in range(3):
+            with open(errors, "wb") as err:
+                self.publisher = subprocess.Popen(
+                    [str(self.cli), "-q", "publish-store", "--json", "--timeout-s", "20", "--broker",
+                     f"mqtt://127.0.0.1:{self.broker.port}", "--prompts", str(path), "--key", str(self.key),
+                     "--devices", "vboard"], stdout=subprocess.DEVNULL, stderr=err)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                if any("mqtt: command " in ln and ln.endswith(" accepted") for ln in b.lines()):
+                    return
+                if b.proc.poll() is not None:
+                    raise BootFailed(f"QEMU exited ({b.proc.returncode}) during the push")
+                time.sleep(0.005)
+            self.publisher.kill()
+            self.publisher.wait()
+            self.lost_publishes += 1
+            log(f"push: the daemon did not accept the command within 5 s (publish-store: "
+                f"{errors.read_text(errors='replace').strip()[-200:]!r}); publishing again")
+        raise BootFailed("the guest's daemon accepted none of 3 pushes")
 
     def boot(self, writer: str) -> tuple[Boot, bytes | None, str]:
         push = writer == PUSH
@@ -280,6 +301,7 @@ class Campaign:
         stats["seconds"] = round(time.monotonic() - t_start, 1)
         stats["write_seconds"] = {w: round(d, 2) for w, d in self.durations.items()}
         stats["cut_moments"] = self.modes
+        stats["lost_publishes"] = self.lost_publishes
         return stats
 
     def cut_during(self, b: Boot, writer: str, started: float) -> bool:
@@ -331,7 +353,7 @@ class Campaign:
             return
         # The CLI enrols FRAMES frames; a button press stores the frames captured while it is held (1..=FRAMES).
         if writer == PUSH:
-            new = now != prev and listing == self.pushed
+            new = now != prev and now == self.pushed
         else:
             counts = [FRAMES] if writer == "enroll" else range(1, FRAMES + 1)
             new = now != prev and any(listing == after_enrolment(before, CLASS, n) for n in counts)

@@ -400,9 +400,9 @@ def main(argv: list[str] | None = None) -> int:
                          "bad states, which shows what the flushes buy and that the checks can fail")
     powercut.add_board_options(ap, "random seed of the sampled states")
     a = ap.parse_args(argv)
-    writers, img = powercut.prepare_board(ap, a)
-    if powercut.PUSH in writers:
+    if powercut.PUSH in a.writers.split(","):
         ap.error("--writers: reorder records enroll and button runs (push is powercut's only)")
+    writers, img = powercut.prepare_board(ap, a)
     with tempfile.TemporaryDirectory(prefix="clip-edge-reorder-", dir=ROOT / "target") as d:
         c = Campaign(a.arch, pathlib.Path(a.bin), pathlib.Path(d), img, a.seed, a.boot_timeout, a.states, a.boots,
                      a.ignore_flushes)

@@ -48,9 +48,11 @@ def test_rss_drift_fails_both_ways_and_p99_only_when_it_grows():
     assert soak.drift_problems({"rss_drift": 0.0, "p99_drift": 0.51}, 0.05, 0.5) == ["p99_drift +51.0% beyond +50%"]
 
 
-def _judged(prev: bytes, now: bytes | None, writer: str, finished: bool, listings: dict) -> dict:
+def _judged(prev: bytes, now: bytes | None, writer: str, finished: bool, listings: dict,
+            pushed: bytes | None = None) -> dict:
     c = powercut.Campaign.__new__(powercut.Campaign)
     c.listing = listings.get
+    c.pushed = pushed
     stats = {"old_content": 0, "new_content": 0, "invalid": 0, "mixed": 0, "lost_after_finish": 0,
              "by_writer": {writer: {"cuts": 1, "old": 0, "new": 0, "bad": 0}}}
     c.judge(stats, 2, prev, now, (writer, finished))
@@ -79,6 +81,18 @@ def test_at_the_cap_a_new_store_differs_in_bytes_only():
     listings = {b"a": full, b"b": full}
     assert _judged(b"a", b"b", "enroll", False, listings) == {"new_content": 1}
     assert _judged(b"a", b"a", "enroll", False, listings) == {"old_content": 1}
+
+
+def test_a_cut_push_leaves_the_old_store_or_exactly_the_pushed_one():
+    base = (("dog", "class", True, 0),)
+    pushed = base + (("pushed class", "class", False, 2),)
+    listings = {b"old": base, b"pushed": pushed, b"alike": pushed}
+    assert _judged(b"old", b"old", "push", False, listings, b"pushed") == {"old_content": 1}
+    assert _judged(b"old", b"pushed", "push", False, listings, b"pushed") == {"new_content": 1}
+    assert _judged(b"old", b"old", "push", True, listings, b"pushed") == {"lost_after_finish": 1}
+    # Another store with the same listing is not what was pushed.
+    assert _judged(b"old", b"alike", "push", False, listings, b"pushed") == {"mixed": 1}
+    assert _judged(b"old", None, "push", False, listings, b"pushed") == {"invalid": 1}
 
 
 def test_the_push_without_mosquitto_stops_with_a_message_naming_it(monkeypatch, tmp_path):
