@@ -143,55 +143,35 @@ class Boot:
             raise BootFailed(f"no power-off within {limit:.0f} s") from None
 
 
-class Campaign:
-    def __init__(self, arch: str, bins: pathlib.Path, work: pathlib.Path, img: pathlib.Path, seed: int,
-                 writers: list[str], limit: float):
-        self.cli = bins / "clip-edge"
-        if not self.cli.is_file():
-            raise SystemExit(f"powercut: {self.cli} is missing; build it (cargo build -p clip-edge-tools)")
-        for tool in (MACHINES[arch][0], "mkfs.ext4", "e2fsck"):
-            if shutil.which(tool) is None:
-                raise SystemExit(f"powercut: {tool} is not installed (apt-get install qemu-system-arm e2fsprogs)")
-        self.arch, self.work, self.img, self.limit = arch, work, img, limit
-        self.rng = random.Random(seed)
-        self.writers = writers
-        self.disk = work / "disk.img"
-        seed_dir = work / "disk-content"
-        seed_dir.mkdir()
-        shutil.copy(ROOT / "models/default/prompts.store", seed_dir / "prompts.store")
-        self.broker: Broker | None = None
-        self.publisher: subprocess.Popen | None = None
-        self.pushed: bytes | None = None
-        self.lost_publishes = 0
-        if PUSH in writers:
-            self.setup_push(seed_dir)
-        subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "clip-edge", "-d", str(seed_dir), str(self.disk), "32M"],
-                       check=True)
-        if PUSH in writers:
-            self.broker = Broker(self.work)  # last: nothing after it can fail before main() owns it
-        self.durations: dict[str, float] = {}
-        self.modes: dict[str, int] = {}
-        self.console = work / "console.txt"
+class Pusher:
+    """The `push` writer's host side: the fleet's key pair (its public half put on the disk), two stores to push in
+    turn, a mosquitto broker on 127.0.0.1 (`start`, once nothing else can fail) and `clip-edge publish-store`."""
 
-    def listing(self, data: bytes) -> tuple | None:
-        return listing(self.cli, self.work, data)
-
-    def setup_push(self, seed_dir: pathlib.Path) -> None:
-        """The fleet's key pair (its public half on the disk), a broker on the host and two stores to push."""
-        key = self.work / "fleet"
-        subprocess.run([str(self.cli), "-q", "keygen", "--out", str(key)], check=True, capture_output=True)
-        shutil.copy(f"{key}.pub", seed_dir / "fleet.pub")
-        self.key = key
-        stores = [self.work / "push-a.store", self.work / "push-b.store"]
+    def __init__(self, cli: pathlib.Path, work: pathlib.Path, limit: float, seed_dir: pathlib.Path):
+        self.cli, self.work, self.limit = cli, work, limit
+        self.key = work / "fleet"
+        subprocess.run([str(cli), "-q", "keygen", "--out", str(self.key)], check=True, capture_output=True)
+        shutil.copy(f"{self.key}.pub", seed_dir / "fleet.pub")
+        stores = [work / "push-a.store", work / "push-b.store"]
         for st in stores:
             shutil.copy(ROOT / "models/default/prompts.store", st)
         samples = sorted((ROOT / "models/default/samples").glob("*.png"))[:2]
-        subprocess.run([str(self.cli), "-q", "fewshot", "add", "--bundle", str(ROOT / "models/default"), "--prompts",
+        subprocess.run([str(cli), "-q", "fewshot", "add", "--bundle", str(ROOT / "models/default"), "--prompts",
                         str(stores[1]), "--class", "pushed class", *map(str, samples)], check=True, capture_output=True)
-        self.push_stores = [st.read_bytes() for st in stores]
-        listings = [self.listing(st) for st in self.push_stores]
+        self.stores = [st.read_bytes() for st in stores]
+        listings = [listing(cli, work, st) for st in self.stores]
         if None in listings or listings[0] == listings[1]:
-            raise SystemExit(f"powercut: the two stores to push are not two valid, different stores: {listings}")
+            raise SystemExit(f"push: the two stores to push are not two valid, different stores: {listings}")
+        self.broker: Broker | None = None
+        self.publisher: subprocess.Popen | None = None
+        self.pushed: bytes | None = None
+        self.lost = 0
+
+    def start(self) -> None:
+        self.broker = Broker(self.work)
+
+    def cmdline(self) -> str:
+        return f"vboard.broker={self.broker.port}"
 
     def publish(self, b: Boot, prev: bytes | None) -> None:
         """Once the guest's daemon is connected, pushes the store that differs from what the board holds and
@@ -202,7 +182,7 @@ class Campaign:
                 raise BootFailed("the guest's daemon did not connect to the broker")
             b.serve()
             time.sleep(0.01)
-        self.pushed = next(st for st in self.push_stores if st != prev)
+        self.pushed = next(st for st in self.stores if st != prev)
         path = self.work / "push.store"
         path.write_bytes(self.pushed)
         errors = self.work / "publish.log"
@@ -219,17 +199,56 @@ class Campaign:
                 if b.proc.poll() is not None:
                     raise BootFailed(f"QEMU exited ({b.proc.returncode}) during the push")
                 time.sleep(0.005)
-            self.publisher.kill()
-            self.publisher.wait()
-            self.lost_publishes += 1
+            self.stop()
+            self.lost += 1
             log(f"push: the daemon did not accept the command within 5 s (publish-store: "
                 f"{errors.read_text(errors='replace').strip()[-200:]!r}); publishing again")
         raise BootFailed("the guest's daemon accepted none of 3 pushes")
 
+    def stop(self) -> None:
+        """Ends the publisher, if it still runs."""
+        if self.publisher is not None and self.publisher.poll() is None:
+            self.publisher.kill()
+            self.publisher.wait()
+
+    def close(self) -> None:
+        self.stop()
+        if self.broker is not None:
+            self.broker.close()
+
+
+class Campaign:
+    def __init__(self, arch: str, bins: pathlib.Path, work: pathlib.Path, img: pathlib.Path, seed: int,
+                 writers: list[str], limit: float):
+        self.cli = bins / "clip-edge"
+        if not self.cli.is_file():
+            raise SystemExit(f"powercut: {self.cli} is missing; build it (cargo build -p clip-edge-tools)")
+        for tool in (MACHINES[arch][0], "mkfs.ext4", "e2fsck"):
+            if shutil.which(tool) is None:
+                raise SystemExit(f"powercut: {tool} is not installed (apt-get install qemu-system-arm e2fsprogs)")
+        self.arch, self.work, self.img, self.limit = arch, work, img, limit
+        self.rng = random.Random(seed)
+        self.writers = writers
+        self.disk = work / "disk.img"
+        seed_dir = work / "disk-content"
+        seed_dir.mkdir()
+        shutil.copy(ROOT / "models/default/prompts.store", seed_dir / "prompts.store")
+        self.pusher = Pusher(self.cli, work, limit, seed_dir) if PUSH in writers else None
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "clip-edge", "-d", str(seed_dir), str(self.disk), "32M"],
+                       check=True)
+        if self.pusher is not None:
+            self.pusher.start()  # last: nothing after it can fail before main() owns it
+        self.durations: dict[str, float] = {}
+        self.modes: dict[str, int] = {}
+        self.console = work / "console.txt"
+
+    def listing(self, data: bytes) -> tuple | None:
+        return listing(self.cli, self.work, data)
+
     def boot(self, writer: str) -> tuple[Boot, bytes | None, str]:
         push = writer == PUSH
         b = Boot(self.arch, self.img, self.disk, self.console, writer, net=push,
-                 cmdline=f"vboard.broker={self.broker.port}" if push else "")
+                 cmdline=self.pusher.cmdline() if push else "")
         try:
             check = b.wait_for("check exit", self.limit)
         except BootFailed:
@@ -264,7 +283,7 @@ class Campaign:
             try:
                 b.wait_for("writer start", self.limit)
                 if writer == PUSH:
-                    self.publish(b, prev)
+                    self.pusher.publish(b, prev)
                 started = time.monotonic()
                 if final:
                     done = b.wait_for("writer exit", self.limit)
@@ -286,9 +305,8 @@ class Campaign:
                 log(f"boot {k}: {e}; console in {self.console}")
                 break
             finally:
-                if self.publisher is not None and self.publisher.poll() is None:
-                    self.publisher.kill()
-                    self.publisher.wait()
+                if self.pusher is not None:
+                    self.pusher.stop()
             stats["cuts"] += 1
             stats["cut_after_the_write" if finished else "cut_while_writing"] += 1
             stats["by_writer"].setdefault(writer, {"cuts": 0, "old": 0, "new": 0, "bad": 0})["cuts"] += 1
@@ -301,7 +319,7 @@ class Campaign:
         stats["seconds"] = round(time.monotonic() - t_start, 1)
         stats["write_seconds"] = {w: round(d, 2) for w, d in self.durations.items()}
         stats["cut_moments"] = self.modes
-        stats["lost_publishes"] = self.lost_publishes
+        stats["lost_publishes"] = self.pusher.lost if self.pusher is not None else 0
         return stats
 
     def cut_during(self, b: Boot, writer: str, started: float) -> bool:
@@ -353,7 +371,7 @@ class Campaign:
             return
         # The CLI enrols FRAMES frames; a button press stores the frames captured while it is held (1..=FRAMES).
         if writer == PUSH:
-            new = now != prev and now == self.pushed
+            new = now != prev and now == self.pusher.pushed
         else:
             counts = [FRAMES] if writer == "enroll" else range(1, FRAMES + 1)
             new = now != prev and any(listing == after_enrolment(before, CLASS, n) for n in counts)
@@ -414,8 +432,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             stats = c.run(a.cuts)
         finally:
-            if c.broker is not None:
-                c.broker.close()
+            if c.pusher is not None:
+                c.pusher.close()
         if stats["failed_boots"]:
             for src, kept in ((c.console, "target/powercut-console.txt"), (c.disk, "target/powercut-disk.img")):
                 shutil.copy(src, ROOT / kept)

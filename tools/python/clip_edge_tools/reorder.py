@@ -4,8 +4,9 @@ flush (the dm-log-writes / CrashMonkey method, with QEMU's own `blklogwrites`).
 
 Each run boots the virtual board (tools/vboard/) with its ext4 disk attached
 through `blklogwrites`, which logs every write and flush the guest sends, and
-lets one writer run to its end (`clip-edge-board enroll`, or the daemon's
-enrolment button; `vboard.record=1`: the guest then unmounts and powers off).
+lets one writer run to its end (`clip-edge-board enroll`, the daemon's
+enrolment button, or a store pushed to the daemon over MQTT as `powercut`'s
+`push` does; `vboard.record=1`: the guest then unmounts and powers off).
 The log is replayed offline onto the image as it was before the run; replaying
 all of it must give the image QEMU left, byte for byte. Crash states: every
 flush epoch before the crash in full, then a subset of the crash epoch's writes
@@ -172,7 +173,7 @@ def plan_states(eps: list[list[Entry]], first: int, cap: int, rng: random.Random
 
 class Campaign:
     def __init__(self, arch: str, bins: pathlib.Path, work: pathlib.Path, img: pathlib.Path, seed: int,
-                 limit: float, states: int, boots: int, ignore_flushes: bool = False):
+                 limit: float, states: int, boots: int, ignore_flushes: bool = False, push: bool = False):
         self.cli = bins / "clip-edge"
         if not self.cli.is_file():
             raise SystemExit(f"reorder: {self.cli} is missing; build it (cargo build -p clip-edge-tools)")
@@ -187,16 +188,19 @@ class Campaign:
         seed_dir = work / "disk-content"
         seed_dir.mkdir()
         shutil.copy(ROOT / "models/default/prompts.store", seed_dir / "prompts.store")
+        self.pusher = powercut.Pusher(self.cli, work, limit, seed_dir) if push else None
         # Without lazy initialisation: the kernel's background zeroing would fill the log.
         subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "clip-edge", "-E", "lazy_itable_init=0,lazy_journal_init=0",
                         "-d", str(seed_dir), str(self.disk), "32M"], check=True)
+        if self.pusher is not None:
+            self.pusher.start()  # last: nothing after it can fail before main() owns it
         self.failures: list[str] = []
         self.kinds: dict[str, int] = {}
 
     def listing(self, data: bytes | None) -> tuple | None:
         return None if data is None else powercut.listing(self.cli, self.work, data)
 
-    def record(self, writer: str) -> tuple[str, int, int, bytes | None]:
+    def record(self, writer: str, prev: bytes) -> tuple[str, int, int, bytes | None]:
         """One whole run of `writer` with the disk's writes logged: (check line, log size when the writer
         started, log size when it reported its end, the store the guest read at boot)."""
         self.log_file.write_bytes(b"")  # QEMU does not truncate an old log
@@ -205,11 +209,15 @@ class Campaign:
                  "-blockdev", "driver=blklogwrites,node-name=disk0,file=disk-file,log=log-file,"
                               "log-sector-size=512,log-super-update-interval=1",
                  "-device", "virtio-blk-device,drive=disk0,write-cache=on,request-merging=off"]
-        b = powercut.Boot(self.arch, self.img, self.disk, self.console, writer, drive=drive, cmdline="vboard.record=1")
+        push = writer == powercut.PUSH
+        cmdline = "vboard.record=1" + (f" {self.pusher.cmdline()}" if push else "")
+        b = powercut.Boot(self.arch, self.img, self.disk, self.console, writer, drive=drive, cmdline=cmdline, net=push)
         try:
             check = b.wait_for("check exit", self.limit)
             b.wait_for("writer start", self.limit)
             started = self.log_file.stat().st_size
+            if push:
+                self.pusher.publish(b, prev)
             done = b.wait_for("writer exit", self.limit)
             finished = self.log_file.stat().st_size
             if not done.startswith("writer exit 0 "):
@@ -223,6 +231,9 @@ class Campaign:
         except powercut.BootFailed:
             b.cut()
             raise
+        finally:
+            if self.pusher is not None:
+                self.pusher.stop()
         if "unmounted" not in b.ours():
             raise powercut.BootFailed("the guest did not unmount the disk")
         return check, started, finished, b.store()
@@ -280,7 +291,7 @@ class Campaign:
             base = self.disk.read_bytes()
             t_run = time.monotonic()
             try:
-                check, started, finished, read = self.record(writer)
+                check, started, finished, read = self.record(writer, prev)
                 log_bytes = self.log_file.read_bytes()
                 entries, count = parse_log(log_bytes)
                 img = bytearray(base)
@@ -301,8 +312,13 @@ class Campaign:
             failed, new = self.read_state(bytes(img))
             before = self.listing(prev) or ()
             counts = [powercut.FRAMES] if writer == "enroll" else range(1, powercut.FRAMES + 1)
-            if failed or self.listing(new) not in [after_enrolment(before, powercut.CLASS, n) for n in counts]:
-                self.fail(f"{what}: the store after the run is not the enrolment's: {failed}")
+            if writer == powercut.PUSH:
+                expected = not failed and new == self.pusher.pushed
+            else:
+                expected = not failed and self.listing(new) in [after_enrolment(before, powercut.CLASS, n)
+                                                                for n in counts]
+            if not expected:
+                self.fail(f"{what}: the store after the run is not the writer's: {failed}")
                 break
             record_s = time.monotonic() - t_run
             r = self.check_run(what, base, log_bytes, entries, started, finished, prev, new)
@@ -400,13 +416,15 @@ def main(argv: list[str] | None = None) -> int:
                          "bad states, which shows what the flushes buy and that the checks can fail")
     powercut.add_board_options(ap, "random seed of the sampled states")
     a = ap.parse_args(argv)
-    if powercut.PUSH in a.writers.split(","):
-        ap.error("--writers: reorder records enroll and button runs (push is powercut's only)")
     writers, img = powercut.prepare_board(ap, a)
     with tempfile.TemporaryDirectory(prefix="clip-edge-reorder-", dir=ROOT / "target") as d:
         c = Campaign(a.arch, pathlib.Path(a.bin), pathlib.Path(d), img, a.seed, a.boot_timeout, a.states, a.boots,
-                     a.ignore_flushes)
-        stats = c.run(a.runs, writers)
+                     a.ignore_flushes, powercut.PUSH in writers)
+        try:
+            stats = c.run(a.runs, writers)
+        finally:
+            if c.pusher is not None:
+                c.pusher.close()
         if c.failures:
             for src, kept in ((c.console, "target/reorder-console.txt"), (c.state, "target/reorder-state.img")):
                 if src.exists():

@@ -2,6 +2,7 @@
 
 import random
 import struct
+import types
 
 import pytest
 
@@ -52,7 +53,7 @@ def _judged(prev: bytes, now: bytes | None, writer: str, finished: bool, listing
             pushed: bytes | None = None) -> dict:
     c = powercut.Campaign.__new__(powercut.Campaign)
     c.listing = listings.get
-    c.pushed = pushed
+    c.pusher = types.SimpleNamespace(pushed=pushed)
     stats = {"old_content": 0, "new_content": 0, "invalid": 0, "mixed": 0, "lost_after_finish": 0,
              "by_writer": {writer: {"cuts": 1, "old": 0, "new": 0, "bad": 0}}}
     c.judge(stats, 2, prev, now, (writer, finished))
