@@ -62,6 +62,13 @@ def listing(cli: pathlib.Path, work: pathlib.Path, data: bytes) -> tuple | None:
     return tuple((e["label"], e["kind"], e["text"], e["shots"]) for e in json.loads(p.stdout)["entries"])
 
 
+def enrolled(writer: str, before: tuple) -> list[tuple]:
+    """The listings a store may have after one enrolment by `writer`: the CLI enrols FRAMES frames; a button press
+    stores the frames captured while it is held (1..=FRAMES)."""
+    counts = [FRAMES] if writer in ("enroll", "final") else range(1, FRAMES + 1)
+    return [after_enrolment(before, CLASS, n) for n in counts]
+
+
 class BootFailed(Exception):
     """The guest did not get to its writer: the console's last lines say why."""
 
@@ -369,12 +376,10 @@ class Campaign:
             op["bad"] += 1
             log(f"cut {k - 1} ({writer}): the store {'is missing' if now is None else 'does not validate'}")
             return
-        # The CLI enrols FRAMES frames; a button press stores the frames captured while it is held (1..=FRAMES).
         if writer == PUSH:
             new = now != prev and now == self.pusher.pushed
         else:
-            counts = [FRAMES] if writer == "enroll" else range(1, FRAMES + 1)
-            new = now != prev and any(listing == after_enrolment(before, CLASS, n) for n in counts)
+            new = now != prev and listing in enrolled(writer, before)
         if now == prev and not finished:
             stats["old_content"] += 1
             op["old"] += 1

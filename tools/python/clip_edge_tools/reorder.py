@@ -52,7 +52,6 @@ import tempfile
 import time
 
 from clip_edge_tools import powercut
-from clip_edge_tools.kill9 import after_enrolment
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 MAGIC = 0x6A736677736872
@@ -276,7 +275,7 @@ class Campaign:
         if failed:
             return f"after the enrolment: {failed}"
         before = self.listing(old) or ()
-        if self.listing(store) != after_enrolment(before, powercut.CLASS, powercut.FRAMES):
+        if self.listing(store) not in powercut.enrolled("final", before):
             return "the enrolment after it did not land"
         return ""
 
@@ -311,12 +310,10 @@ class Campaign:
                 self.fail(f"{what}: the guest read a store other than the last run's")
             failed, new = self.read_state(bytes(img))
             before = self.listing(prev) or ()
-            counts = [powercut.FRAMES] if writer == "enroll" else range(1, powercut.FRAMES + 1)
             if writer == powercut.PUSH:
                 expected = not failed and new == self.pusher.pushed
             else:
-                expected = not failed and self.listing(new) in [after_enrolment(before, powercut.CLASS, n)
-                                                                for n in counts]
+                expected = not failed and self.listing(new) in powercut.enrolled(writer, before)
             if not expected:
                 self.fail(f"{what}: the store after the run is not the writer's: {failed}")
                 break
