@@ -38,6 +38,47 @@ def test_the_readout_is_a_convex_combination_of_the_class_keys():
     assert torch.allclose(e[1], torch.nn.functional.normalize(keys.mean(0), dim=-1), atol=1e-5)
 
 
+def test_the_worn_classes_are_the_names_they_claim_and_only_they_lean_to_person():
+    pytest.importorskip("open_clip")
+    names = tower.class_names()
+    tower.check_worn(names)
+    with pytest.raises(tower.DataMissing):
+        tower.check_worn(names[1:] + names[:1])
+    keys = torch.nn.functional.normalize(torch.randn(1000, tower.EMBED_DIM), dim=-1)
+    person = torch.nn.functional.normalize(torch.randn(tower.EMBED_DIM), dim=-1)
+    out = tower.lean_to_person(keys, person)
+    moved = (out - keys).abs().amax(1) > 1e-6
+    assert moved.nonzero().flatten().tolist() == sorted(set(tower.WORN))
+    assert torch.allclose(out.norm(dim=-1), torch.ones(1000), atol=1e-5)
+    i = tower.WORN[0]
+    assert float(out[i] @ person) > float(keys[i] @ person)
+
+
+def test_the_empty_scene_class_takes_a_frame_no_class_explains_and_leaves_a_confident_one():
+    keys = torch.nn.functional.normalize(torch.randn(4, tower.EMBED_DIM), dim=-1)   # 3 classes + empty scene
+    logits = torch.tensor([[1.0, 0.5, 0.0], [30.0, 0.0, 0.0]])
+    e = tower.readout(logits, keys, null=6.0)
+    assert float(e[0] @ keys[3]) > 0.99
+    assert float(e[1] @ keys[0]) > 0.99
+    net = effnet.EfficientNetLite0(size=32)
+    net.fc = torch.nn.Linear(effnet.FEATURES, 3)
+    model = tower.PhotoTower(net.eval(), keys, slope=0.4)
+    x = torch.randn(2, 3, 32, 32)
+    f = net.features(x)
+    want = tower.readout(net.fc(f), keys, null=0.4 * f.norm(dim=-1))
+    assert torch.allclose(torch.nn.functional.normalize(model(x), dim=-1), want, atol=1e-5)
+    with pytest.raises(tower.DataMissing):
+        tower.PhotoTower(net, keys[:3], slope=0.4)
+
+
+def test_the_object_free_frames_are_seeded_and_normalised():
+    a, b = tower.object_free_frames(8), tower.object_free_frames(8)
+    assert a.shape == (8, 3, effnet.IMAGE_SIZE, effnet.IMAGE_SIZE) and torch.equal(a, b)
+    assert float(a.min()) >= -1.0 - 1e-6 and float(a.max()) <= 1.0 + 1e-6
+    assert float(a[0].std(dim=(1, 2)).max()) < 1e-6 and float(a[2].std(dim=(1, 2)).min()) > 0.01
+    assert not torch.equal(a, tower.object_free_frames(8, seed=tower.NULL_SEED + 1))
+
+
 def test_heldout_ranks_a_perfect_text_first_and_a_useless_one_by_chance():
     g = torch.Generator().manual_seed(0)
     W = torch.randn(1000, 64, generator=g)

@@ -1,7 +1,8 @@
 """Build the photo bundle (issue 22) and measure it: `tools/python/build_photo.py`.
 
 Nothing is trained: the image tower is EfficientNet-Lite0 with its ImageNet
-weights and the ConSE read-out of tower.py, the text tower is the default
+weights and the ConSE read-out of tower.py (with its lean to "person"; the
+empty-scene class is measured as an experiment), the text tower is the default
 bundle's MiniLM-L6 (the same file). About 10 minutes on 2 cores, most of it
 embedding 80,000 prompts once (cached under --cache)."""
 
@@ -34,6 +35,9 @@ INT8_KEEP_F32 = ("/project/",)
 # CLIP's (its learned temperature is clamped there). Nothing here could fit it without images: fitted on the class
 # prototypes it grows without bound, and the only photographs are the evaluation's.
 LOGIT_SCALE = 100.0
+# The percentiles of the object-free frames' top logit per unit of feature norm at which the "empty scene"
+# experiment is measured (tower.null_slope; MODEL_CARD.md).
+EMPTY_SCENE_PERCENTILES = (0.5, 0.75, 0.9, 0.95, 0.99)
 
 
 def photo_sources() -> dict[str, tuple[pathlib.Path, str, bool]]:
@@ -111,11 +115,18 @@ def build(args) -> dict:
             log(f"class keys: {n}/{total} prompts embedded")
 
     keys = tower.class_keys(pathlib.Path(args.cache) / "class_keys.npy", progress)
-    model = tower.PhotoTower(net, keys).eval()
+    tower.check_worn(tower.class_names())
+    slope = None if args.empty_scene is None else tower.null_slope(net, args.empty_scene)
+    if slope is not None:
+        log(f"'{tower.NULL_NAME}' logit: {slope:.4f} x feature norm (top logit / norm, {args.empty_scene:.0%} "
+            f"over {tower.NULL_FRAMES} object-free frames)")
+    readout_keys = tower_keys(keys, slope is not None)
+    model = tower.PhotoTower(net, readout_keys, slope).eval()
     alpha = tower.typical_feature_norm(net)
     scale = LOGIT_SCALE
     binary = ClipEdge.locate(args.clip_edge)
-    report: dict = {"model": NAME, "tau": tower.TAU, "feature_norm": alpha, "logit_scale": scale}
+    report: dict = {"model": NAME, "tau": tower.TAU, "feature_norm": alpha, "logit_scale": scale,
+                    "empty_scene_slope": slope, "worn_classes": len(tower.WORN)}
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = pathlib.Path(tmp_s)
         img_f32 = tmp / "image_f32.onnx"
@@ -169,26 +180,46 @@ def build(args) -> dict:
         log(f"{labels}: missing, so no prompt store was built")
     report["forms"] = sorted(encoders)
     if not args.skip_eval:
-        report["evaluation"] = measure(bundle, binary, net, keys, alpha, sorted(encoders))
+        report["evaluation"] = measure(bundle, binary, net, keys, readout_keys, slope, alpha, sorted(encoders),
+                                       (text, pre))
     (bundle / "eval_report.json").write_text(json.dumps(report, indent=1) + "\n")
     log(f"wrote {bundle} and {bundle / 'eval_report.json'}")
     return report
 
 
+def tower_keys(keys: torch.Tensor, empty_scene: bool) -> torch.Tensor:
+    """The read-out's keys: the class keys leaning to "person" where worn, and the "empty scene" key last."""
+    out = tower.lean_to_person(keys, tower.name_key(tower.PERSON))
+    return torch.cat([out, tower.name_key(tower.NULL_NAME)[None]]) if empty_scene else out
+
+
 def measure(bundle: pathlib.Path, binary: ClipEdge, net: effnet.EfficientNetLite0, keys: torch.Tensor,
-            alpha: float, forms: list[str]) -> dict:
+            readout_keys: torch.Tensor, slope: float | None, alpha: float, forms: list[str], spec) -> dict:
+    """`keys`: the 1,000 names' text keys (what is ranked, and the zero-shot classifier of the fidelity
+    measure); `readout_keys` and `slope`: the tower's (a prototype at feature norm a gets the
+    "empty scene" logit slope x a); `spec`: the bundle's (TextSpec, Preprocess), for the experiment."""
     W, b = net.fc.weight.detach(), net.fc.bias.detach()
+
+    def null(a):
+        return None if slope is None else slope * a
+
     out: dict = {"heldout": {}, "fidelity": {}, "photographs": {}}
-    out["heldout"]["f32"] = evaluate.heldout(W, b, keys, alpha)
+    out["heldout"]["f32"] = evaluate.heldout(W, b, readout_keys, alpha, text=keys, null=null(alpha))
     # The int8 file stores the classifier per output row and the keys per output column.
-    out["heldout"]["int8"] = evaluate.heldout(evaluate.fake_int8(W, 0), b, evaluate.fake_int8(keys, 1), alpha)
+    out["heldout"]["int8"] = evaluate.heldout(evaluate.fake_int8(W, 0), b, evaluate.fake_int8(readout_keys, 1), alpha,
+                                              text=keys, null=null(alpha))
+    out["heldout"]["plain_keys"] = evaluate.heldout(W, b, keys, alpha)
     out["heldout"]["feature_norm_sensitivity"] = {
-        f"{a:.1f}": evaluate.heldout(W, b, keys, a)["top1"] for a in (alpha, 2 * alpha, 4 * alpha)}
+        f"{a:.1f}": evaluate.heldout(W, b, readout_keys, a, text=keys, null=null(a))["top1"]
+        for a in (alpha, 2 * alpha, 4 * alpha)}
     for k, v in out["heldout"].items():
         if "top1" in v:
             log(f"held-out ({k}): top-1 {v['top1']:.3f} ± {v['top1_std']:.3f}, "
                 f"top-5 {v['top5']:.3f} ± {v['top5_std']:.3f}")
     sources = photo_sources()
+    labelled: dict[str, list[pathlib.Path]] = {}
+    for name, (src, _lic, _ship) in sources.items():
+        labelled.setdefault(label_of(name), []).append(src)
     with tempfile.TemporaryDirectory() as tmp_s:
         frames = evaluate.camera_views([s[0] for s in sources.values()], pathlib.Path(tmp_s) / "views")
         head = evaluate.head_top1(net, frames)
@@ -196,15 +227,55 @@ def measure(bundle: pathlib.Path, binary: ClipEdge, net: effnet.EfficientNetLite
             out["fidelity"][form] = evaluate.fidelity(binary, bundle, form, frames, head, keys)
         out["fidelity"]["frames"] = len(frames)
         log(f"fidelity over {len(frames)} frames: {out['fidelity']}")
-    labelled: dict[str, list[pathlib.Path]] = {}
-    for name, (src, _lic, _ship) in sources.items():
-        labelled.setdefault(label_of(name), []).append(src)
-    for form in forms:
-        r = evaluate.photographs(binary, bundle, form, labelled, bundle / "prompts.store")
-        out["photographs"][form] = r
-        log(f"photographs ({form}): top-1 {r.get('top1')}")
-    out["photographs"]["licences"] = {n: s[1] for n, s in sources.items()}
+        for form in forms:
+            r = evaluate.photographs(binary, bundle, form, labelled, bundle / "prompts.store")
+            out["photographs"][form] = r
+            log(f"photographs ({form}): top-1 {r.get('top1')}")
+        out["photographs"]["licences"] = {n: s[1] for n, s in sources.items()}
+        out["empty_scene_experiment"] = empty_scene_experiment(bundle, binary, net, keys, alpha, spec, frames, head,
+                                                               labelled)
     return out
+
+
+def empty_scene_experiment(bundle: pathlib.Path, binary: ClipEdge, net: effnet.EfficientNetLite0, keys: torch.Tensor,
+                           alpha: float, spec, frames: list[pathlib.Path], head: np.ndarray,
+                           labelled: dict[str, list[pathlib.Path]]) -> dict:
+    """The f32 tower with an "empty scene" class (tower.null_slope at each of EMPTY_SCENE_PERCENTILES) measured
+    as the bundle is: photographs and fidelity through tract, held-out in PyTorch."""
+    from ..export.bundle import write_bundle
+    from ..export.onnx_export import export_onnx, fuse_pads_into_convs
+
+    text, pre = spec
+    W, b = net.fc.weight.detach(), net.fc.bias.detach()
+    readout_keys = tower_keys(keys, True)
+    out = {}
+    for q in EMPTY_SCENE_PERCENTILES:
+        slope = tower.null_slope(net, q)
+        with tempfile.TemporaryDirectory() as tmp_s:
+            tmp = pathlib.Path(tmp_s)
+            onnx_path = tmp / "image_f32.onnx"
+            example = (1, 3, effnet.IMAGE_SIZE, effnet.IMAGE_SIZE)
+            export_onnx(tower.PhotoTower(net, readout_keys, slope).eval(), torch.zeros(example), onnx_path, "image")
+            fuse_pads_into_convs(onnx_path, example)
+            b_dir = tmp / "bundle"
+            write_bundle(b_dir, name=NAME, description="empty-scene experiment", encoders={"f32": onnx_path},
+                         preprocess=pre, embed_dim=tower.EMBED_DIM, logit_scale=LOGIT_SCALE, text=text)
+            binary.prompts_build(b_dir, bundle / "labels.toml", b_dir / "prompts.store")
+            photos = evaluate.photographs(binary, b_dir, "f32", labelled, b_dir / "prompts.store")
+            fid = evaluate.fidelity(binary, b_dir, "f32", frames, head, keys)
+        held = evaluate.heldout(W, b, readout_keys, alpha, text=keys, null=slope * alpha)
+        out[f"{q:.2f}"] = {"slope": slope, "photographs_top1": photos.get("top1"), "fidelity": fid,
+                           "heldout_top1": held["top1"], "heldout_top5": held["top5"]}
+        log(f"empty scene at the {q:.0%} percentile (slope {slope:.4f}): photographs {photos.get('top1'):.3f}, "
+            f"fidelity {fid:.3f}, held-out {held['top1']:.3f}/{held['top5']:.3f}")
+    return out
+
+
+def percentile(text: str) -> float:
+    v = float(text)
+    if not 0.0 < v < 1.0:
+        raise argparse.ArgumentTypeError(f"{text}: a percentile between 0 and 1, e.g. 0.95")
+    return v
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clip-edge", help="clip-edge binary (default: target/release/clip-edge, built if missing)")
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
     p.add_argument("--skip-eval", action="store_true", help="write the bundle without the evaluation")
+    p.add_argument("--empty-scene", type=percentile, metavar="P",
+                   help="add the experimental 'empty scene' class at percentile P (0-1) of the object-free frames "
+                        "(off by default: it costs fidelity, MODEL_CARD.md)")
     args = p.parse_args(argv)
     try:
         build(args)

@@ -4,7 +4,18 @@ image embedding is the convex combination of the 1,000 class names' text
 embeddings weighted by the network's own class probabilities (sharpened by
 TAU), so a photograph lands where the names of what it looks like lie, and a
 name the network was never trained on (a text prompt) is matched by its
-nearness to those names. The text tower is MiniLM-L6 unchanged."""
+nearness to those names. The text tower is MiniLM-L6 unchanged.
+
+People, whom ImageNet's names lack (MODEL_CARD.md): the keys of the classes
+worn on the body (garments, headwear, footwear, armour, masks) and of the three
+person classes lean toward "person" (their key plus the key of "person",
+renormalised), since their photographs show people.
+
+An experiment, off by default (`build_photo.py --empty-scene PERCENTILE`):
+a 1,001st class, "empty scene", whose logit is the pooled feature's norm times
+a slope, the given percentile over seeded synthetic frames that hold no object
+(flat colours, gradients, smooth noise) of the network's top logit divided by
+the feature norm. It finds bare scenes but costs fidelity (MODEL_CARD.md)."""
 
 from __future__ import annotations
 
@@ -22,6 +33,26 @@ from . import effnet
 # Logit sharpening before the softmax (chosen in MODEL_CARD.md's grid: fidelity against held-out reach).
 TAU = 2.0
 EMBED_DIM = 384
+# ImageNet-1k classes worn on the body, and the person classes (baseball player, bridegroom, scuba diver): their
+# photographs show people. Picked from the 1,000 names by that rule alone (the names are checked in WORN_NAMES).
+WORN = (399, 400, 411, 433, 439, 443, 445, 451, 452, 457, 459, 461, 465, 474, 490, 501, 502, 514, 515, 518, 524, 529,
+        552, 560, 568, 570, 578, 601, 608, 610, 614, 615, 617, 630, 638, 639, 643, 652, 655, 658, 667, 678, 689, 691,
+        697, 715, 735, 770, 774, 775, 793, 796, 806, 808, 824, 834, 836, 837, 841, 842, 869, 887, 903, 906,
+        981, 982, 983)
+WORN_NAMES = ("abaya", "academic gown", "apron", "swimming cap", "military hat (bearskin or shako)", "baby bib",
+              "bikini", "bolo tie", "poke bonnet", "bow tie", "bra", "breastplate", "bulletproof vest", "cardigan",
+              "chain mail", "cloak", "clogs", "cowboy boot", "cowboy hat", "crash helmet", "cuirass", "diaper",
+              "feather boa", "football helmet", "fur coat", "gas mask or respirator", "gown", "hoop skirt", "jeans",
+              "T-shirt", "kimono", "knee pad", "lab coat", "slip-on shoe", "tights", "one-piece bathing suit", "mask",
+              "military uniform", "miniskirt", "mitten", "graduation cap", "neck brace", "overskirt", "oxygen mask",
+              "pajamas", "Pickelhaube", "poncho", "sneaker", "sandal", "sarong", "shower cap", "balaclava ski mask",
+              "sock", "sombrero", "scarf", "suit", "sunglasses", "sunglasses", "sweatshirt", "swim trunks / shorts",
+              "trench coat", "vestment", "hair wig", "Windsor tie", "baseball player", "bridegroom", "scuba diver")
+PERSON = "person"
+NULL_NAME = "empty scene"
+# The object-free synthetic frames that set the experimental "empty scene" slope: their seed and count.
+NULL_SEED = 101
+NULL_FRAMES = 60
 
 
 def class_names() -> list[str]:
@@ -64,23 +95,98 @@ def class_keys(cache: pathlib.Path | None = None, progress=None) -> torch.Tensor
     return keys
 
 
-class PhotoTower(nn.Module):
-    """224x224 RGB (normalised with effnet.MEAN/STD) -> 384-d embedding (not normalised)."""
+@torch.no_grad()
+def name_key(name: str) -> torch.Tensor:
+    """(384,): one name's key, built as class_keys builds each class's (80 templates, mean, normalised)."""
+    tower, tok, _ = text_towers.load_text_tower()
+    enc = tok([t.format(name) for t in templates()], padding=True, truncation=True,
+              max_length=text_towers.CONTEXT_LENGTH, return_tensors="pt")
+    return F.normalize(tower(enc["input_ids"]).mean(0), dim=-1)
 
-    def __init__(self, net: effnet.EfficientNetLite0, keys: torch.Tensor, tau: float = TAU):
+
+def check_worn(names: list[str]) -> None:
+    """WORN must still name WORN_NAMES in the class list in use."""
+    got = tuple(names[i] for i in WORN)
+    if got != WORN_NAMES:
+        bad = [(i, g, w) for i, g, w in zip(WORN, got, WORN_NAMES) if g != w]
+        raise DataMissing(f"ImageNet class names moved: index, found, expected: {bad[:3]}")
+
+
+def lean_to_person(keys: torch.Tensor, person: torch.Tensor) -> torch.Tensor:
+    """The keys with the WORN rows turned halfway to `person` (key + person key, renormalised)."""
+    out = keys.clone()
+    idx = torch.tensor(WORN)
+    out[idx] = F.normalize(keys[idx] + person, dim=-1)
+    return out
+
+
+def object_free_frames(n: int = NULL_FRAMES, seed: int = NULL_SEED) -> torch.Tensor:
+    """(n, 3, 224, 224), normalised with effnet.MEAN/STD: in turn a flat colour, a
+    horizontal gradient between two colours, and smooth noise upsampled from
+    4x4, 16x16 or 56x56 (bicubic)."""
+    g = torch.Generator().manual_seed(seed)
+    size = effnet.IMAGE_SIZE
+    frames = []
+    for k in range(n):
+        kind = k % 4
+        if kind == 0:
+            x = torch.rand(3, 1, 1, generator=g).expand(3, size, size)
+        elif kind == 1:
+            a, c = torch.rand(3, 1, 1, generator=g), torch.rand(3, 1, 1, generator=g)
+            x = (a + (c - a) * torch.linspace(0, 1, size)[None, :, None]).expand(3, size, size)
+        else:
+            s = (4, 16, 56)[k % 3]
+            x = F.interpolate(torch.rand(1, 3, s, s, generator=g), size=size, mode="bicubic",
+                              align_corners=False)[0].clamp(0, 1)
+        mean = torch.tensor(effnet.MEAN)[:, None, None]
+        std = torch.tensor(effnet.STD)[:, None, None]
+        frames.append(((x - mean) / std).contiguous())
+    return torch.stack(frames)
+
+
+@torch.no_grad()
+def null_slope(net: effnet.EfficientNetLite0, percentile: float) -> float:
+    """The "empty scene" logit per unit of feature norm: `percentile`, over
+    object_free_frames(), of the top logit divided by the pooled feature's norm."""
+    ratios = []
+    for x in object_free_frames().split(10):
+        f = net.features(x)
+        ratios.append(net.fc(f).max(-1).values / f.norm(dim=-1))
+    return float(torch.quantile(torch.cat(ratios), percentile))
+
+
+class PhotoTower(nn.Module):
+    """224x224 RGB (normalised with effnet.MEAN/STD) -> 384-d embedding (not normalised).
+
+    `keys` has a row per ImageNet class; with a `slope`, one more last for "empty scene", whose logit is
+    `slope` times the pooled feature's norm."""
+
+    def __init__(self, net: effnet.EfficientNetLite0, keys: torch.Tensor, slope: float | None = None,
+                 tau: float = TAU):
         super().__init__()
-        if keys.shape != (net.fc.out_features, EMBED_DIM):
-            raise DataMissing(f"class keys of shape {tuple(keys.shape)}, expected ({net.fc.out_features}, {EMBED_DIM})")
+        rows = net.fc.out_features + (slope is not None)
+        if keys.shape != (rows, EMBED_DIM):
+            raise DataMissing(f"class keys of shape {tuple(keys.shape)}, expected ({rows}, {EMBED_DIM})")
         self.net = net
         self.tau = tau
+        self.slope = slope
         self.register_buffer("keys", keys.clone())
 
     def forward(self, x):
-        return (self.tau * self.net(x)).softmax(-1) @ self.keys
+        f = self.net.features(x)
+        logits = self.net.fc(f)
+        if self.slope is not None:
+            logits = torch.cat([logits, self.slope * (f * f).sum(-1, keepdim=True).sqrt()], 1)
+        return (self.tau * logits).softmax(-1) @ self.keys
 
 
-def readout(logits: torch.Tensor, keys: torch.Tensor, tau: float = TAU) -> torch.Tensor:
-    """The tower's read-out on given logits (rows), normalised."""
+def readout(logits: torch.Tensor, keys: torch.Tensor, tau: float = TAU,
+            null: float | torch.Tensor | None = None) -> torch.Tensor:
+    """The tower's read-out on given logits (rows), normalised; with `null` (one
+    value, or one per row), keys' last row is the "empty scene" key and `null` its logit."""
+    if null is not None:
+        logits = torch.cat([logits, torch.as_tensor(null, dtype=logits.dtype).expand(logits.shape[0]).reshape(-1, 1)],
+                           1)
     return F.normalize((tau * logits).softmax(-1) @ keys, dim=-1)
 
 
