@@ -181,3 +181,26 @@ def test_the_sampled_crash_states_keep_every_flush_point_and_skip_the_epochs_bef
     capped = reorder.plan_states(eps, first, 20, random.Random(1))
     assert len(capped) == 20 and set(capped) <= set(everything)
     assert all((i, tuple(range(8))) in capped for i in (2, 3, 4, 5))
+
+
+def test_the_end_mark_waits_for_the_log_to_settle_and_gives_up_on_one_that_keeps_growing(tmp_path):
+    import threading
+    import time
+
+    log = tmp_path / "log"
+    log.write_bytes(b"x" * 10)
+
+    def grow(times):
+        for _ in range(times):
+            time.sleep(0.1)
+            with log.open("ab") as f:
+                f.write(b"y")
+
+    t = threading.Thread(target=grow, args=(3,))
+    t.start()
+    assert reorder.settled_size(log, quiet=0.3, within=2.0) == 13
+    t.join()
+    t = threading.Thread(target=grow, args=(12,))
+    t.start()
+    assert reorder.settled_size(log, quiet=0.3, within=0.8) is None
+    t.join()
