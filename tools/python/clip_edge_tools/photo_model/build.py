@@ -120,7 +120,8 @@ def build(args) -> dict:
     if slope is not None:
         log(f"'{tower.NULL_NAME}' logit: {slope:.4f} x feature norm (top logit / norm, {args.empty_scene:.0%} "
             f"over {tower.NULL_FRAMES} object-free frames)")
-    readout_keys = tower_keys(keys, slope is not None)
+    names = tower.name_keys([tower.PERSON, tower.NULL_NAME])
+    readout_keys = tower_keys(keys, names, slope is not None)
     model = tower.PhotoTower(net, readout_keys, slope).eval()
     alpha = tower.typical_feature_norm(net)
     scale = LOGIT_SCALE
@@ -181,23 +182,26 @@ def build(args) -> dict:
     report["forms"] = sorted(encoders)
     if not args.skip_eval:
         report["evaluation"] = measure(bundle, binary, net, keys, readout_keys, slope, alpha, sorted(encoders),
-                                       (text, pre))
+                                       (text, pre), tower_keys(keys, names, True))
     (bundle / "eval_report.json").write_text(json.dumps(report, indent=1) + "\n")
     log(f"wrote {bundle} and {bundle / 'eval_report.json'}")
     return report
 
 
-def tower_keys(keys: torch.Tensor, empty_scene: bool) -> torch.Tensor:
-    """The read-out's keys: the class keys leaning to "person" where worn, and the "empty scene" key last."""
-    out = tower.lean_to_person(keys, tower.name_key(tower.PERSON))
-    return torch.cat([out, tower.name_key(tower.NULL_NAME)[None]]) if empty_scene else out
+def tower_keys(keys: torch.Tensor, names: torch.Tensor, empty_scene: bool) -> torch.Tensor:
+    """The read-out's keys: the class keys leaning to "person" where worn, and the "empty scene" key last.
+    `names`: the keys of tower.PERSON and tower.NULL_NAME (tower.name_keys)."""
+    out = tower.lean_to_person(keys, names[0])
+    return torch.cat([out, names[1:2]]) if empty_scene else out
 
 
 def measure(bundle: pathlib.Path, binary: ClipEdge, net: effnet.EfficientNetLite0, keys: torch.Tensor,
-            readout_keys: torch.Tensor, slope: float | None, alpha: float, forms: list[str], spec) -> dict:
+            readout_keys: torch.Tensor, slope: float | None, alpha: float, forms: list[str], spec,
+            empty_scene_keys: torch.Tensor) -> dict:
     """`keys`: the 1,000 names' text keys (what is ranked, and the zero-shot classifier of the fidelity
     measure); `readout_keys` and `slope`: the tower's (a prototype at feature norm a gets the
-    "empty scene" logit slope x a); `spec`: the bundle's (TextSpec, Preprocess), for the experiment."""
+    "empty scene" logit slope x a); `spec` (the bundle's TextSpec and Preprocess) and `empty_scene_keys` (the
+    read-out's keys with the "empty scene" key last): for the experiment."""
     W, b = net.fc.weight.detach(), net.fc.bias.detach()
 
     def null(a):
@@ -232,14 +236,14 @@ def measure(bundle: pathlib.Path, binary: ClipEdge, net: effnet.EfficientNetLite
             out["photographs"][form] = r
             log(f"photographs ({form}): top-1 {r.get('top1')}")
         out["photographs"]["licences"] = {n: s[1] for n, s in sources.items()}
-        out["empty_scene_experiment"] = empty_scene_experiment(bundle, binary, net, keys, alpha, spec, frames, head,
-                                                               labelled)
+        out["empty_scene_experiment"] = empty_scene_experiment(bundle, binary, net, keys, empty_scene_keys, alpha,
+                                                               spec, frames, head, labelled)
     return out
 
 
 def empty_scene_experiment(bundle: pathlib.Path, binary: ClipEdge, net: effnet.EfficientNetLite0, keys: torch.Tensor,
-                           alpha: float, spec, frames: list[pathlib.Path], head: np.ndarray,
-                           labelled: dict[str, list[pathlib.Path]]) -> dict:
+                           readout_keys: torch.Tensor, alpha: float, spec, frames: list[pathlib.Path],
+                           head: np.ndarray, labelled: dict[str, list[pathlib.Path]]) -> dict:
     """The f32 tower with an "empty scene" class (tower.null_slope at each of EMPTY_SCENE_PERCENTILES) measured
     as the bundle is: photographs and fidelity through tract, held-out in PyTorch."""
     from ..export.bundle import write_bundle
@@ -247,7 +251,6 @@ def empty_scene_experiment(bundle: pathlib.Path, binary: ClipEdge, net: effnet.E
 
     text, pre = spec
     W, b = net.fc.weight.detach(), net.fc.bias.detach()
-    readout_keys = tower_keys(keys, True)
     out = {}
     for q in EMPTY_SCENE_PERCENTILES:
         slope = tower.null_slope(net, q)

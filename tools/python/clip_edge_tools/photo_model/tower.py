@@ -96,12 +96,16 @@ def class_keys(cache: pathlib.Path | None = None, progress=None) -> torch.Tensor
 
 
 @torch.no_grad()
-def name_key(name: str) -> torch.Tensor:
-    """(384,): one name's key, built as class_keys builds each class's (80 templates, mean, normalised)."""
+def name_keys(names: list[str]) -> torch.Tensor:
+    """(len(names), 384): each name's key, built as class_keys builds each class's (80 templates, mean,
+    normalised); the text tower loaded once."""
     tower, tok, _ = text_towers.load_text_tower()
-    enc = tok([t.format(name) for t in templates()], padding=True, truncation=True,
-              max_length=text_towers.CONTEXT_LENGTH, return_tensors="pt")
-    return F.normalize(tower(enc["input_ids"]).mean(0), dim=-1)
+    out = []
+    for name in names:
+        enc = tok([t.format(name) for t in templates()], padding=True, truncation=True,
+                  max_length=text_towers.CONTEXT_LENGTH, return_tensors="pt")
+        out.append(F.normalize(tower(enc["input_ids"]).mean(0), dim=-1))
+    return torch.stack(out)
 
 
 def check_worn(names: list[str]) -> None:
