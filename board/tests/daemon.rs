@@ -1,4 +1,4 @@
-//! The loop end to end with the simulated trigger, replay camera and the default model.
+//! The loop end to end with the simulated trigger, replay camera and the emoji model.
 
 mod common;
 
@@ -47,7 +47,7 @@ fn each_trigger_classifies_the_next_frame_like_the_runtime_does() {
     let (mut d, pin) = common::start(config, trigger, None, sink).expect("start");
 
     // What the runtime says for each frame, in the replay camera's (name) order.
-    let bundle = Bundle::load(common::root().join("models/default")).expect("bundle");
+    let bundle = Bundle::load(common::root().join("models/emoji")).expect("bundle");
     let mut clf = Classifier::load(&bundle, None, None).expect("classifier");
     let mut names: Vec<_> =
         std::fs::read_dir(frames.path()).expect("dir").map(|e| e.expect("e").path()).collect();
@@ -136,12 +136,12 @@ fn camera_loss_is_an_error_event_and_the_daemon_recovers() {
     assert_eq!((stats.events, stats.errors), (2, 1));
 }
 
-/// One triggered burst over the default model's samples `shown` (in this
+/// One triggered burst over the emoji model's samples `shown` (in this
 /// order, one per frame) with `agree`: the event's decision, label, votes and frames.
 fn burst(shown: &[&str], agree: u32) -> (Verdict, Option<String>, u32, u32) {
     let frames = tempfile::tempdir().expect("tmp");
     for (i, name) in shown.iter().enumerate() {
-        let sample = common::root().join("models/default/samples").join(name);
+        let sample = common::root().join("models/emoji/samples").join(name);
         std::fs::copy(sample, frames.path().join(format!("{i:02}.png"))).expect("copy sample");
     }
     let (trigger, handle) = SimTrigger::new("test".into());

@@ -14,10 +14,10 @@ use clip_edge_board::trigger::SimTrigger;
 use clip_edge_board::Config;
 use clip_edge_runtime::PromptStore;
 
-/// A copy of the default model's prompt store in a temporary folder.
+/// A copy of the emoji model's prompt store in a temporary folder.
 fn store_copy(dir: &Path) -> PathBuf {
     let path = dir.join("prompts.store");
-    std::fs::copy(common::root().join("models/default/prompts.store"), &path).expect("copy store");
+    std::fs::copy(common::root().join("models/emoji/prompts.store"), &path).expect("copy store");
     path
 }
 

@@ -86,8 +86,8 @@ fn a_signed_store_is_taken_by_three_boards_and_bad_ones_by_none() {
             .all(|b| m.iter().any(|(t, p, _)| t == &format!("clip-edge/{b}/status") && p == b"online"))
     });
 
-    let original = std::fs::read(common::root().join("models/default/prompts.store")).expect("store");
-    let store = clip_edge_runtime::PromptStore::open(common::root().join("models/default/prompts.store"))
+    let original = std::fs::read(common::root().join("models/emoji/prompts.store")).expect("store");
+    let store = clip_edge_runtime::PromptStore::open(common::root().join("models/emoji/prompts.store"))
         .expect("open");
     let mut more = store.to_builder();
     let mut row = vec![0f32; store.dim()];

@@ -6,7 +6,7 @@
 //! divided by N-1 is the cost of one frame without the model's load
 //! (`tools/arm/count_instructions.sh`).
 //!
-//!   cargo run --release -p clip-edge-runtime --example frames -- models/default int8-compute 6
+//!   cargo run --release -p clip-edge-runtime --example frames -- models/emoji int8-compute 6
 
 use std::time::Instant;
 

@@ -15,14 +15,14 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
 
-/// The default bundle's sample frames (`models/default/samples`), in name order.
-pub fn default_samples() -> Vec<PathBuf> {
-    let mut samples: Vec<_> = std::fs::read_dir(repo_root().join("models/default/samples"))
-        .expect("models/default/samples")
+/// The emoji bundle's sample frames (`models/emoji/samples`), in name order.
+pub fn emoji_samples() -> Vec<PathBuf> {
+    let mut samples: Vec<_> = std::fs::read_dir(repo_root().join("models/emoji/samples"))
+        .expect("models/emoji/samples")
         .map(|e| e.expect("entry").path())
         .collect();
     samples.sort();
-    assert!(samples.len() >= 16, "the default bundle ships at least 16 samples");
+    assert!(samples.len() >= 16, "the emoji bundle ships at least 16 samples");
     samples
 }
 

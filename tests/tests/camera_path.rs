@@ -1,12 +1,12 @@
 //! The daemon's camera path halves 640x480 frames (2x2 mean, fused into the
 //! YUYV conversion) before the model's own resize when the model needs far
-//! fewer pixels. That must not change what the default model sees: the same
+//! fewer pixels. That must not change what the emoji model sees: the same
 //! top-1 label (one of the top two where they nearly tie) and nearly the same
 //! embedding as the full frame, for MJPEG and YUYV frames made from every sample.
 
 use clip_edge_runtime::frame::{decode_camera_frame, halvings, load_rgb, rgb_to_yuyv, CameraFormat};
 use clip_edge_runtime::{Bundle, Classifier, DecisionRule};
-use clip_edge_tests::{cosine, default_samples, repo_root as root};
+use clip_edge_tests::{cosine, emoji_samples, repo_root as root};
 use image::{imageops, Rgb, RgbImage};
 
 /// A camera-like 640x480 frame: the sample scaled up to 360 px on a shaded background.
@@ -19,12 +19,12 @@ fn camera_frame(sample: &RgbImage) -> RgbImage {
 
 #[test]
 fn halved_camera_frames_keep_the_label_and_the_embedding() {
-    let bundle = Bundle::load(root().join("models/default")).expect("bundle");
+    let bundle = Bundle::load(root().join("models/emoji")).expect("bundle");
     let mut clf = Classifier::load(&bundle, None, None).expect("classifier");
     let rule = DecisionRule::default();
     let n = halvings(640, 480, 2 * bundle.preprocess.size);
     assert_eq!(n, 1, "a 64 px model gets 640x480 frames as 320x240");
-    let samples = default_samples();
+    let samples = emoji_samples();
     let dev = std::path::Path::new("/dev/video-test");
     let mut worst = (1f32, String::new());
     let mut ties = 0;

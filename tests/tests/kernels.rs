@@ -7,7 +7,7 @@ use tract_core::prelude::DatumType;
 use tract_linalg::isa;
 use tract_linalg::mmm::{MmmDispatch, Query};
 
-/// (m, k, n) of products the default model runs: a 3x3 convolution at 16x16,
+/// (m, k, n) of products the emoji model runs: a 3x3 convolution at 16x16,
 /// one at 4x4, and the 320 -> 512 projection of its head.
 const SHAPES: &[(usize, usize, usize)] = &[(96, 864, 256), (320, 2880, 16), (512, 320, 1)];
 
@@ -42,7 +42,7 @@ fn tract_picks_native_kernels_and_reports_them() {
     }
 }
 
-/// The default model's int8-compute form in the plan itself: its int8
+/// The emoji model's int8-compute form in the plan itself: its int8
 /// products run on the architecture's int8 kernel, the dot-product one
 /// wherever the CPU has it (x86 VNNI, aarch64 `sdot` on a Cortex-A76) and the
 /// plain SIMD one otherwise (a Cortex-A72 has no `sdot`; 32-bit ARM has only
@@ -51,7 +51,7 @@ fn tract_picks_native_kernels_and_reports_them() {
 fn int8_compute_uses_the_cpus_int8_kernels() {
     use clip_edge_runtime::{Bundle, ImageEncoder, Precision};
     use tract_linalg::isa::Isa;
-    let bundle = Bundle::load(clip_edge_tests::repo_root().join("models/default")).expect("bundle");
+    let bundle = Bundle::load(clip_edge_tests::repo_root().join("models/emoji")).expect("bundle");
     let encoder = ImageEncoder::load(&bundle, Some(Precision::Int8Compute)).expect("int8-compute");
     let int8: Vec<String> = encoder
         .matmul_kernels()

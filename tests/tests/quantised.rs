@@ -1,4 +1,4 @@
-//! The default bundle's shipped int8 form (weight-only int8, folded to f32 at
+//! The emoji bundle's shipped int8 form (weight-only int8, folded to f32 at
 //! load): about 4x smaller than f32 on flash, and the same model: the same
 //! top-1 label and nearly the same embedding on every sample frame. Its
 //! int8-compute form (the same file on tract's int8 kernels): every weighted
@@ -8,11 +8,11 @@
 
 use clip_edge_runtime::frame::load_rgb;
 use clip_edge_runtime::{Bundle, Classifier, DecisionRule, Precision};
-use clip_edge_tests::{cosine, default_samples, repo_root as root};
+use clip_edge_tests::{cosine, emoji_samples, repo_root as root};
 
 #[test]
 fn shipped_int8_is_small_and_agrees_with_f32() {
-    let bundle = Bundle::load(root().join("models/default")).expect("bundle");
+    let bundle = Bundle::load(root().join("models/emoji")).expect("bundle");
     let size = |p: Precision| {
         let file = &bundle.encoders.iter().find(|e| e.precision == p).expect("encoder").path;
         std::fs::metadata(file).expect("encoder file").len() as f64
@@ -24,7 +24,7 @@ fn shipped_int8_is_small_and_agrees_with_f32() {
     let mut f32 = Classifier::load(&bundle, Some(Precision::F32), None).expect("f32");
     let mut int8 = Classifier::load(&bundle, Some(Precision::Int8), None).expect("int8");
     let rule = DecisionRule::default();
-    let samples = default_samples();
+    let samples = emoji_samples();
     let mut worst = 1f32;
     for path in &samples {
         let frame = load_rgb(path).expect("frame");
@@ -43,7 +43,7 @@ fn shipped_int8_is_small_and_agrees_with_f32() {
 #[test]
 fn int8_compute_runs_int8_kernels_and_agrees_with_f32() {
     use clip_edge_runtime::int8::{KeptF32, LayerCompute};
-    let bundle = Bundle::load(root().join("models/default")).expect("bundle");
+    let bundle = Bundle::load(root().join("models/emoji")).expect("bundle");
     let int8 = bundle.encoders.iter().find(|e| e.precision == Precision::Int8).expect("int8");
     let compute =
         bundle.encoders.iter().find(|e| e.precision == Precision::Int8Compute).expect("int8-compute");
@@ -100,7 +100,7 @@ fn int8_compute_runs_int8_kernels_and_agrees_with_f32() {
 
     let rule = DecisionRule::default();
     let mut worst = 1f32;
-    for path in &default_samples() {
+    for path in &emoji_samples() {
         let frame = load_rgb(path).expect("frame");
         let a = f32.encoder.encode(&frame).expect("f32 embedding");
         let b = q.encoder.encode(&frame).expect("int8-compute embedding");
@@ -116,7 +116,7 @@ fn int8_compute_runs_int8_kernels_and_agrees_with_f32() {
 
 #[test]
 fn two_inference_threads_give_the_same_embedding() {
-    let bundle = Bundle::load(root().join("models/default")).expect("bundle");
+    let bundle = Bundle::load(root().join("models/emoji")).expect("bundle");
     let mut one = clip_edge_runtime::ImageEncoder::load(&bundle, None).expect("encoder");
     let mut two = clip_edge_runtime::ImageEncoder::load(&bundle, None).expect("encoder");
     two.set_threads(2).expect("two threads");
@@ -125,7 +125,7 @@ fn two_inference_threads_give_the_same_embedding() {
     // Two frames in turn, each run on a pool thread: every frame gets its own
     // output, not the previous frame's.
     let frames = ["dog-google.png", "bicycle-google.png"]
-        .map(|f| load_rgb(root().join("models/default/samples").join(f)).expect("frame"));
+        .map(|f| load_rgb(root().join("models/emoji/samples").join(f)).expect("frame"));
     for _ in 0..3 {
         let mut embeddings = Vec::new();
         for frame in &frames {

@@ -121,7 +121,7 @@ fn board_run(arch: &str) {
         "a store on a read-only mount must fail the self-check: {ro}"
     );
     assert!(
-        ro.contains("/opt/clip-edge/models/default/prompts.store")
+        ro.contains("/opt/clip-edge/models/emoji/prompts.store")
             && ro.contains("Read-only file system")
             && ro.contains("/var/lib/clip-edge"),
         "the error names the store, the cause and where to keep it: {ro}"

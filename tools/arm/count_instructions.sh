@@ -14,8 +14,8 @@
 # or memory bandwidth in TCG); see docs/performance.md, "ARM estimate".
 #
 # Usage: tools/arm/count_instructions.sh [--no-build] [--jobs J] [--out DIR] [CASE...]
-#   CASE = BUNDLE:PRECISION:N   (default: models/default:f32:6
-#          models/default:int8-compute:6 .cache/bench/ViT-B-32:f32:3
+#   CASE = BUNDLE:PRECISION:N   (default: models/emoji:f32:6
+#          models/emoji:int8-compute:6 .cache/bench/ViT-B-32:f32:3
 #          .cache/bench/ViT-B-32:int8-compute:3)
 #   CPUS="cortex-a72 cortex-a76" (env) chooses the emulated CPUs.
 # Writes OUT/results.tsv (one row per case and CPU), OUT/classes.tsv (per-frame
@@ -38,7 +38,7 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-[ ${#cases[@]} -gt 0 ] || cases=(models/default:f32:6 models/default:int8-compute:6
+[ ${#cases[@]} -gt 0 ] || cases=(models/emoji:f32:6 models/emoji:int8-compute:6
   .cache/bench/ViT-B-32:f32:3 .cache/bench/ViT-B-32:int8-compute:3)
 cpus=${CPUS:-cortex-a72 cortex-a76}
 plugin=$root/target/arm/plugins/libinsn_count.so

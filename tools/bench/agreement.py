@@ -10,7 +10,7 @@ import json
 import subprocess
 import sys
 
-bundle = sys.argv[1] if len(sys.argv) > 1 else "models/default"
+bundle = sys.argv[1] if len(sys.argv) > 1 else "models/emoji"
 store = sys.argv[2] if len(sys.argv) > 2 else ".cache/eval/prompts_all.store"
 form = sys.argv[3] if len(sys.argv) > 3 else "int8"
 imgs = sorted(glob.glob(".cache/eval/seen-camera/draw0/*/*.png"))[::2][:700]

@@ -5,7 +5,7 @@
 # Usage: tools/bench/board_events.sh [BUNDLE_DIR] [FRAMES_DIR] [PROFILE]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
-bundle=$(realpath "${1:-$root/models/default}")
+bundle=$(realpath "${1:-$root/models/emoji}")
 frames=$(realpath "${2:-$root/tests/data/images}")
 profile=${3:-release}
 work=$(mktemp -d)

@@ -13,7 +13,7 @@
 # and decoding are reported by clip-edge bench separately); ONNX Runtime gets a
 # ready 1x3xSxS tensor.
 #
-# Default bundles: models/default, and random-weight ViT-B-32 and MobileCLIP2-S0
+# Default bundles: models/default (photo), models/emoji, and random-weight ViT-B-32 and MobileCLIP2-S0
 # exports in .cache/bench (made with tools/python/export_bundle.py on first use;
 # that needs the venv's torch). A bundle without an int8-compute entry gets one
 # (export_bundle.py requantise). Installs the venv (tools/python/setup_venv.sh)
@@ -37,7 +37,7 @@ fi
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs); simd: $(grep -o -w -E 'avx2|avx512f|avx512_vnni|avx_vnni|amx_int8|asimddp|asimd' /proc/cpuinfo | sort -u | xargs)"
 bundles=("$@")
 if [ ${#bundles[@]} -eq 0 ]; then
-  bundles=(models/default)
+  bundles=(models/default models/emoji)
   for m in ViT-B-32 MobileCLIP2-S0; do
     if ! [ -f ".cache/bench/$m/bundle.toml" ]; then
       echo "compare: exporting $m with random weights into .cache/bench/$m" >&2
@@ -57,7 +57,7 @@ for b in "${bundles[@]}"; do
     "$py" tools/python/export_bundle.py requantise --bundle "$b" --clip-edge "$bin" >/dev/null
   fi
 done
-image=models/default/samples/dog-google.png
+image=models/emoji/samples/dog-google.png
 rows=$(mktemp)
 for b in "${bundles[@]}"; do
   size=$(sed -n 's/^size = \([0-9]*\)/\1/p' "$b/bundle.toml")

@@ -6,13 +6,13 @@
 # .cache/eval/prompts_all.store from tools/python/eval_default.py) and with the
 # int8 image encoder, and the seen tuning set.
 # Usage: tools/bench/fewshot_report.sh [BUNDLE] [DATA] [OUT]
-#   defaults: models/default .cache/fewshot models/default/fewshot_report.json
+#   defaults: models/emoji .cache/fewshot models/emoji/fewshot_report.json
 # Run tools/python/fewshot_data.py --bundle BUNDLE --out DATA first.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 # Relative defaults keep the report free of this machine's paths.
 cd "$root"
-bundle=${1:-models/default}
+bundle=${1:-models/emoji}
 data=${2:-.cache/fewshot}
 out=${3:-$bundle/fewshot_report.json}
 draws=${DRAWS:-5}

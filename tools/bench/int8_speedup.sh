@@ -8,7 +8,7 @@
 #
 #   tools/bench/int8_speedup.sh [--rounds N] [--threads T] [--frames F] [BUNDLE ...]
 #
-# Default bundles: models/default and, where compare.sh has exported them,
+# Default bundles: models/emoji and, where compare.sh has exported them,
 # .cache/bench/ViT-B-32 and .cache/bench/MobileCLIP2-S0.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
 done
 bundles=("$@")
 if [ ${#bundles[@]} -eq 0 ]; then
-  bundles=(models/default)
+  bundles=(models/emoji)
   for m in ViT-B-32 MobileCLIP2-S0; do
     [ -f ".cache/bench/$m/bundle.toml" ] && bundles+=(".cache/bench/$m")
   done
@@ -33,7 +33,7 @@ fi
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs); simd: $(grep -o -w -E 'avx2|avx512f|avx512_vnni|avx_vnni|asimddp|asimd' /proc/cpuinfo | sort -u | xargs); threads $threads, $frames frames per run, $rounds rounds"
 cargo build -q --release -p clip-edge-tools
 bin=target/release/clip-edge
-image=models/default/samples/dog-google.png
+image=models/emoji/samples/dog-google.png
 store=$(mktemp --suffix .store)
 trap 'rm -f "$store"' EXIT
 infer() {

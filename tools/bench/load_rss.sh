@@ -8,7 +8,7 @@
 #
 #   tools/bench/load_rss.sh [--rounds N] [BUNDLE ...]
 #
-# Default bundles: models/default and, where compare.sh has exported them,
+# Default bundles: models/emoji and, where compare.sh has exported them,
 # .cache/bench/ViT-B-32 and .cache/bench/MobileCLIP2-S0. Forms: f32,
 # int8-compute and int8, those the bundle has.
 set -euo pipefail
@@ -24,7 +24,7 @@ while [ $# -gt 0 ]; do
 done
 bundles=("$@")
 if [ ${#bundles[@]} -eq 0 ]; then
-  bundles=(models/default)
+  bundles=(models/emoji)
   for m in ViT-B-32 MobileCLIP2-S0; do
     [ -f ".cache/bench/$m/bundle.toml" ] && bundles+=(".cache/bench/$m")
   done
@@ -32,7 +32,7 @@ fi
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs); $rounds rounds"
 cargo build -q --release -p clip-edge-tools
 bin=target/release/clip-edge
-image=models/default/samples/dog-google.png
+image=models/emoji/samples/dog-google.png
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 for b in "${bundles[@]}"; do

@@ -6,7 +6,7 @@
 # --tract-ops adds, in the same interleaved rounds, each form loaded with tract's
 # own operators (`clip-edge bench --tract-ops`: none of clip-edge's rewrites),
 # and the ratio of each cold start to that one (what the rewrites cost at start).
-# Default bundles: models/default and, when present, .cache/bench/{ViT-B-32,MobileCLIP2-S0}
+# Default bundles: models/emoji and, when present, .cache/bench/{ViT-B-32,MobileCLIP2-S0}
 # (made by tools/bench/compare.sh).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 if [ ${#bundles[@]} -eq 0 ]; then
-  bundles=(models/default)
+  bundles=(models/emoji)
   for m in ViT-B-32 MobileCLIP2-S0; do
     [ -f ".cache/bench/$m/bundle.toml" ] && bundles+=(".cache/bench/$m")
   done
@@ -37,7 +37,7 @@ else
   cargo build -q -p clip-edge-tools --bin clip-edge
   bin=target/debug/clip-edge
 fi
-image=models/default/samples/dog-google.png
+image=models/emoji/samples/dog-google.png
 out=$(mktemp)
 trap 'rm -f "$out" "$out.store"' EXIT
 for b in "${bundles[@]}"; do

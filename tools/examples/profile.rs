@@ -3,7 +3,7 @@
 //! listed for the heaviest nodes. A measurement harness for
 //! `docs/performance.md`, not part of the product.
 //!
-//!   cargo run --release -p clip-edge-tools --example profile -- models/default f32 50 [THREADS]
+//!   cargo run --release -p clip-edge-tools --example profile -- models/emoji f32 50 [THREADS]
 //!
 //! `PROFILE_JSON=FILE` also writes every node's time (tools/bench/op_profile.py
 //! reads it), `PROFILE_DUMP=1` prints the optimised plan, `PROFILE_TOP=N` the

@@ -10,7 +10,7 @@ c=tools/fuzz/corpus
 CLIP_EDGE_WRITE_SEEDS=1 cargo test --locked -q -p clip-edge-runtime --lib fuzz_seeds
 CLIP_EDGE_WRITE_SEEDS=1 cargo test --locked -q -p clip-edge-board --lib fuzz_seeds
 mkdir -p $c/store $c/bundle_manifest $c/board_config $c/labels $c/image_file
-cp models/default/prompts.store $c/store/default.store
+cp models/emoji/prompts.store $c/store/default.store
 for m in models/*/; do
   [ -f "$m/bundle.toml" ] && cp "$m/bundle.toml" "$c/bundle_manifest/$(basename "$m").toml"
 done

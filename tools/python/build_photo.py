@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Build and evaluate the photo bundle (models/photo): EfficientNet-Lite0 read out into MiniLM-L6 text space.
+"""Build and evaluate the photo bundle (models/default): EfficientNet-Lite0 read out into MiniLM-L6 text space.
 
 Entry point only; the code is clip_edge_tools/photo_model/build.py, also run as
 `python -m clip_edge_tools.photo_model.build` with tools/python on the path. --help for the arguments."""

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Choose the default model's seen/unseen calibration on seen concepts (--write: into the bundle).
+"""Choose the emoji model's seen/unseen calibration on seen concepts (--write: into the bundle).
 
 Entry point only; the code is clip_edge_tools/default_model/calibrate.py, also run as
 `python -m clip_edge_tools.default_model.calibrate` with tools/python on the path. --help for the arguments."""

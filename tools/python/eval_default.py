@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Evaluate the default model with clip-edge eval on freshly generated test sets.
+"""Evaluate the emoji model (models/emoji) with clip-edge eval on freshly generated test sets.
 
 Entry point only; the code is clip_edge_tools/default_model/evaluate.py, also run as
 `python -m clip_edge_tools.default_model.evaluate` with tools/python on the path. --help for the arguments."""

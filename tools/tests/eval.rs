@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use clip_edge_runtime::store::EntryKind;
 use common::{assert_clean_failure, bundle, image, run, stderr};
 
-/// `clip-edge eval` of `data` against the default bundle and its prompt store.
+/// `clip-edge eval` of `data` against the emoji bundle and its prompt store.
 fn eval_against_default_store(data: &Path, json: bool) -> Output {
     let (bundle, store) = (bundle(), bundle().join("prompts.store"));
     let mut a = args![
@@ -89,13 +89,13 @@ fn the_default_model_recognises_its_sample_frames() {
     assert!(v["top5"].as_f64().expect("top5") >= 0.99, "{v}");
 }
 
-/// The photo bundle (models/photo, issue 22) on its shipped photographs, in every form it ships: the cat, the
+/// The photo bundle (models/default, issue 22) on its shipped photographs, in every form it ships: the cat, the
 /// espresso, the launch and Grace Hopper (a person, through the worn classes' lean to "person") are named; the
 /// other samples (the astronaut and the cameraman, a silhouette, bare textures) are the misses the model card
 /// reports, so only those four are asserted.
 #[test]
 fn the_photo_model_names_what_its_sample_photographs_show() {
-    let photo = common::root().join("models/photo");
+    let photo = common::root().join("models/default");
     let samples = photo.join("samples");
     for precision in ["f32", "f16", "int8", "int8-compute"] {
         let mut a =

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the virtual ARM board: a Debian kernel (arm64, or armmp for the 32-bit
 # board) and an initramfs holding the device binary for that architecture with
-# its glibc, the default bundle, the vivid camera modules, v4l2-ctl and the
+# its glibc, the emoji bundle (models/emoji), the vivid camera modules, v4l2-ctl and the
 # init script (tools/vboard/init).
 # Debian packages are fetched with `apt-get download` into the cache folder
 # (kept between runs when the machine keeps it; never required).
@@ -127,7 +127,7 @@ dpkg-deb --fsys-tarfile "$kdeb" | tar -x -C "$debs" --wildcards "./boot/vmlinuz-
 rm -rf "$out"
 mkdir -p "$out"
 fs="$out/root"
-mkdir -p "$fs"/{bin,sbin,lib,dev,proc,sys,run,tmp,etc/clip-edge,opt/clip-edge/bin,opt/clip-edge/models/default,usr/bin,lib/modules/media}
+mkdir -p "$fs"/{bin,sbin,lib,dev,proc,sys,run,tmp,etc/clip-edge,opt/clip-edge/bin,opt/clip-edge/models/emoji,usr/bin,lib/modules/media}
 cp "$debs/boot/vmlinuz-$kver" "$out/vmlinuz"
 cp "$debs/bin/busybox" "$fs/bin/busybox"
 ln -s busybox "$fs/bin/sh"
@@ -138,8 +138,8 @@ cp "$bin" "$fs/opt/clip-edge/bin/clip-edge-board"
 cp "$debs/usr/bin/v4l2-ctl" "$fs/usr/bin/v4l2-ctl"
 # The device needs the manifest, the image encoders (and their NNEF copies)
 # and the prompt store; the text encoder stays on the host.
-for f in bundle.toml prompts.store models/default/image_encoder_*; do
-  cp "models/default/${f#models/default/}" "$fs/opt/clip-edge/models/default/"
+for f in bundle.toml prompts.store models/emoji/image_encoder_*; do
+  cp "models/emoji/${f#models/emoji/}" "$fs/opt/clip-edge/models/emoji/"
 done
 
 # Shared libraries: the cross glibc for the daemon, the packages' for v4l2-ctl.

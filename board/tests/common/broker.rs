@@ -138,13 +138,13 @@ pub fn config(dir: &Path, port: u16, trigger: &str, mqtt_extra: &str) -> PathBuf
     let text = format!(
         r#"
 [model]
-bundle = "{root}/models/default"
+bundle = "{root}/models/emoji"
 prompts = "{dir}/prompts.store"
 [trigger]
 {trigger}
 [camera]
 source = "replay"
-folder = "{root}/models/default/samples"
+folder = "{root}/models/emoji/samples"
 [output.pin]
 simulated = true
 line = 5
@@ -164,7 +164,7 @@ stats_interval_s = 1
         dir = dir.display(),
     );
     if !dir.join("prompts.store").exists() {
-        std::fs::copy(super::root().join("models/default/prompts.store"), dir.join("prompts.store"))
+        std::fs::copy(super::root().join("models/emoji/prompts.store"), dir.join("prompts.store"))
             .expect("store");
     }
     let p = dir.join("board.toml");

@@ -18,7 +18,7 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("root").to_path_buf()
 }
 
-/// A configuration on the default model with a replay camera over `frames`.
+/// A configuration on the emoji model with a replay camera over `frames`.
 pub fn config(frames: &Path, extra: &str) -> Config {
     let text = format!(
         r#"
@@ -35,7 +35,7 @@ line = 5
 pulse_ms = 50
 {extra}
 "#,
-        bundle = root().join("models/default").display(),
+        bundle = root().join("models/emoji").display(),
         frames = frames.display(),
     );
     Config::parse(Path::new("/test/config.toml"), &text).expect("valid test config")

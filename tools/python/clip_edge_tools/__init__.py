@@ -4,7 +4,7 @@
   binary         the one bridge to the `clip-edge` binary (embed, bench, prompts, nnef)
   tokenizer      CLIP's BPE as tokenizer.json, checked against open_clip
   export/        CLIP model -> bundle: ONNX export, quantisation, verification
-  default_model/ the default model: towers, training, packaging, calibration, evaluation
+  default_model/ the emoji model (models/emoji): towers, training, packaging, calibration, evaluation
   data/          emoji concepts and camera-like frames; few-shot test sets
   fixtures/      the committed test fixtures under tests/data and their references
 

@@ -95,7 +95,7 @@ class Campaign:
                                  "(cargo build --release -p clip-edge-tools -p clip-edge-board)")
         self.rng = random.Random(seed)
         self.work = work
-        self.bundle = ROOT / "models/default"
+        self.bundle = ROOT / "models/emoji"
         self.store = work / "prompts.store"
         shutil.copy(self.bundle / "prompts.store", self.store)
         frames = work / "frames"

@@ -1,4 +1,4 @@
-"""Soak of the device daemon: `clip-edge-board run` on the default model with
+"""Soak of the device daemon: `clip-edge-board run` on the emoji model with
 the replay camera, fed triggers on stdin at a steady rate and then in storms
 (thousands at once), while its resident memory, open file descriptors,
 threads and event latency (p99 per window) are sampled every --every seconds.
@@ -122,7 +122,7 @@ def soak(a: argparse.Namespace, work: pathlib.Path) -> dict:
     board = pathlib.Path(a.bin) / "clip-edge-board"
     if not board.is_file():
         raise SystemExit(f"soak: {board} is missing; build it (cargo build --release -p clip-edge-board)")
-    bundle = ROOT / "models/default"
+    bundle = ROOT / "models/emoji"
     config = work / "soak.toml"
     config.write_text(f'[model]\nbundle = "{bundle}"\n[trigger]\nsource = "stdin"\ncooldown_ms = 0\n'
                       f'[camera]\nsource = "replay"\nfolder = "{bundle / "samples"}"\n'
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=60)
     ap.add_argument("--rate", type=float, default=200, help="steady triggers per second (default 200: more than "
-                    "the default model handles, so the daemon runs at its highest sustained rate)")
+                    "the emoji model handles, so the daemon runs at its highest sustained rate)")
     ap.add_argument("--storm", type=int, default=5000, help="triggers written at once in each storm")
     ap.add_argument("--storm-every", type=float, default=60, help="seconds between storms (0: none)")
     ap.add_argument("--every", type=float, default=10, help="seconds between samples")

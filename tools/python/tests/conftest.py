@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from clip_edge_tools.paths import DEBUG_BINARY, DEFAULT_BUNDLE, TEST_DATA
+from clip_edge_tools.paths import DEBUG_BINARY, EMOJI_BUNDLE, TEST_DATA
 
 
 @pytest.fixture
@@ -30,8 +30,8 @@ def link_bundle(src: pathlib.Path, dst: pathlib.Path, files: list[str]) -> pathl
 
 
 @pytest.fixture
-def default_bundle() -> pathlib.Path:
-    return DEFAULT_BUNDLE
+def emoji_bundle() -> pathlib.Path:
+    return EMOJI_BUNDLE
 
 
 @pytest.fixture(scope="session")

@@ -40,8 +40,8 @@ def test_a_missing_form_is_an_error_message_not_an_exception(clip_edge, test_dat
     assert got is None and "int8" in err
 
 
-def test_int8_compute_layers_are_reported(clip_edge, default_bundle):
-    layers = clip_edge.int8_layers(default_bundle, default_bundle / "samples" / "dog-google.png")
+def test_int8_compute_layers_are_reported(clip_edge, emoji_bundle):
+    layers = clip_edge.int8_layers(emoji_bundle, emoji_bundle / "samples" / "dog-google.png")
     assert layers and {"name", "compute"} <= set(layers[0])
     assert any(str(layer["compute"]).startswith("int8") for layer in layers)
 
@@ -62,17 +62,17 @@ def test_locate_takes_an_explicit_binary_and_never_builds_a_missing_one(tmp_path
         binary.prompts_random(tmp_path, tmp_path / "x.store")
 
 
-def test_eval_and_prompts_build_on_the_default_model(clip_edge, default_bundle, tmp_path):
+def test_eval_and_prompts_build_on_the_emoji_model(clip_edge, emoji_bundle, tmp_path):
     import shutil
 
     for label in ("dog", "cat"):
         (tmp_path / "data" / label).mkdir(parents=True)
-        for sample in default_bundle.glob(f"samples/{label}-*.png"):
+        for sample in emoji_bundle.glob(f"samples/{label}-*.png"):
             shutil.copyfile(sample, tmp_path / "data" / label / sample.name)
     labels = tmp_path / "labels.toml"
     labels.write_text('[[class]]\nname = "dog"\n\n[[class]]\nname = "cat"\n\n[[class]]\nname = "car"\n')
     store = tmp_path / "three.store"
-    clip_edge.prompts_build(default_bundle, labels, store, calibration=False)
-    report = clip_edge.eval(default_bundle, tmp_path / "data", store, precision="int8")
+    clip_edge.prompts_build(emoji_bundle, labels, store, calibration=False)
+    report = clip_edge.eval(emoji_bundle, tmp_path / "data", store, precision="int8")
     assert (report["n"], report["classes"], report["candidates"]) == (4, 2, 3)
     assert report["top1"] == 1.0

@@ -65,7 +65,7 @@ def test_round_trip_through_a_toml_parser():
     assert tomllib.loads(manifest.dumps(small(description=odd)))["description"] == odd
 
 
-@pytest.mark.parametrize("committed", ["models/default/bundle.toml", "tests/data/arch/vit-b-32/bundle.toml",
+@pytest.mark.parametrize("committed", ["models/emoji/bundle.toml", "tests/data/arch/vit-b-32/bundle.toml",
                                        "tests/data/arch/mobileclip2-s0/bundle.toml",
                                        "tests/data/vit_tiny/bundle.toml"])
 def test_new_manifests_are_the_committed_ones_byte_for_byte(committed):
@@ -128,8 +128,8 @@ def test_what_the_runtime_refuses_is_never_saved(tmp_path, edit, message):
     assert [p.name for p in tmp_path.iterdir()] == ["bundle.toml"]
 
 
-def test_edits_keep_comments_layout_and_other_keys(default_bundle, test_data_dir):
-    text = (default_bundle / "bundle.toml").read_text()
+def test_edits_keep_comments_layout_and_other_keys(emoji_bundle, test_data_dir):
+    text = (emoji_bundle / "bundle.toml").read_text()
     commented = text.replace('[text]\n', '# the text tower: host tools only\n[text]\n').replace(
         'precision = "int8-compute"\n', 'precision = "int8-compute"  # the int8 file on int8 kernels\n')
     assert commented.count("#") == 3
@@ -216,27 +216,27 @@ def test_make_arch_fixtures_lists_the_same_compute_entry(tmp_path, test_data_dir
         assert (copy / "bundle.toml").read_text() == committed
 
 
-def test_the_runtime_reads_a_rewritten_default_bundle(tmp_path, default_bundle, clip_edge):
-    """models/default's manifest rewritten by manifest.new from its parsed contents: the
+def test_the_runtime_reads_a_rewritten_emoji_bundle(tmp_path, emoji_bundle, clip_edge):
+    """models/emoji's manifest rewritten by manifest.new from its parsed contents: the
     runtime loads it and every form gives the embeddings the original bundle gives."""
     pytest.importorskip("numpy", reason="the binary bridge's embeddings need numpy (tools/python/setup_venv.sh)")
     files = ["image_encoder_f32.onnx", "image_encoder_int8.onnx", "image_encoder_f16.onnx", "text_encoder.onnx",
              "tokenizer.json", "seen_names.txt", "prompts.store"]
-    copy = link_bundle(default_bundle, tmp_path / "default", files)
+    copy = link_bundle(emoji_bundle, tmp_path / "default", files)
     text = (copy / "bundle.toml").read_text()
     (copy / "bundle.toml").unlink()
     (copy / "bundle.toml").write_text(from_parsed(tomllib.loads(text), "rewritten by the tests"))
     assert tomllib.loads((copy / "bundle.toml").read_text()) == tomllib.loads(text)
-    image = default_bundle / "samples" / "dog-google.png"
+    image = emoji_bundle / "samples" / "dog-google.png"
     for precision in ("f32", "int8", COMPUTE_FORM):
         got, err = clip_edge.embed_images(copy, precision, [image])
-        want, _ = clip_edge.embed_images(default_bundle, precision, [image])
+        want, _ = clip_edge.embed_images(emoji_bundle, precision, [image])
         assert err is None, err
         assert (got == want).all(), precision
     clip_edge.run("prompts", "inspect", copy / "prompts.store", "--bundle", copy)
 
 
-def test_requantise_refuses_a_bundle_without_int8(tmp_path, default_bundle):
+def test_requantise_refuses_a_bundle_without_int8(tmp_path, emoji_bundle):
     pytest.importorskip("numpy", reason="clip_edge_tools.export needs numpy (tools/python/setup_venv.sh)")
     from types import SimpleNamespace
 
@@ -244,22 +244,22 @@ def test_requantise_refuses_a_bundle_without_int8(tmp_path, default_bundle):
 
     copy = tmp_path / "default"
     copy.mkdir()
-    doc = manifest.load(default_bundle)
+    doc = manifest.load(emoji_bundle)
     manifest.remove_encoder(doc, COMPUTE_FORM)
     manifest.remove_encoder(doc, "int8")
     manifest.save(copy, doc)
-    shutil.copyfile(default_bundle / "image_encoder_f32.onnx", copy / "image_encoder_f32.onnx")
+    shutil.copyfile(emoji_bundle / "image_encoder_f32.onnx", copy / "image_encoder_f32.onnx")
     with pytest.raises(ExportError, match=r"no \[\[image\.encoder\]\] entry for int8"):
         requantise(SimpleNamespace(bundle=str(copy), int8_mode="weights", clip_edge="/nonexistent/clip-edge"))
 
 
-def test_the_benchmarks_dynamic_bundle_keeps_only_f32_and_int8(tmp_path, default_bundle):
+def test_the_benchmarks_dynamic_bundle_keeps_only_f32_and_int8(tmp_path, emoji_bundle):
     from clip_edge_tools.bench import dynamic_int8_bundle
 
     dynamic = onnx_stub(tmp_path / "dynamic.onnx", b"stands for a dynamic int8 file")
-    out = dynamic_int8_bundle(default_bundle, dynamic, tmp_path / "dyn")
+    out = dynamic_int8_bundle(emoji_bundle, dynamic, tmp_path / "dyn")
     data = tomllib.loads((out / "bundle.toml").read_text())
-    want = tomllib.loads((default_bundle / "bundle.toml").read_text())
+    want = tomllib.loads((emoji_bundle / "bundle.toml").read_text())
     assert "text" not in data and "prompts" not in data and data["image"].pop("encoder") == [
         {"precision": "f32", "file": "image_encoder_f32.onnx", "sha256": want["fingerprint"]},
         {"precision": "int8", "file": "image_encoder_int8.onnx", "sha256": manifest.sha256(dynamic)}]

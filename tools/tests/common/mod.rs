@@ -1,5 +1,5 @@
-//! Helpers of the `clip-edge` command-line tests: the binary, the default
-//! bundle, test images and the checks every failure must pass.
+//! Helpers of the `clip-edge` command-line tests: the binary, the emoji
+//! bundle (models/emoji), test images and the checks every failure must pass.
 
 #![allow(dead_code)] // each test file uses its own subset
 
@@ -13,7 +13,7 @@ pub fn root() -> PathBuf {
 }
 
 pub fn bundle() -> PathBuf {
-    root().join("models/default")
+    root().join("models/emoji")
 }
 
 pub fn image(name: &str) -> PathBuf {
@@ -61,7 +61,7 @@ pub fn store_bytes(fingerprint: [u8; 32], dim: usize) -> Vec<u8> {
     b.to_bytes().expect("bytes")
 }
 
-/// `clip-edge classify --json --bundle models/default` with `rest` after it.
+/// `clip-edge classify --json --bundle models/emoji` with `rest` after it.
 pub fn classify_json(rest: &[&std::ffi::OsStr]) -> Output {
     let bundle = bundle();
     let mut a =

@@ -11,8 +11,8 @@ Each set is a folder of class subfolders with --frames frames each, plus the
 prompt store of its class names (prompts.store, built with the bundle's text
 encoder under the evaluation templates).
 
-  .venv/bin/python tools/python/fewshot_data.py --bundle models/default --out .cache/fewshot
-  target/debug/clip-edge eval --bundle models/default --data .cache/fewshot/heldout \\
+  .venv/bin/python tools/python/fewshot_data.py --bundle models/emoji --out .cache/fewshot
+  target/debug/clip-edge eval --bundle models/emoji --data .cache/fewshot/heldout \\
       --prompts .cache/fewshot/heldout/prompts.store --shots 0,1,2,4,8 --draws 5
 """
 
@@ -26,7 +26,7 @@ import sys
 
 from ..binary import ClipEdge
 from ..log import logger
-from ..paths import CACHE, DEBUG_BINARY, DEFAULT_BUNDLE
+from ..paths import CACHE, DEBUG_BINARY, EMOJI_BUNDLE
 from . import emoji as emoji_data
 from .labels import labels_toml
 
@@ -59,7 +59,7 @@ def make_set(folder: pathlib.Path, concepts: list[dict], styles: list, frames: i
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="fewshot_data.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bundle", default=str(DEFAULT_BUNDLE))
+    p.add_argument("--bundle", default=str(EMOJI_BUNDLE))
     p.add_argument("--out", default=str(CACHE / "fewshot"))
     p.add_argument("--frames", type=int, default=12, help="frames per concept")
     p.add_argument("--sample", type=int, default=167, help="seen concepts sampled for openmoji-seen and tune")

@@ -1,4 +1,4 @@
-"""clip-edge's default model (models/default, MODEL_CARD.md):
+"""clip-edge's emoji model (models/emoji, MODEL_CARD.md; the default model until 2026-12-07, hence this package's name):
 
   towers     the CNN image tower and the frozen MiniLM-L6 text tower
   train      training (tools/python/train_default.py --out)

@@ -15,7 +15,7 @@ with `clip-edge embed` (tract, the device's path); the class rows are read
 from a store built by `clip-edge prompts build --no-calibration`. The held-out
 figures are then measured by eval_default.py.
 
-  .venv/bin/python tools/python/calibrate_default.py --bundle models/default --write
+  .venv/bin/python tools/python/calibrate_default.py --bundle models/emoji --write
 
 With --write: writes seen_names.txt and [text.calibration] into the bundle,
 rebuilds the bundle's demo prompt store from labels.toml, and saves
@@ -37,7 +37,7 @@ from ..data import emoji as emoji_data
 from ..data.labels import labels_toml
 from ..export.verify import unit
 from ..log import logger
-from ..paths import CACHE, DEBUG_BINARY, DEFAULT_BUNDLE
+from ..paths import CACHE, DEBUG_BINARY, EMOJI_BUNDLE
 from .evaluate import load_inputs, make_set
 
 log = logger("calibrate")
@@ -110,7 +110,7 @@ def write_calibration(bundle: pathlib.Path, bonus: float, names_file: str) -> No
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="calibrate_default.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bundle", default=str(DEFAULT_BUNDLE))
+    p.add_argument("--bundle", default=str(EMOJI_BUNDLE))
     p.add_argument("--work", default=str(CACHE / "calibrate"))
     p.add_argument("--seed", type=int, default=500, help="first augmentation seed (training used 0, eval 1000+)")
     p.add_argument("--draws", type=int, default=2)

@@ -15,7 +15,7 @@ Seen-concept sets are drawn --draws times, held-out sets --small-draws times,
 each with its own seed (1000 + 100 x draw + set index); figures are the mean over
 draws with its standard error (see stats()).
 
-  .venv/bin/python tools/python/eval_default.py --bundle models/default --out models/default/eval_report.json
+  .venv/bin/python tools/python/eval_default.py --bundle models/emoji --out models/emoji/eval_report.json
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from ..binary import ClipEdge
 from ..data import emoji as emoji_data
 from ..data.labels import EVAL_TEMPLATES, labels_toml
 from ..log import logger
-from ..paths import CACHE, DEBUG_BINARY, DEFAULT_BUNDLE
+from ..paths import CACHE, DEBUG_BINARY, EMOJI_BUNDLE
 
 log = logger("eval")
 
@@ -86,7 +86,7 @@ def stats(values: list[float], n: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="eval_default.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bundle", default=str(DEFAULT_BUNDLE))
+    p.add_argument("--bundle", default=str(EMOJI_BUNDLE))
     p.add_argument("--work", default=str(CACHE / "eval"))
     p.add_argument("--draws", type=int, default=3, help="draws of the seen-concept sets (1,468 frames each)")
     p.add_argument("--small-draws", type=int, default=10, help="draws of the held-out sets (167 frames each)")

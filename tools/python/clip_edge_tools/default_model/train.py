@@ -5,7 +5,7 @@ contrastive loss and a learned temperature.
 
   tools/python/fetch_data.sh                     # npm data into .cache/emoji
   .venv/bin/python tools/python/train_default.py --out .cache/runs/default
-  .venv/bin/python tools/python/train_default.py --package .cache/runs/default --bundle models/default --force
+  .venv/bin/python tools/python/train_default.py --package .cache/runs/default --bundle models/emoji --force
 
 Training is seeded; its log (loss, temperature, a held-out check every few
 hundred steps) goes to OUT/train_log.jsonl. A held-out 10% of concepts
@@ -33,7 +33,7 @@ import numpy as np
 from ..data import emoji as emoji_data
 from ..errors import DataMissing, exit_code
 from ..log import logger
-from ..paths import DEFAULT_BUNDLE
+from ..paths import EMOJI_BUNDLE
 
 log = logger("train")
 
@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="bf16 mixed precision for the image tower (auto: where the CPU has native bf16)")
     p.add_argument("--check-every", type=int, default=250, help="held-out check interval (0: never)")
     p.add_argument("--package", help="a finished run folder to export and package")
-    p.add_argument("--bundle", default=str(DEFAULT_BUNDLE))
+    p.add_argument("--bundle", default=str(EMOJI_BUNDLE))
     p.add_argument("--precisions", default="int8,f16", type=lambda s: [x for x in s.split(",") if x])
     p.add_argument("--text-precision", default="int8", choices=["f32", "f16", "int8"])
     p.add_argument("--force", action="store_true")

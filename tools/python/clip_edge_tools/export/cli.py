@@ -27,7 +27,7 @@ Examples:
   tools/python/export_bundle.py open-clip --model ViT-B-32 --random-init --out /tmp/vitb32
   tools/python/export_bundle.py open-clip --model ViT-B-32 --pretrained openai --out models/vit-b-32
   tools/python/export_bundle.py hf --folder ./clip-vit-base-patch32 --out models/hf-clip
-  tools/python/export_bundle.py requantise --bundle models/default
+  tools/python/export_bundle.py requantise --bundle models/emoji
 """
 
 from __future__ import annotations

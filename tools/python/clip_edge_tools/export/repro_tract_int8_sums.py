@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     binary = ClipEdge.locate()
     store = out / "random.store"
     binary.prompts_random(bundle, store)
-    image = ROOT / "models" / "default" / "samples" / "dog-google.png"
+    image = ROOT / "models" / "emoji" / "samples" / "dog-google.png"
     print(f"1x12288 x 12288x{a.dim} matrix product, one thread, {a.frames} frames, medians")
     for precision, file in (("f32", f32), ("int8", dyn)):
         t = binary.bench(bundle, image, prompts=store, precision=precision, frames=a.frames)

@@ -22,7 +22,7 @@ from .. import manifest
 from ..binary import ClipEdge
 from ..errors import DataMissing, ToolError
 from ..log import logger
-from ..paths import CACHE, DEFAULT_BUNDLE, ROOT
+from ..paths import CACHE, DEFAULT_BUNDLE, EMOJI_BUNDLE
 from . import effnet, evaluate, tower
 
 log = logger("photo")
@@ -283,9 +283,9 @@ def percentile(text: str) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default=str(ROOT / "models" / "photo"), help="bundle folder to write (models/photo)")
-    p.add_argument("--text-from", default=str(DEFAULT_BUNDLE),
-                   help="bundle whose MiniLM-L6 text encoder and tokenizer are shipped (models/default)")
+    p.add_argument("--out", default=str(DEFAULT_BUNDLE), help="bundle folder to write (models/default)")
+    p.add_argument("--text-from", default=str(EMOJI_BUNDLE),
+                   help="bundle whose MiniLM-L6 text encoder and tokenizer are shipped (models/emoji)")
     p.add_argument("--cache", default=str(CACHE / "photo"), help="cache of the class-name embeddings")
     p.add_argument("--clip-edge", help="clip-edge binary (default: target/release/clip-edge, built if missing)")
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
