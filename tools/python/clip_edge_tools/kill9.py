@@ -34,7 +34,8 @@ import sys
 import tempfile
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[3]
+from clip_edge_tools.paths import EMOJI_BUNDLE, ROOT
+
 CLASS = "kill test"
 DEVICE = "kill9"
 PUSH = "daemon store push"
@@ -95,7 +96,7 @@ class Campaign:
                                  "(cargo build --release -p clip-edge-tools -p clip-edge-board)")
         self.rng = random.Random(seed)
         self.work = work
-        self.bundle = ROOT / "models/emoji"
+        self.bundle = EMOJI_BUNDLE
         self.store = work / "prompts.store"
         shutil.copy(self.bundle / "prompts.store", self.store)
         frames = work / "frames"

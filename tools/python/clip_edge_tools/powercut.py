@@ -36,8 +36,8 @@ import tempfile
 import time
 
 from clip_edge_tools.kill9 import Broker, after_enrolment
+from clip_edge_tools.paths import EMOJI_BUNDLE, ROOT
 
-ROOT = pathlib.Path(__file__).resolve().parents[3]
 CLASS = "power cut"
 # The writer that pushes a store to the guest's daemon over MQTT (signed fleet command).
 PUSH = "push"
@@ -161,9 +161,9 @@ class Pusher:
         shutil.copy(f"{self.key}.pub", seed_dir / "fleet.pub")
         stores = [work / "push-a.store", work / "push-b.store"]
         for st in stores:
-            shutil.copy(ROOT / "models/emoji/prompts.store", st)
-        samples = sorted((ROOT / "models/emoji/samples").glob("*.png"))[:2]
-        subprocess.run([str(cli), "-q", "fewshot", "add", "--bundle", str(ROOT / "models/emoji"), "--prompts",
+            shutil.copy(EMOJI_BUNDLE / "prompts.store", st)
+        samples = sorted((EMOJI_BUNDLE / "samples").glob("*.png"))[:2]
+        subprocess.run([str(cli), "-q", "fewshot", "add", "--bundle", str(EMOJI_BUNDLE), "--prompts",
                         str(stores[1]), "--class", "pushed class", *map(str, samples)], check=True, capture_output=True)
         self.stores = [st.read_bytes() for st in stores]
         listings = [listing(cli, work, st) for st in self.stores]
@@ -239,7 +239,7 @@ class Campaign:
         self.disk = work / "disk.img"
         seed_dir = work / "disk-content"
         seed_dir.mkdir()
-        shutil.copy(ROOT / "models/emoji/prompts.store", seed_dir / "prompts.store")
+        shutil.copy(EMOJI_BUNDLE / "prompts.store", seed_dir / "prompts.store")
         self.pusher = Pusher(self.cli, work, limit, seed_dir) if PUSH in writers else None
         subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "clip-edge", "-d", str(seed_dir), str(self.disk), "32M"],
                        check=True)
@@ -268,7 +268,7 @@ class Campaign:
                  "invalid": 0, "mixed": 0, "lost_after_finish": 0, "failed_boots": 0, "check_failures": 0,
                  "by_writer": {}, "fsck": None, "leftover_temp_files": None}
         t_start = time.monotonic()
-        prev: bytes | None = (ROOT / "models/emoji/prompts.store").read_bytes()
+        prev: bytes | None = (EMOJI_BUNDLE / "prompts.store").read_bytes()
         pending: tuple[str, bool] | None = None  # the last boot's writer and whether it finished before the cut
         for k in range(1, cuts + 2):
             final = k == cuts + 1

@@ -52,8 +52,8 @@ import tempfile
 import time
 
 from clip_edge_tools import powercut
+from clip_edge_tools.paths import EMOJI_BUNDLE, ROOT
 
-ROOT = pathlib.Path(__file__).resolve().parents[3]
 MAGIC = 0x6A736677736872
 FLUSH, FUA, DISCARD, MARK = 1, 2, 4, 8
 # Every subset of an epoch with at most this many writes is a state.
@@ -200,7 +200,7 @@ class Campaign:
         self.console = work / "console.txt"
         seed_dir = work / "disk-content"
         seed_dir.mkdir()
-        shutil.copy(ROOT / "models/emoji/prompts.store", seed_dir / "prompts.store")
+        shutil.copy(EMOJI_BUNDLE / "prompts.store", seed_dir / "prompts.store")
         self.pusher = powercut.Pusher(self.cli, work, limit, seed_dir) if push else None
         # Without lazy initialisation: the kernel's background zeroing would fill the log.
         subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "clip-edge", "-E", "lazy_itable_init=0,lazy_journal_init=0",
@@ -298,7 +298,7 @@ class Campaign:
         stats = {"runs": 0, "entries": 0, "flushes": 0, "epochs_cut": 0, "states": 0, "old_content": 0,
                  "new_content": 0, "must_be_new": 0, "bad": 0, "booted_states": 0, "by_writer": {}, "seconds": 0.0}
         t0 = time.monotonic()
-        prev = (ROOT / "models/emoji/prompts.store").read_bytes()
+        prev = (EMOJI_BUNDLE / "prompts.store").read_bytes()
         for k in range(runs):
             writer = writers[k % len(writers)]
             what = f"run {k + 1} ({writer})"

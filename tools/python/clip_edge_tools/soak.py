@@ -32,7 +32,7 @@ import tempfile
 import threading
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[3]
+from clip_edge_tools.paths import EMOJI_BUNDLE, ROOT
 
 
 def log(msg: str) -> None:
@@ -122,7 +122,7 @@ def soak(a: argparse.Namespace, work: pathlib.Path) -> dict:
     board = pathlib.Path(a.bin) / "clip-edge-board"
     if not board.is_file():
         raise SystemExit(f"soak: {board} is missing; build it (cargo build --release -p clip-edge-board)")
-    bundle = ROOT / "models/emoji"
+    bundle = EMOJI_BUNDLE
     config = work / "soak.toml"
     config.write_text(f'[model]\nbundle = "{bundle}"\n[trigger]\nsource = "stdin"\ncooldown_ms = 0\n'
                       f'[camera]\nsource = "replay"\nfolder = "{bundle / "samples"}"\n'
