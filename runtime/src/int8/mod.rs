@@ -20,7 +20,10 @@
 //! raw pixels; the projection writes the embedding itself), grouped and
 //! depthwise convolutions (no int8 kernel for them; memory-bound anyway),
 //! products of two activations (attention scores and attention-weighted
-//! values), and products too small to pay for the quantisation pass.
+//! values), products too small to pay for the quantisation pass, and, in a
+//! file that stores some weights in int8, the layers whose weights it stores
+//! in f32 (its exporter kept them for accuracy, as the photo model's linear
+//! bottlenecks; an all-f32 file is quantised at load throughout).
 
 use tract_core::internal::*;
 use tract_core::ops::cnn::{Conv, KernelFormat};
@@ -60,6 +63,8 @@ pub enum KeptF32 {
     Small,
     /// A shape the rewrite does not handle (more than one contraction axis, ...).
     Shape,
+    /// Its weight is f32 in a file that stores other weights in int8.
+    F32InFile,
 }
 
 impl KeptF32 {
@@ -71,6 +76,7 @@ impl KeptF32 {
             KeptF32::Grouped => "grouped/depthwise",
             KeptF32::Small => "too small",
             KeptF32::Shape => "unsupported shape",
+            KeptF32::F32InFile => "f32 in the int8 file",
         }
     }
 }
@@ -142,6 +148,8 @@ struct Site {
     node: usize,
     name: String,
     macs: u64,
+    /// Whether the weight is an f32 constant rather than an int8 one.
+    f32_weight: bool,
     verdict: std::result::Result<Candidate, KeptF32>,
 }
 
@@ -201,7 +209,13 @@ pub fn rewrite_with(model: &mut TypedModel, tile: OutputTile) -> TractResult<Int
             // Already clip-edge's f32 op (the depthwise rewrite runs first): reported, never rewritten.
             let out = concrete(&model.outlet_fact(node.id.into())?.shape);
             let macs = out.map_or(0, |s| s.iter().product::<u64>()) * op.taps() as u64;
-            sites.push(Site { node: id, name: node.name.clone(), macs, verdict: Err(KeptF32::Grouped) });
+            sites.push(Site {
+                node: id,
+                name: node.name.clone(),
+                macs,
+                f32_weight: false,
+                verdict: Err(KeptF32::Grouped),
+            });
         }
     }
     // First and last are chosen among the layers that could run in int8.
@@ -212,6 +226,11 @@ pub fn rewrite_with(model: &mut TypedModel, tile: OutputTile) -> TractResult<Int
     }
     if let [_, .., last] = dense[..] {
         sites[last].verdict = Err(KeptF32::Last);
+    }
+    if sites.iter().any(|s| !s.f32_weight && !matches!(s.verdict, Err(KeptF32::Grouped))) {
+        for site in sites.iter_mut().filter(|s| s.f32_weight && s.verdict.is_ok()) {
+            site.verdict = Err(KeptF32::F32InFile);
+        }
     }
     let mut report = Int8Report::default();
     for site in sites {
@@ -305,7 +324,8 @@ fn product_site(model: &TypedModel, node: &TypedNode, op: &EinSum) -> TractResul
     .inspect_err(|why| {
         log::debug!("{} stays f32 ({}): {} on {:?}", node.name, why.as_str(), op.axes, x_shape);
     });
-    Ok(Some(Site { node: node.id, name: node.name.clone(), macs, verdict }))
+    let f32_weight = matches!(weights[weight_input], Some(Weight::F32(_)));
+    Ok(Some(Site { node: node.id, name: node.name.clone(), macs, f32_weight, verdict }))
 }
 
 /// Whether the activation's per-row scales, in the activation's row-major
@@ -354,7 +374,8 @@ fn conv_site(model: &TypedModel, node: &TypedNode, op: &Conv) -> TractResult<Opt
     } else {
         Ok(Candidate::Conv { out_axis })
     };
-    Ok(Some(Site { node: node.id, name: node.name.clone(), macs, verdict }))
+    let f32_weight = matches!(kernel, Weight::F32(_));
+    Ok(Some(Site { node: node.id, name: node.name.clone(), macs, f32_weight, verdict }))
 }
 
 /// Turns the unfolded int8 weights (`Mul(Cast(q), s)` or a `StoredInt8`) of a layer that stays

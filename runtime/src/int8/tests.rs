@@ -98,6 +98,38 @@ fn the_middle_of_three_layers_runs_in_int8_from_stored_int8_weights() {
     assert!(cosine > 0.999, "int8 drifted: cosine {cosine}");
 }
 
+/// Four linear layers, the second's weight stored int8 and the third's f32 (as
+/// the int8 file keeps a layer its exporter wanted exact): the third stays f32,
+/// while the same chain with no int8 weight at all is quantised at load.
+#[test]
+fn a_layer_the_int8_file_keeps_f32_stays_f32_unless_the_file_has_no_int8_weight() {
+    let (m, k) = (4, 32);
+    let chain = |stored: bool| {
+        let mut model = TypedModel::default();
+        let mut h = model.add_source("x", f32::fact([m, k])).expect("source");
+        for (i, name) in ["first", "second", "third", "last"].into_iter().enumerate() {
+            let w = if stored && name == "second" {
+                stored_int8_weight(&mut model, k, i).0
+            } else {
+                let t = Tensor::from_shape(&[k, k], &weights(k, k, i)).expect("w");
+                model.add_const(format!("{name}.w"), t).expect("c")
+            };
+            h = einsum(&mut model, name, h, w);
+        }
+        model.select_output_outlets(&[h]).expect("outputs");
+        model
+    };
+    let computes = |mut model: TypedModel| -> Vec<LayerCompute> {
+        rewrite(&mut model).expect("rewrite").layers.iter().map(|l| l.compute).collect()
+    };
+    let (first, last) = (LayerCompute::F32(KeptF32::First), LayerCompute::F32(KeptF32::Last));
+    assert_eq!(
+        computes(chain(true)),
+        [first, LayerCompute::Int8PerRow, LayerCompute::F32(KeptF32::F32InFile), last]
+    );
+    assert_eq!(computes(chain(false)), [first, LayerCompute::Int8PerRow, LayerCompute::Int8PerRow, last]);
+}
+
 /// The middle of three layers with its weight as the int8-compute loader
 /// leaves it: a `StoredInt8` of shape `[k, n, 1, 1]` whose unit axes the
 /// product drops (a 1x1 kernel, which tract cannot reshape while it is not a

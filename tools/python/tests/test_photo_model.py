@@ -1,16 +1,19 @@
 """The photo model's pieces (clip_edge_tools.photo_model, issue 22): TensorFlow
 SAME padding, the checkpoint's parameter mapping, the ConSE read-out, the
-held-out protocol, the Pad-into-Conv rewrite of exports and the int8 weight
-rule. Needs the venv's torch (tools/python/setup_venv.sh)."""
+held-out protocol, the Pad-into-Conv rewrite of exports, the int8 weight
+rule and the validation photographs' reader and score. Needs the venv's torch (tools/python/setup_venv.sh)."""
 
 from __future__ import annotations
+
+import pathlib
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from clip_edge_tools.photo_model import effnet, evaluate, tower  # noqa: E402
+from clip_edge_tools.errors import DataMissing  # noqa: E402
+from clip_edge_tools.photo_model import effnet, evaluate, tower, validation  # noqa: E402
 
 
 @pytest.mark.parametrize("size,k,stride,want", [(224, 3, 2, (0, 1)), (56, 5, 2, (1, 2)), (14, 5, 1, (2, 2)),
@@ -137,3 +140,49 @@ def test_int8_weights_keep_the_named_nodes_in_f32(tmp_path):
     assert quantise_int8_weights(src, dst, min_elements=1024, keep_f32=(second,)) == 1
     int8 = [i.name for i in onnx.load(str(dst)).graph.initializer if i.data_type == onnx.TensorProto.INT8]
     assert len(int8) == 1
+
+
+def gimp_pattern(w: int, h: int, bpp: int, pixels: bytes, name: bytes = b"test\0") -> bytes:
+    import struct
+
+    return struct.pack(">5I", 24 + len(name), 1, w, h, bpp) + b"GPAT" + name + pixels
+
+
+def test_a_gimp_pattern_reads_back_its_pixels_and_a_bad_one_names_the_file(tmp_path):
+    rgb = bytes(range(2 * 3 * 3))
+    p = tmp_path / "ok.pat"
+    p.write_bytes(gimp_pattern(2, 3, 3, rgb))
+    im = validation.read_gimp_pattern(p)
+    assert im.size == (2, 3) and im.tobytes() == rgb
+    grey = tmp_path / "grey.pat"
+    grey.write_bytes(gimp_pattern(2, 2, 1, bytes([0, 85, 170, 255])))
+    assert validation.read_gimp_pattern(grey).getpixel((1, 1)) == (255, 255, 255)
+    for name, data in [("short.pat", gimp_pattern(2, 3, 3, rgb[:-1])), ("magic.pat", b"x" * 40),
+                       ("bpp.pat", gimp_pattern(1, 1, 7, b"1234567"))]:
+        bad = tmp_path / name
+        bad.write_bytes(data)
+        with pytest.raises(DataMissing, match=name):
+            validation.read_gimp_pattern(bad)
+
+
+def test_the_validation_score_weighs_empty_scenes_and_the_mean_object_label_equally():
+    report = {"top1": 0.9, "per_class": [
+        {"class": "empty scene", "n": 10, "top1": 0.4}, {"class": "bird", "n": 30, "top1": 1.0},
+        {"class": "horse", "n": 1, "top1": 0.0}, {"class": "cat", "n": 0, "top1": 0.0}]}
+    s = validation.score(report)
+    assert s["object_mean_top1"] == pytest.approx(0.5)
+    assert s["score"] == pytest.approx(0.45)
+    with pytest.raises(DataMissing, match="empty scene"):
+        validation.score({"per_class": [{"class": "bird", "n": 3, "top1": 1.0}]})
+
+
+def test_the_validation_photographs_are_none_of_the_evaluations_and_use_camera_labels():
+    from clip_edge_tools.photo_model import build
+
+    evaluation = {src.resolve() for src, _lic, _ship in build.photo_sources().values()}
+    files = [validation.ROOT / f for fs in [*validation.OBJECTS.values(), validation.EMPTY_SCENES] for f in fs]
+    assert not evaluation & {f.resolve() for f in files}
+    assert len(set(files)) == len(files)
+    labels = (pathlib.Path(__file__).resolve().parents[3] / "models/default/labels.toml").read_text()
+    for label in [*validation.OBJECTS, validation.EMPTY]:
+        assert f'name = "{label}"' in labels, label

@@ -2,9 +2,10 @@
 
 Nothing is trained: the image tower is EfficientNet-Lite0 with its ImageNet
 weights and the ConSE read-out of tower.py (with its lean to "person"; the
-empty-scene class is measured as an experiment), the text tower is the default
-bundle's MiniLM-L6 (the same file). About 10 minutes on 2 cores, most of it
-embedding 80,000 prompts once (cached under --cache)."""
+empty-scene class is measured as an experiment, on the evaluation and on the
+validation photographs of validation.py), the text tower is the emoji bundle's
+MiniLM-L6 (the same file). About 15 minutes on 2 cores, 6 of them embedding
+80,000 prompts once (cached under --cache)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from ..binary import ClipEdge
 from ..errors import DataMissing, ToolError
 from ..log import logger
 from ..paths import CACHE, DEFAULT_BUNDLE, EMOJI_BUNDLE
-from . import effnet, evaluate, tower
+from . import effnet, evaluate, tower, validation
 
 log = logger("photo")
 
@@ -97,7 +98,7 @@ def write_samples(folder: pathlib.Path) -> list[pathlib.Path]:
 
 
 def build(args) -> dict:
-    from ..export.bundle import TextSpec, write_bundle
+    from ..export.bundle import write_bundle
     from ..export.onnx_export import export_onnx, fuse_pads_into_convs
     from ..export.quantise import convert_f16_weights, make_int8
     from ..export.verify import QUANT_MIN_COSINE, unit
@@ -116,18 +117,26 @@ def build(args) -> dict:
 
     keys = tower.class_keys(pathlib.Path(args.cache) / "class_keys.npy", progress)
     tower.check_worn(tower.class_names())
-    slope = None if args.empty_scene is None else tower.null_slope(net, args.empty_scene)
-    if slope is not None:
-        log(f"'{tower.NULL_NAME}' logit: {slope:.4f} x feature norm (top logit / norm, {args.empty_scene:.0%} "
-            f"over {tower.NULL_FRAMES} object-free frames)")
     names = tower.name_keys([tower.PERSON, tower.NULL_NAME])
+    binary = ClipEdge.locate(args.clip_edge)
+    spec = text_spec(text_bundle, text_manifest)
+    labels = bundle / "labels.toml" if (bundle / "labels.toml").is_file() else DEFAULT_BUNDLE / "labels.toml"
+    choice = None
+    percentile_q = args.empty_scene
+    if args.empty_scene == "auto":
+        choice = choose_empty_scene(binary, net, keys, tower_keys(keys, names, True), spec, labels)
+        percentile_q = choice["chosen"]
+    slope = None if percentile_q is None else tower.null_slope(net, percentile_q)
+    if slope is not None:
+        log(f"'{tower.NULL_NAME}' logit: {slope:.4f} x feature norm (top logit / norm, {percentile_q:.0%} "
+            f"over {tower.NULL_FRAMES} object-free frames)")
     readout_keys = tower_keys(keys, names, slope is not None)
     model = tower.PhotoTower(net, readout_keys, slope).eval()
     alpha = tower.typical_feature_norm(net)
     scale = LOGIT_SCALE
-    binary = ClipEdge.locate(args.clip_edge)
     report: dict = {"model": NAME, "tau": tower.TAU, "feature_norm": alpha, "logit_scale": scale,
-                    "empty_scene_slope": slope, "worn_classes": len(tower.WORN)}
+                    "empty_scene_percentile": percentile_q, "empty_scene_slope": slope,
+                    "empty_scene_choice": choice, "worn_classes": len(tower.WORN)}
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = pathlib.Path(tmp_s)
         img_f32 = tmp / "image_f32.onnx"
@@ -138,12 +147,7 @@ def build(args) -> dict:
         convert_f16_weights(img_f32, encoders["f16"])
         make_int8(img_f32, encoders["int8"], "weights", keep_f32=INT8_KEEP_F32)
         encoders[manifest.COMPUTE_FORM] = encoders["int8"]
-        text = TextSpec(onnx=text_bundle / text_manifest["text"]["file"],
-                        tokenizer=text_bundle / text_manifest["text"]["tokenizer"],
-                        context_length=text_manifest["text"]["context_length"], pad_id=text_manifest["text"]["pad_id"],
-                        attention_mask=text_manifest["text"]["attention_mask"])
-        pre = manifest.Preprocess(size=effnet.IMAGE_SIZE, resize="shortest-center-crop", interpolation="bicubic",
-                                  mean=effnet.MEAN, std=effnet.STD)
+        text, pre = spec
         description = ("clip-edge photo model: EfficientNet-Lite0 (ImageNet-1k weights, 4.7 M parameters, "
                        "0.4 GFLOPs at 224 px) read out into frozen MiniLM-L6 text space (ConSE); see MODEL_CARD.md")
         write_bundle(bundle, name=NAME, description=description, encoders=encoders, preprocess=pre,
@@ -182,7 +186,7 @@ def build(args) -> dict:
     report["forms"] = sorted(encoders)
     if not args.skip_eval:
         report["evaluation"] = measure(bundle, binary, net, keys, readout_keys, slope, alpha, sorted(encoders),
-                                       (text, pre), tower_keys(keys, names, True))
+                                       spec, tower_keys(keys, names, True))
     (bundle / "eval_report.json").write_text(json.dumps(report, indent=1) + "\n")
     log(f"wrote {bundle} and {bundle / 'eval_report.json'}")
     return report
@@ -245,37 +249,116 @@ def empty_scene_experiment(bundle: pathlib.Path, binary: ClipEdge, net: effnet.E
                            readout_keys: torch.Tensor, alpha: float, spec, frames: list[pathlib.Path],
                            head: np.ndarray, labelled: dict[str, list[pathlib.Path]]) -> dict:
     """The f32 tower with an "empty scene" class (tower.null_slope at each of EMPTY_SCENE_PERCENTILES) measured
-    as the bundle is: photographs and fidelity through tract, held-out in PyTorch."""
+    as the bundle is: photographs and fidelity through tract, held-out in PyTorch; and, where the validation
+    photographs are fetched, validate() of each and of the shipped bundle ("none")."""
+    W, b = net.fc.weight.detach(), net.fc.bias.detach()
+    out = {}
+    with tempfile.TemporaryDirectory() as val_s:
+        val = validation_set(pathlib.Path(val_s), net)
+        if val is not None:
+            out["none"] = {"validation": validate(binary, bundle, val, keys)}
+        for q in EMPTY_SCENE_PERCENTILES:
+            slope = tower.null_slope(net, q)
+            with tempfile.TemporaryDirectory() as tmp_s:
+                b_dir = experiment_bundle(pathlib.Path(tmp_s), binary, net, readout_keys, slope, spec,
+                                          bundle / "labels.toml")
+                photos = evaluate.photographs(binary, b_dir, "f32", labelled, b_dir / "prompts.store")
+                fid = evaluate.fidelity(binary, b_dir, "f32", frames, head, keys)
+                checked = None if val is None else validate(binary, b_dir, val, keys)
+            held = evaluate.heldout(W, b, readout_keys, alpha, text=keys, null=slope * alpha)
+            out[f"{q:.2f}"] = {"slope": slope, "photographs_top1": photos.get("top1"), "fidelity": fid,
+                               "heldout_top1": held["top1"], "heldout_top5": held["top5"], "validation": checked}
+            log(f"empty scene at the {q:.0%} percentile (slope {slope:.4f}): photographs {photos.get('top1'):.3f}, "
+                f"fidelity {fid:.3f}, held-out {held['top1']:.3f}/{held['top5']:.3f}")
+    return out
+
+
+def validation_set(folder: pathlib.Path, net: effnet.EfficientNetLite0) -> tuple[dict, np.ndarray] | None:
+    """The validation frames (validation.frames, label -> files) and the supervised head's top-1 on each (in the
+    order of the labels' lists), or None, logged, where tools/python/fetch_validation.sh has not been run."""
+    try:
+        val = validation.frames(folder)
+    except DataMissing as e:
+        log(f"validation photographs skipped: {e}")
+        return None
+    return val, evaluate.head_top1(net, [f for fs in val.values() for f in fs])
+
+
+def validate(binary: ClipEdge, b_dir: pathlib.Path, val: tuple[dict, np.ndarray], keys: torch.Tensor) -> dict:
+    """validation.score of the f32 form of `b_dir` on the validation frames, and its fidelity there."""
+    frames, head = val
+    r = validation.score(evaluate.photographs(binary, b_dir, "f32", frames, b_dir / "prompts.store"))
+    r["fidelity"] = evaluate.fidelity(binary, b_dir, "f32", [f for fs in frames.values() for f in fs], head, keys)
+    log(f"validation: score {r['score']:.3f} (empty recall {r['empty_recall']:.3f}, object mean top-1 "
+        f"{r['object_mean_top1']:.3f}, top-1 {r['top1']:.3f}, fidelity {r['fidelity']:.3f})")
+    return r
+
+
+def experiment_bundle(tmp: pathlib.Path, binary: ClipEdge, net: effnet.EfficientNetLite0, readout_keys: torch.Tensor,
+                      slope: float | None, spec, labels: pathlib.Path) -> pathlib.Path:
+    """An f32-only bundle of the tower (with the "empty scene" class when `slope` is given, `readout_keys` then
+    ending with its key) and its prompt store over `labels`, written under `tmp`."""
     from ..export.bundle import write_bundle
     from ..export.onnx_export import export_onnx, fuse_pads_into_convs
 
     text, pre = spec
-    W, b = net.fc.weight.detach(), net.fc.bias.detach()
-    out = {}
-    for q in EMPTY_SCENE_PERCENTILES:
-        slope = tower.null_slope(net, q)
-        with tempfile.TemporaryDirectory() as tmp_s:
-            tmp = pathlib.Path(tmp_s)
-            onnx_path = tmp / "image_f32.onnx"
-            example = (1, 3, effnet.IMAGE_SIZE, effnet.IMAGE_SIZE)
-            export_onnx(tower.PhotoTower(net, readout_keys, slope).eval(), torch.zeros(example), onnx_path, "image")
-            fuse_pads_into_convs(onnx_path, example)
-            b_dir = tmp / "bundle"
-            write_bundle(b_dir, name=NAME, description="empty-scene experiment", encoders={"f32": onnx_path},
-                         preprocess=pre, embed_dim=tower.EMBED_DIM, logit_scale=LOGIT_SCALE, text=text)
-            binary.prompts_build(b_dir, bundle / "labels.toml", b_dir / "prompts.store")
-            photos = evaluate.photographs(binary, b_dir, "f32", labelled, b_dir / "prompts.store")
-            fid = evaluate.fidelity(binary, b_dir, "f32", frames, head, keys)
-        held = evaluate.heldout(W, b, readout_keys, alpha, text=keys, null=slope * alpha)
-        out[f"{q:.2f}"] = {"slope": slope, "photographs_top1": photos.get("top1"), "fidelity": fid,
-                           "heldout_top1": held["top1"], "heldout_top5": held["top5"]}
-        log(f"empty scene at the {q:.0%} percentile (slope {slope:.4f}): photographs {photos.get('top1'):.3f}, "
-            f"fidelity {fid:.3f}, held-out {held['top1']:.3f}/{held['top5']:.3f}")
+    onnx_path = tmp / "image_f32.onnx"
+    example = (1, 3, effnet.IMAGE_SIZE, effnet.IMAGE_SIZE)
+    keys = readout_keys if slope is not None else readout_keys[:-1]
+    export_onnx(tower.PhotoTower(net, keys, slope).eval(), torch.zeros(example), onnx_path, "image")
+    fuse_pads_into_convs(onnx_path, example)
+    b_dir = tmp / "bundle"
+    write_bundle(b_dir, name=NAME, description="empty-scene experiment", encoders={"f32": onnx_path},
+                 preprocess=pre, embed_dim=tower.EMBED_DIM, logit_scale=LOGIT_SCALE, text=text)
+    binary.prompts_build(b_dir, labels, b_dir / "prompts.store")
+    return b_dir
+
+
+def choose_empty_scene(binary: ClipEdge, net: effnet.EfficientNetLite0, keys: torch.Tensor,
+                       readout_keys: torch.Tensor, spec, labels: pathlib.Path) -> dict:
+    """`--empty-scene auto`: the "empty scene" percentile (or none) with the best validation.score on the
+    validation photographs (validation.py; never the evaluation's 15). `readout_keys` ends with the empty-scene
+    key; `keys` are the 1,000 names' (the fidelity's classifier)."""
+    out: dict = {"candidates": {}}
+    with tempfile.TemporaryDirectory() as tmp_s:
+        tmp = pathlib.Path(tmp_s)
+        val = validation_set(tmp / "frames", net)
+        if val is None:
+            raise DataMissing("--empty-scene auto needs the validation photographs: run "
+                              "tools/python/fetch_validation.sh")
+        out["frames"] = {k: len(v) for k, v in val[0].items()}
+        for q in (None, *EMPTY_SCENE_PERCENTILES):
+            slope = None if q is None else tower.null_slope(net, q)
+            with tempfile.TemporaryDirectory(dir=tmp) as b_tmp:
+                b_dir = experiment_bundle(pathlib.Path(b_tmp), binary, net, readout_keys, slope, spec, labels)
+                out["candidates"]["none" if q is None else f"{q:.2f}"] = validate(binary, b_dir, val, keys)
+    best = max(out["candidates"], key=lambda k: out["candidates"][k]["score"])
+    out["chosen"] = None if best == "none" else float(best)
+    log(f"validation chose the empty scene at {best}")
+    out["licences"] = validation.LICENCES
     return out
 
 
-def percentile(text: str) -> float:
-    v = float(text)
+def text_spec(text_bundle: pathlib.Path, text_manifest: dict):
+    """(TextSpec, Preprocess) of the photo bundle: the text tower of `text_bundle`, EfficientNet's preprocessing."""
+    from ..export.bundle import TextSpec
+
+    text = TextSpec(onnx=text_bundle / text_manifest["text"]["file"],
+                    tokenizer=text_bundle / text_manifest["text"]["tokenizer"],
+                    context_length=text_manifest["text"]["context_length"], pad_id=text_manifest["text"]["pad_id"],
+                    attention_mask=text_manifest["text"]["attention_mask"])
+    pre = manifest.Preprocess(size=effnet.IMAGE_SIZE, resize="shortest-center-crop", interpolation="bicubic",
+                              mean=effnet.MEAN, std=effnet.STD)
+    return text, pre
+
+
+def percentile(text: str) -> float | str | None:
+    if text in ("auto", "none"):
+        return None if text == "none" else text
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text}: 'auto', 'none' or a percentile between 0 and 1") from None
     if not 0.0 < v < 1.0:
         raise argparse.ArgumentTypeError(f"{text}: a percentile between 0 and 1, e.g. 0.95")
     return v
@@ -287,12 +370,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--text-from", default=str(EMOJI_BUNDLE),
                    help="bundle whose MiniLM-L6 text encoder and tokenizer are shipped (models/emoji)")
     p.add_argument("--cache", default=str(CACHE / "photo"), help="cache of the class-name embeddings")
-    p.add_argument("--clip-edge", help="clip-edge binary (default: target/release/clip-edge, built if missing)")
+    p.add_argument("--clip-edge", help="clip-edge binary (default: target/debug/clip-edge, built if missing)")
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
     p.add_argument("--skip-eval", action="store_true", help="write the bundle without the evaluation")
-    p.add_argument("--empty-scene", type=percentile, metavar="P",
-                   help="add the experimental 'empty scene' class at percentile P (0-1) of the object-free frames "
-                        "(off by default: it costs fidelity, MODEL_CARD.md)")
+    p.add_argument("--empty-scene", type=percentile, metavar="P", default=None,
+                   help="the 'empty scene' class: 'none' (default) leaves it out; P (0-1) adds it at percentile P "
+                        "of the object-free frames; 'auto' at the percentile (or none) that scores best on the "
+                        "validation photographs (tools/python/fetch_validation.sh; MODEL_CARD.md)")
     args = p.parse_args(argv)
     try:
         build(args)
