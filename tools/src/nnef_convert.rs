@@ -6,12 +6,16 @@
 //! probe frames; only a copy that gives the same embeddings is recorded in
 //! `bundle.toml` (`nnef`, `nnef_sha256`, `nnef_source_sha256`). A form whose
 //! NNEF would be much larger than its ONNX file (int8 or f16 weights that the
-//! runtime widens to f32 at load) is skipped with the sizes as the reason.
+//! runtime widens to f32 at load) is skipped with the sizes as the reason, and
+//! so is an int8-compute form whose file keeps weighted layers in f32 that the
+//! int8 rewrite then leaves f32 (`KeptF32::F32InFile`): the NNEF copy holds its
+//! small int8 weights as f32 too, so it could not tell them apart.
 
 use std::path::{Path, PathBuf};
 
 use clip_edge_runtime::bundle::{sha256_hex, EncoderFile, NnefFile, MANIFEST_FILE};
 use clip_edge_runtime::encoder::typed_onnx_folding;
+use clip_edge_runtime::int8::{KeptF32, LayerCompute};
 use clip_edge_runtime::store::write_atomic;
 use clip_edge_runtime::Fold;
 use clip_edge_runtime::{Bundle, ImageEncoder, LoadTiming, Precision};
@@ -129,6 +133,16 @@ pub fn convert_bundle(
 
 fn convert_one(bundle: &Bundle, file: &EncoderFile, max_growth: f64) -> Result<Outcome, ConvertError> {
     let precision = file.precision;
+    if precision == Precision::Int8Compute {
+        let kept = kept_f32_in_file(bundle, file)?;
+        if kept > 0 {
+            let reason = format!(
+                "its int8 file keeps {kept} weighted layers in f32, which the int8-compute form leaves f32; an NNEF \
+                 copy holds its small int8 weights as f32 too and could not tell them apart"
+            );
+            return Ok(Outcome::Skipped { precision, reason });
+        }
+    }
     let bytes = file.read_verified()?;
     let onnx_bytes = bytes.len();
     // The int8-compute copy keeps its large weights int8 (NNEF cannot write
@@ -175,6 +189,15 @@ fn convert_one(bundle: &Bundle, file: &EncoderFile, max_growth: f64) -> Result<O
             Err(e)
         }
     }
+}
+
+/// The weighted layers that the form of `file`, loaded from its ONNX file, keeps f32 because the file does.
+fn kept_f32_in_file(bundle: &Bundle, file: &EncoderFile) -> Result<usize, ConvertError> {
+    let mut b = bundle.clone();
+    b.encoders.iter_mut().filter(|e| e.precision == file.precision).for_each(|e| e.nnef = None);
+    let encoder = ImageEncoder::load(&b, Some(file.precision))?;
+    let f32_in_file = LayerCompute::F32(KeptF32::F32InFile);
+    Ok(encoder.int8_report().map_or(0, |r| r.layers.iter().filter(|l| l.compute == f32_in_file).count()))
 }
 
 /// `image_encoder_f32.onnx` -> `image_encoder_f32.nnef.tar`, next to it.

@@ -261,6 +261,32 @@ fn bundle_nnef_adds_the_f32_copy_and_skips_forms_that_would_grow() {
     assert_eq!(v["model_form"], "onnx");
 }
 
+/// The photo model's int8 file keeps its 16 projections in f32 and int8-compute leaves them f32; an NNEF copy
+/// could not tell them from its small int8 weights, so that form gets none and the manifest is left as it was.
+#[test]
+fn bundle_nnef_skips_an_int8_compute_form_whose_file_keeps_layers_f32() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("photo");
+    std::fs::create_dir(&dir).expect("mkdir");
+    for entry in std::fs::read_dir(common::root().join("models/default")).expect("bundle") {
+        let path = entry.expect("entry").path();
+        if path.is_file() {
+            std::fs::copy(&path, dir.join(path.file_name().expect("name"))).expect("copy");
+        }
+    }
+    let manifest = std::fs::read(dir.join("bundle.toml")).expect("manifest");
+    let o = run(args!("bundle", "nnef", "--bundle", &dir, "--precision", "int8-compute", "--json"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    let rows = v["encoders"].as_array().expect("encoders");
+    assert_eq!(rows.len(), 1, "{v}");
+    assert_eq!(rows[0]["status"], "skipped", "{v}");
+    let reason = rows[0]["reason"].as_str().expect("reason");
+    assert!(reason.contains("keeps 16 weighted layers in f32"), "{reason}");
+    assert_eq!(std::fs::read(dir.join("bundle.toml")).expect("manifest"), manifest);
+    assert!(!dir.join("image_encoder_int8.nnef.tar").exists());
+}
+
 #[test]
 fn the_shipped_store_and_eval_apply_the_default_bundles_calibration() {
     let b = clip_edge_runtime::Bundle::load(bundle()).expect("bundle");

@@ -21,9 +21,12 @@
 //! depthwise convolutions (no int8 kernel for them; memory-bound anyway),
 //! products of two activations (attention scores and attention-weighted
 //! values), products too small to pay for the quantisation pass, and, in a
-//! file that stores some weights in int8, the layers whose weights it stores
-//! in f32 (its exporter kept them for accuracy, as the photo model's linear
-//! bottlenecks; an all-f32 file is quantised at load throughout).
+//! model loaded from an int8 file as stored (`dequant::Fold::Stored`, where
+//! every int8 weight of the file is a `StoredInt8` and every f32 constant was
+//! f32 in the file), the layers whose weights the file stores in f32, for
+//! whatever reason its exporter had (the photo model's linear bottlenecks,
+//! kept f32 for accuracy). Elsewhere (an f32 file, the NNEF copies, whose
+//! small int8 weights are f32 constants) every f32 weight is quantised at load.
 
 use tract_core::internal::*;
 use tract_core::ops::cnn::{Conv, KernelFormat};
@@ -42,7 +45,7 @@ pub use patches::{replace_im2col, PackPatches};
 pub use quantise::{Granularity, QuantiseSym};
 pub use requantise::Requantise;
 pub use weight::quantise_weight;
-use weight::Weight;
+use weight::{Weight, WeightKind};
 
 /// The smallest contraction length (inputs per output value) worth an int8
 /// product: below it the per-run quantisation of the activations costs more
@@ -63,7 +66,7 @@ pub enum KeptF32 {
     Small,
     /// A shape the rewrite does not handle (more than one contraction axis, ...).
     Shape,
-    /// Its weight is f32 in a file that stores other weights in int8.
+    /// Its weight is f32 in an int8 file loaded as stored (`dequant::Fold::Stored`).
     F32InFile,
 }
 
@@ -148,8 +151,8 @@ struct Site {
     node: usize,
     name: String,
     macs: u64,
-    /// Whether the weight is an f32 constant rather than an int8 one.
-    f32_weight: bool,
+    /// How the weight is held (None for clip-edge's depthwise op).
+    weight: Option<WeightKind>,
     verdict: std::result::Result<Candidate, KeptF32>,
 }
 
@@ -213,7 +216,7 @@ pub fn rewrite_with(model: &mut TypedModel, tile: OutputTile) -> TractResult<Int
                 node: id,
                 name: node.name.clone(),
                 macs,
-                f32_weight: false,
+                weight: None,
                 verdict: Err(KeptF32::Grouped),
             });
         }
@@ -227,8 +230,8 @@ pub fn rewrite_with(model: &mut TypedModel, tile: OutputTile) -> TractResult<Int
     if let [_, .., last] = dense[..] {
         sites[last].verdict = Err(KeptF32::Last);
     }
-    if sites.iter().any(|s| !s.f32_weight && !matches!(s.verdict, Err(KeptF32::Grouped))) {
-        for site in sites.iter_mut().filter(|s| s.f32_weight && s.verdict.is_ok()) {
+    if sites.iter().any(|s| s.weight == Some(WeightKind::Stored)) {
+        for site in sites.iter_mut().filter(|s| s.weight == Some(WeightKind::F32) && s.verdict.is_ok()) {
             site.verdict = Err(KeptF32::F32InFile);
         }
     }
@@ -324,8 +327,8 @@ fn product_site(model: &TypedModel, node: &TypedNode, op: &EinSum) -> TractResul
     .inspect_err(|why| {
         log::debug!("{} stays f32 ({}): {} on {:?}", node.name, why.as_str(), op.axes, x_shape);
     });
-    let f32_weight = matches!(weights[weight_input], Some(Weight::F32(_)));
-    Ok(Some(Site { node: node.id, name: node.name.clone(), macs, f32_weight, verdict }))
+    let weight = weights[weight_input].as_ref().map(Weight::kind);
+    Ok(Some(Site { node: node.id, name: node.name.clone(), macs, weight, verdict }))
 }
 
 /// Whether the activation's per-row scales, in the activation's row-major
@@ -374,8 +377,8 @@ fn conv_site(model: &TypedModel, node: &TypedNode, op: &Conv) -> TractResult<Opt
     } else {
         Ok(Candidate::Conv { out_axis })
     };
-    let f32_weight = matches!(kernel, Weight::F32(_));
-    Ok(Some(Site { node: node.id, name: node.name.clone(), macs, f32_weight, verdict }))
+    let weight = Some(kernel.kind());
+    Ok(Some(Site { node: node.id, name: node.name.clone(), macs, weight, verdict }))
 }
 
 /// Turns the unfolded int8 weights (`Mul(Cast(q), s)` or a `StoredInt8`) of a layer that stays

@@ -98,36 +98,57 @@ fn the_middle_of_three_layers_runs_in_int8_from_stored_int8_weights() {
     assert!(cosine > 0.999, "int8 drifted: cosine {cosine}");
 }
 
-/// Four linear layers, the second's weight stored int8 and the third's f32 (as
-/// the int8 file keeps a layer its exporter wanted exact): the third stays f32,
-/// while the same chain with no int8 weight at all is quantised at load.
+/// How the second of four linear layers holds its int8 weight.
+#[derive(Clone, Copy)]
+enum SecondWeight {
+    /// f32 like the others (an f32 file).
+    F32,
+    /// `Mul(Cast(q), s)` (an int8-compute NNEF copy's large weight).
+    Int8,
+    /// A `StoredInt8` (an int8 file loaded as stored).
+    Stored,
+}
+
+/// Four linear layers whose third weight is f32 and whose second is held as
+/// `second` says: only in a model loaded as stored is the third f32 because
+/// the file says so, and only there does it stay f32.
 #[test]
-fn a_layer_the_int8_file_keeps_f32_stays_f32_unless_the_file_has_no_int8_weight() {
+fn a_layer_the_int8_file_keeps_f32_stays_f32_only_where_the_model_is_loaded_as_stored() {
     let (m, k) = (4, 32);
-    let chain = |stored: bool| {
+    let chain = |second: SecondWeight| {
         let mut model = TypedModel::default();
         let mut h = model.add_source("x", f32::fact([m, k])).expect("source");
         for (i, name) in ["first", "second", "third", "last"].into_iter().enumerate() {
-            let w = if stored && name == "second" {
-                stored_int8_weight(&mut model, k, i).0
-            } else {
-                let t = Tensor::from_shape(&[k, k], &weights(k, k, i)).expect("w");
-                model.add_const(format!("{name}.w"), t).expect("c")
+            let w = match (name, second) {
+                ("second", SecondWeight::Int8) => stored_int8_weight(&mut model, k, i).0,
+                ("second", SecondWeight::Stored) => {
+                    let q: Vec<i8> = weights(k, k, i).iter().map(|v| (v * 127.0).round() as i8).collect();
+                    let scales: Vec<f32> = (0..k).map(|c| 0.01 + c as f32 * 0.001).collect();
+                    let stored = crate::dequant::StoredInt8 {
+                        q: Tensor::from_shape(&[k, k], &q).expect("q").into_arc_tensor(),
+                        scale: Tensor::from_shape(&[1, k], &scales).expect("s").into_arc_tensor(),
+                    };
+                    model.wire_node("stored", stored, &[]).expect("stored")[0]
+                }
+                _ => {
+                    let t = Tensor::from_shape(&[k, k], &weights(k, k, i)).expect("w");
+                    model.add_const(format!("{name}.w"), t).expect("c")
+                }
             };
             h = einsum(&mut model, name, h, w);
         }
         model.select_output_outlets(&[h]).expect("outputs");
         model
     };
-    let computes = |mut model: TypedModel| -> Vec<LayerCompute> {
+    let computes = |second: SecondWeight| -> Vec<LayerCompute> {
+        let mut model = chain(second);
         rewrite(&mut model).expect("rewrite").layers.iter().map(|l| l.compute).collect()
     };
-    let (first, last) = (LayerCompute::F32(KeptF32::First), LayerCompute::F32(KeptF32::Last));
-    assert_eq!(
-        computes(chain(true)),
-        [first, LayerCompute::Int8PerRow, LayerCompute::F32(KeptF32::F32InFile), last]
-    );
-    assert_eq!(computes(chain(false)), [first, LayerCompute::Int8PerRow, LayerCompute::Int8PerRow, last]);
+    let (first, last, int8) =
+        (LayerCompute::F32(KeptF32::First), LayerCompute::F32(KeptF32::Last), LayerCompute::Int8PerRow);
+    assert_eq!(computes(SecondWeight::Stored), [first, int8, LayerCompute::F32(KeptF32::F32InFile), last]);
+    assert_eq!(computes(SecondWeight::Int8), [first, int8, int8, last]);
+    assert_eq!(computes(SecondWeight::F32), [first, int8, int8, last]);
 }
 
 /// The middle of three layers with its weight as the int8-compute loader

@@ -27,7 +27,23 @@ pub(super) enum Weight {
     },
 }
 
+/// How a [`Weight`] is held, without its values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum WeightKind {
+    F32,
+    Int8,
+    Stored,
+}
+
 impl Weight {
+    pub(super) fn kind(&self) -> WeightKind {
+        match self {
+            Weight::F32(_) => WeightKind::F32,
+            Weight::Int8 { .. } => WeightKind::Int8,
+            Weight::Stored { .. } => WeightKind::Stored,
+        }
+    }
+
     pub(super) fn of(model: &TypedModel, outlet: OutletId) -> TractResult<Option<Weight>> {
         let fact = model.outlet_fact(outlet)?;
         if let Some(k) = &fact.konst {

@@ -158,7 +158,7 @@ def test_a_gimp_pattern_reads_back_its_pixels_and_a_bad_one_names_the_file(tmp_p
     grey.write_bytes(gimp_pattern(2, 2, 1, bytes([0, 85, 170, 255])))
     assert validation.read_gimp_pattern(grey).getpixel((1, 1)) == (255, 255, 255)
     for name, data in [("short.pat", gimp_pattern(2, 3, 3, rgb[:-1])), ("magic.pat", b"x" * 40),
-                       ("bpp.pat", gimp_pattern(1, 1, 7, b"1234567"))]:
+                       ("bpp.pat", gimp_pattern(1, 1, 7, b"1234567")), ("empty.pat", gimp_pattern(0, 3, 3, b""))]:
         bad = tmp_path / name
         bad.write_bytes(data)
         with pytest.raises(DataMissing, match=name):
@@ -186,3 +186,9 @@ def test_the_validation_photographs_are_none_of_the_evaluations_and_use_camera_l
     labels = (pathlib.Path(__file__).resolve().parents[3] / "models/default/labels.toml").read_text()
     for label in [*validation.OBJECTS, validation.EMPTY]:
         assert f'name = "{label}"' in labels, label
+
+
+def test_missing_validation_photographs_are_named(tmp_path):
+    assert validation.missing(tmp_path) is not None
+    with pytest.raises(DataMissing, match=r"fetch_validation\.sh"):
+        validation.frames(tmp_path / "out", root=tmp_path)

@@ -109,6 +109,9 @@ def build(args) -> dict:
         raise DataMissing(f"{bundle}: already exists (use --force to replace it)")
     text_bundle = pathlib.Path(args.text_from)
     text_manifest = manifest.load(text_bundle)
+    if args.empty_scene == "auto" and (missing := validation.missing()) is not None:
+        raise DataMissing(f"--empty-scene auto needs the validation photographs ({missing}: missing); run "
+                          "tools/python/fetch_validation.sh")
     net = effnet.load_pretrained()
 
     def progress(n, total):
@@ -250,13 +253,13 @@ def empty_scene_experiment(bundle: pathlib.Path, binary: ClipEdge, net: effnet.E
                            head: np.ndarray, labelled: dict[str, list[pathlib.Path]]) -> dict:
     """The f32 tower with an "empty scene" class (tower.null_slope at each of EMPTY_SCENE_PERCENTILES) measured
     as the bundle is: photographs and fidelity through tract, held-out in PyTorch; and, where the validation
-    photographs are fetched, validate() of each and of the shipped bundle ("none")."""
+    photographs are fetched, validate() of each and of the bundle as built ("shipped")."""
     W, b = net.fc.weight.detach(), net.fc.bias.detach()
     out = {}
     with tempfile.TemporaryDirectory() as val_s:
         val = validation_set(pathlib.Path(val_s), net)
         if val is not None:
-            out["none"] = {"validation": validate(binary, bundle, val, keys)}
+            out["shipped"] = {"validation": validate(binary, bundle, val, keys)}
         for q in EMPTY_SCENE_PERCENTILES:
             slope = tower.null_slope(net, q)
             with tempfile.TemporaryDirectory() as tmp_s:

@@ -84,7 +84,7 @@ def read_gimp_pattern(path: pathlib.Path):
         raise DataMissing(f"{path}: not a GIMP pattern (no GPAT magic)")
     header, _version, w, h, bpp = struct.unpack(">5I", data[:20])
     mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}.get(bpp)
-    if mode is None or header > len(data) or len(data) - header < w * h * bpp:
+    if mode is None or w == 0 or h == 0 or header > len(data) or len(data) - header < w * h * bpp:
         raise DataMissing(f"{path}: truncated or unknown GIMP pattern ({w}x{h}, {bpp} bytes a pixel)")
     return Image.frombytes(mode, (w, h), data[header:header + w * h * bpp]).convert("RGB")
 
@@ -118,12 +118,16 @@ def _frame(src: pathlib.Path):
     return im.resize((round(im.size[0] * s), round(im.size[1] * s)), Image.BICUBIC)
 
 
+def missing(root: pathlib.Path = ROOT) -> pathlib.Path | None:
+    """The first validation file that is not under `root`, or None."""
+    return next((root / p for p in [*(f for fs in OBJECTS.values() for f in fs), *EMPTY_SCENES]
+                 if not (root / p).is_file()), None)
+
+
 def frames(folder: pathlib.Path, root: pathlib.Path = ROOT) -> dict[str, list[pathlib.Path]]:
     """Writes the validation frames under `folder` (JPEG, quality 90) and returns label -> frames."""
-    missing = [p for p in [*(f for fs in OBJECTS.values() for f in fs), *EMPTY_SCENES] if not (root / p).is_file()]
-    if missing:
-        raise DataMissing(f"{root / missing[0]}: missing ({len(missing)} validation files; run "
-                          f"tools/python/fetch_validation.sh)")
+    if (gone := missing(root)) is not None:
+        raise DataMissing(f"{gone}: missing (run tools/python/fetch_validation.sh)")
     folder.mkdir(parents=True, exist_ok=True)
     out: dict[str, list[pathlib.Path]] = {}
     for label, files in [*OBJECTS.items(), (EMPTY, EMPTY_SCENES)]:
