@@ -79,7 +79,9 @@ pub enum CameraFormat {
 /// its conversion. `device` names the source in errors; `width` x `height` is
 /// the negotiated size (1..=[`MAX_SIDE`] each, else an error before any
 /// pixel is touched); `stride` is the bytes per YUYV line. A JPEG is held to
-/// the same limits as image files.
+/// the same limits as image files, and one whose header claims more pixels
+/// on a side than negotiated is refused before it is decoded (a few hundred
+/// bytes can claim megapixels that take seconds to fill).
 pub fn decode_camera_frame(
     device: &Path,
     format: CameraFormat,
@@ -97,7 +99,17 @@ pub fn decode_camera_frame(
     }
     let (mut img, mut left) = match format {
         CameraFormat::Mjpeg => {
-            let mut reader = ImageReader::with_format(std::io::Cursor::new(data), image::ImageFormat::Jpeg);
+            let reader = || ImageReader::with_format(std::io::Cursor::new(data), image::ImageFormat::Jpeg);
+            let (w, h) = reader()
+                .into_dimensions()
+                .map_err(|e| Error::image(device, format!("MJPEG frame: {}", crate::error::one_line(&e))))?;
+            if w > width || h > height {
+                return Err(Error::image(
+                    device,
+                    format!("MJPEG frame is {w}x{h}, larger than the negotiated {width}x{height}"),
+                ));
+            }
+            let mut reader = reader();
             reader.limits(limits());
             let img = reader
                 .decode()
@@ -289,6 +301,10 @@ mod tests {
         let e = decode(CameraFormat::Mjpeg, &huge, 640, 480).expect_err("huge").to_string();
         assert!(e.contains("MJPEG frame"), "{e}");
         assert!(decode(CameraFormat::Mjpeg, &jpeg, 8, 8).is_ok());
+        // A camera may send a smaller JPEG than negotiated, never a larger one.
+        assert!(decode(CameraFormat::Mjpeg, &jpeg, 16, 16).is_ok());
+        let e = decode(CameraFormat::Mjpeg, &jpeg, 8, 4).expect_err("larger").to_string();
+        assert!(e.contains("/dev/video9") && e.contains("8x8, larger than the negotiated 8x4"), "{e}");
         // Geometry whose byte count overflows is a short frame, not a wrap-around.
         assert!(yuyv_to_rgb(&yuyv, u32::MAX - 1, 2, u32::MAX, false).is_none());
     }

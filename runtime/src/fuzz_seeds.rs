@@ -95,15 +95,20 @@ fn committed_fuzz_seeds_are_what_the_fixtures_make() {
     }
 }
 
+/// The inputs under `tools/fuzz/regressions/TARGET/` (at least one).
+fn regression_inputs(target: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/fuzz/regressions").join(target);
+    let files: Vec<PathBuf> =
+        std::fs::read_dir(&dir).expect("regressions").map(|e| e.expect("entry").path()).collect();
+    assert!(!files.is_empty(), "no regression inputs in {}", dir.display());
+    files
+}
+
 /// Every input a fuzz target crashed on (`tools/fuzz/regressions/TARGET/`)
 /// holds that target's invariants now; this is the `store` target's check.
 #[test]
 fn store_crash_inputs_found_by_fuzzing_hold_the_invariants() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/fuzz/regressions/store");
-    let files: Vec<PathBuf> =
-        std::fs::read_dir(&dir).expect("regressions").map(|e| e.expect("entry").path()).collect();
-    assert!(!files.is_empty(), "no regression inputs in {}", dir.display());
-    for path in files {
+    for path in regression_inputs("store") {
         let raw = std::fs::read(&path).expect("read");
         let mut fixed = raw.clone();
         let n = fixed.len();
@@ -116,5 +121,34 @@ fn store_crash_inputs_found_by_fuzzing_hold_the_invariants() {
             let bytes = store.to_builder().to_bytes().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             crate::PromptStore::from_bytes("again.store", &bytes).expect("reads back");
         }
+    }
+}
+
+/// The `camera_frame` target's inputs that ran past libFuzzer's timeout: a
+/// JPEG of a few hundred bytes whose header claims far more pixels than the
+/// negotiated size. Decoded as the target does (8-byte geometry header), each
+/// is now refused, by name, before any pixel is decoded.
+#[test]
+fn camera_frame_inputs_found_by_fuzzing_are_refused_before_decoding() {
+    for path in regression_inputs("camera_frame") {
+        let data = std::fs::read(&path).expect("read");
+        let (head, frame) = data.split_first_chunk::<8>().expect("an 8-byte header");
+        let u16_at = |i: usize| u32::from(u16::from_le_bytes([head[i], head[i + 1]]));
+        let format = if head[0] % 2 == 0 {
+            crate::frame::CameraFormat::Mjpeg
+        } else {
+            crate::frame::CameraFormat::Yuyv
+        };
+        let e = crate::frame::decode_camera_frame(
+            Path::new("/dev/fuzz"),
+            format,
+            frame,
+            u16_at(1),
+            u16_at(3),
+            u16_at(5),
+            u32::from(head[7] % 8),
+        )
+        .expect_err("refused");
+        assert!(e.to_string().contains("larger than the negotiated"), "{}: {e}", path.display());
     }
 }
