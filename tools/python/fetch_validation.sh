@@ -3,7 +3,7 @@
 # "The empty-scene class") into .cache/validation (gitignored): three Debian
 # bookworm packages, downloaded with `apt-get download` (no root needed) and
 # unpacked with dpkg-deb. Nothing from them is shipped or committed; they are
-# read to choose the empty-scene percentile and are never the test set.
+# read to choose the empty-scene gate and are never the test set.
 #   tuxpaint-stamps-default  photographs of animals, vehicles, things (GPL-2+)
 #   opencv-doc               OpenCV's sample photographs (examples/data)
 #   gimp-data                GIMP's photographic texture patterns (GPL-3+)

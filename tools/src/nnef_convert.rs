@@ -133,8 +133,12 @@ pub fn convert_bundle(
 
 fn convert_one(bundle: &Bundle, file: &EncoderFile, max_growth: f64) -> Result<Outcome, ConvertError> {
     let precision = file.precision;
+    // The int8-compute form's ONNX load is needed to count its f32-in-file layers; verify reuses it.
+    let mut onnx_encoder = None;
     if precision == Precision::Int8Compute {
-        let kept = kept_f32_in_file(bundle, file)?;
+        let encoder = onnx_load(bundle, file)?;
+        let kept = kept_f32_in_file(&encoder);
+        onnx_encoder = Some(encoder);
         if kept > 0 {
             let reason = format!(
                 "its int8 file keeps {kept} weighted layers in f32, which the int8-compute form leaves f32; an NNEF \
@@ -173,7 +177,7 @@ fn convert_one(bundle: &Bundle, file: &EncoderFile, max_growth: f64) -> Result<O
     let path = nnef_path(file);
     write_atomic(&path, &tar)?;
     let nnef = NnefFile { path, sha256: sha256_hex(&tar), source_sha256: file.sha256.clone() };
-    match verify(bundle, file, &nnef) {
+    match verify(bundle, file, &nnef, onnx_encoder) {
         Ok((onnx_load, nnef_load, min_cosine, max_abs)) => Ok(Outcome::Converted(Converted {
             precision,
             nnef,
@@ -191,13 +195,26 @@ fn convert_one(bundle: &Bundle, file: &EncoderFile, max_growth: f64) -> Result<O
     }
 }
 
-/// The weighted layers that the form of `file`, loaded from its ONNX file, keeps f32 because the file does.
-fn kept_f32_in_file(bundle: &Bundle, file: &EncoderFile) -> Result<usize, ConvertError> {
+/// The encoder of `file`'s precision loaded from its ONNX file (any NNEF copy ignored).
+fn onnx_load(bundle: &Bundle, file: &EncoderFile) -> Result<ImageEncoder, ConvertError> {
+    with_nnef(bundle, file, None)
+}
+
+/// The encoder of `file`'s precision with its NNEF copy set to `nnef`.
+fn with_nnef(
+    bundle: &Bundle,
+    file: &EncoderFile,
+    nnef: Option<NnefFile>,
+) -> Result<ImageEncoder, ConvertError> {
     let mut b = bundle.clone();
-    b.encoders.iter_mut().filter(|e| e.precision == file.precision).for_each(|e| e.nnef = None);
-    let encoder = ImageEncoder::load(&b, Some(file.precision))?;
+    b.encoders.iter_mut().filter(|e| e.precision == file.precision).for_each(|e| e.nnef = nnef.clone());
+    Ok(ImageEncoder::load(&b, Some(file.precision))?)
+}
+
+/// The weighted layers that an encoder loaded from its ONNX file keeps f32 because the file does.
+fn kept_f32_in_file(encoder: &ImageEncoder) -> usize {
     let f32_in_file = LayerCompute::F32(KeptF32::F32InFile);
-    Ok(encoder.int8_report().map_or(0, |r| r.layers.iter().filter(|l| l.compute == f32_in_file).count()))
+    encoder.int8_report().map_or(0, |r| r.layers.iter().filter(|l| l.compute == f32_in_file).count())
 }
 
 /// `image_encoder_f32.onnx` -> `image_encoder_f32.nnef.tar`, next to it.
@@ -206,19 +223,19 @@ fn nnef_path(file: &EncoderFile) -> PathBuf {
     file.path.with_file_name(format!("{stem}.nnef.tar"))
 }
 
-/// Loads the encoder from ONNX and from NNEF and compares them on probe frames.
+/// Loads the encoder from ONNX (unless `onnx` is that load already) and from NNEF and compares them on probe
+/// frames.
 fn verify(
     bundle: &Bundle,
     file: &EncoderFile,
     nnef: &NnefFile,
+    onnx: Option<ImageEncoder>,
 ) -> Result<(LoadTiming, LoadTiming, f32, f32), ConvertError> {
-    let with = |n: Option<NnefFile>| {
-        let mut b = bundle.clone();
-        b.encoders.iter_mut().filter(|e| e.precision == file.precision).for_each(|e| e.nnef = n.clone());
-        ImageEncoder::load(&b, Some(file.precision))
+    let mut onnx = match onnx {
+        Some(encoder) => encoder,
+        None => onnx_load(bundle, file)?,
     };
-    let mut onnx = with(None)?;
-    let mut from_nnef = with(Some(nnef.clone()))?;
+    let mut from_nnef = with_nnef(bundle, file, Some(nnef.clone()))?;
     if !from_nnef.load_timing().from_nnef {
         return Err(ConvertError::Verify {
             path: nnef.path.clone(),

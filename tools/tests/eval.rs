@@ -259,6 +259,26 @@ fn bundle_nnef_adds_the_f32_copy_and_skips_forms_that_would_grow() {
     let o = run(args!("bench", "--bundle", &dir, "--onnx", "--frames", "2", "--json", &scene));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("bench JSON");
     assert_eq!(v["model_form"], "onnx");
+
+    // int8-compute (no layer kept f32 in its file) converts when allowed to grow; its ONNX load, which counted
+    // those layers, is the reference the copy is verified against.
+    let o = run(args!(
+        "bundle",
+        "nnef",
+        "--bundle",
+        &dir,
+        "--precision",
+        "int8-compute",
+        "--max-growth",
+        "10",
+        "--json"
+    ));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    let row = &v["encoders"][0];
+    assert_eq!(row["status"], "converted", "{v}");
+    assert!(row["min_cosine"].as_f64().expect("cosine") >= 0.9999, "{v}");
+    assert!(row["onnx_load_ms"].as_f64().expect("onnx load") > 0.0, "{v}");
 }
 
 /// The photo model's int8 file keeps its 16 projections in f32 and int8-compute leaves them f32; an NNEF copy

@@ -5,6 +5,7 @@ rule and the validation photographs' reader and score. Needs the venv's torch (t
 
 from __future__ import annotations
 
+import argparse
 import pathlib
 
 import numpy as np
@@ -65,13 +66,50 @@ def test_the_empty_scene_class_takes_a_frame_no_class_explains_and_leaves_a_conf
     assert float(e[1] @ keys[0]) > 0.99
     net = effnet.EfficientNetLite0(size=32)
     net.fc = torch.nn.Linear(effnet.FEATURES, 3)
-    model = tower.PhotoTower(net.eval(), keys, slope=0.4)
+    gate = tower.Gate(0.7, 0.5)
+    model = tower.PhotoTower(net.eval(), keys, gate)
     x = torch.randn(2, 3, 32, 32)
-    f = net.features(x)
-    want = tower.readout(net.fc(f), keys, null=0.4 * f.norm(dim=-1))
+    logits, homog = tower.feature_maps(net, x)
+    want = tower.readout(logits, keys, null=tower.empty_logit(logits, homog, gate)[:, 0])
     assert torch.allclose(torch.nn.functional.normalize(model(x), dim=-1), want, atol=1e-5)
     with pytest.raises(tower.DataMissing):
-        tower.PhotoTower(net, keys[:3], slope=0.4)
+        tower.PhotoTower(net, keys[:3], gate)
+
+
+def test_homogeneity_is_one_on_a_uniform_map_low_on_a_lone_object_and_zero_where_features_vanish():
+    uniform = torch.rand(1, 16, 1, 1).expand(1, 16, 7, 7)
+    lone = torch.zeros(1, 16, 7, 7)
+    lone[0, :, 3, 3] = torch.rand(16) + 0.1
+    got = tower.homogeneity(torch.cat([uniform, lone]), torch.cat([uniform, lone]).mean((2, 3)))
+    assert abs(float(got[0]) - 1.0) < 1e-5 and float(got[1]) < 0.2
+    assert float(tower.homogeneity(torch.zeros(1, 16, 7, 7), torch.zeros(1, 16))[0]) == 0.0
+
+
+def test_the_gate_shuts_below_its_threshold_and_is_capped_above_it():
+    logits = torch.tensor([[4.0, 1.0], [4.0, 1.0], [4.0, 1.0]])
+    gate = tower.Gate(0.7, 0.5)
+    e = tower.empty_logit(logits, torch.tensor([0.5, 0.71, 0.95]), gate)[:, 0]
+    assert float(e[0]) == pytest.approx(4.0 - tower.SHARPNESS * 0.2)
+    assert float(e[1]) == pytest.approx(4.0 + tower.SHARPNESS * 0.01)
+    assert float(e[2]) == pytest.approx(4.5)
+    assert str(gate) == "0.7:0.5"
+
+
+def test_the_gate_rule_wants_fidelity_first_then_score_then_fidelity_then_the_middle():
+    from clip_edge_tools.photo_model import build
+
+    def r(score, fid):
+        return {"score": score, "fidelity": fid}
+
+    floor = build.MIN_VALIDATION_FIDELITY
+    grid = {"0.6:1": r(0.95, floor - 0.01), "0.6:0.5": r(0.8, floor), "0.7:0.5": r(0.8, floor + 0.05),
+            "0.8:0.5": r(0.8, floor + 0.05), "0.9:0.5": r(0.8, floor + 0.05), "0.9:0.25": r(0.7, 1.0)}
+    assert build.pick_gate(grid) == "0.8:0.5"
+    assert build.pick_gate({"0.6:1": r(0.95, floor - 0.01)}) is None
+    assert build.gate_arg("0.7:0.5") == tower.Gate(0.7, 0.5) and build.gate_arg("none") is None
+    for bad in ("0.7", "1.5:0.5", "0.7:0", "x:y"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            build.gate_arg(bad)
 
 
 def test_the_object_free_frames_are_seeded_and_normalised():
@@ -192,3 +230,21 @@ def test_missing_validation_photographs_are_named(tmp_path):
     assert validation.missing(tmp_path) is not None
     with pytest.raises(DataMissing, match=r"fetch_validation\.sh"):
         validation.frames(tmp_path / "out", root=tmp_path)
+
+
+def test_the_gate_grid_scores_each_gate_as_eval_would_on_a_store():
+    from clip_edge_tools.photo_model import build
+
+    eye = torch.eye(tower.EMBED_DIM)
+    # Classes a and b, and an empty-scene key nearer to a than to b.
+    keys = torch.stack([eye[0], eye[1], torch.nn.functional.normalize(eye[2] + 0.5 * eye[0], dim=0)])
+    store = (["a", "b", validation.EMPTY], keys.numpy())
+    logits = torch.tensor([[8.0, 0.0], [0.0, 8.0], [0.0, 1.0]])
+    homog = torch.tensor([0.4, 0.5, 0.95])
+    grid = build.gate_grid(logits, homog, keys, keys[:2], store, ["a", "b", validation.EMPTY])
+    assert len(grid) == len(build.GATE_THRESHOLDS) * len(build.GATE_CAPS)
+    strong = grid[str(tower.Gate(0.7, 2.0))]
+    assert strong["score"] == pytest.approx(1.0) and strong["empty_recall"] == 1.0
+    # The uniform frame (the head says b) goes to "empty scene", whose key is nearer to a: the names' top-1 agrees
+    # with the head on the two objects only.
+    assert strong["fidelity"] == pytest.approx(2 / 3)

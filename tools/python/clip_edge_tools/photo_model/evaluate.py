@@ -43,10 +43,9 @@ def fake_int8(w: torch.Tensor, axis: int) -> torch.Tensor:
 
 
 def heldout(W: torch.Tensor, b: torch.Tensor, keys: torch.Tensor, alpha: float, tau: float = tower.TAU,
-            text: torch.Tensor | None = None, null: float | None = None) -> dict:
+            text: torch.Tensor | None = None) -> dict:
     """Top-1 and top-5 of each fold (mean and spread over the folds). `keys` are the
-    read-out's (with `null`, one more row last: the "empty scene" key, always kept);
-    `text` the classes' text keys that are ranked (default: `keys`)."""
+    read-out's, one row per class; `text` the classes' text keys that are ranked (default: `keys`)."""
     text = keys if text is None else text
     perm = torch.randperm(W.shape[0], generator=torch.Generator().manual_seed(FOLD_SEED))
     folds = perm.view(FOLDS, -1)
@@ -55,8 +54,7 @@ def heldout(W: torch.Tensor, b: torch.Tensor, keys: torch.Tensor, alpha: float, 
         held = folds[k]
         seen = torch.cat([folds[j] for j in range(FOLDS) if j != k])
         logits = (F.normalize(W[held], dim=-1) * alpha) @ W[seen].T + b[seen]
-        seen_keys = keys[seen] if null is None else torch.cat([keys[seen], keys[-1:]])
-        protos = tower.readout(logits, seen_keys, tau, null)
+        protos = tower.readout(logits, keys[seen], tau)
         s = text[held] @ protos.T
         rank = (s > s.diag()[:, None]).sum(1)
         top1.append(float((rank < 1).float().mean()))

@@ -11,15 +11,20 @@ worn on the body (garments, headwear, footwear, armour, masks) and of the three
 person classes lean toward "person" (their key plus the key of "person",
 renormalised), since their photographs show people.
 
-An experiment, off by default (`build_photo.py --empty-scene PERCENTILE`):
-a 1,001st class, "empty scene", whose logit is the pooled feature's norm times
-a slope, the given percentile over seeded synthetic frames that hold no object
-(flat colours, gradients, smooth noise) of the network's top logit divided by
-the feature norm. It finds bare scenes but costs fidelity (MODEL_CARD.md)."""
+Empty scenes (`build_photo.py --empty-scene`): a 1,001st class, "empty
+scene", behind a gate on the frame's spatial homogeneity (`homogeneity`: how
+alike the head's 7x7 feature vectors are to their mean). A bare wall, a lawn
+or gravel looks alike everywhere; an object stands out from its surroundings.
+The class's logit is the top ImageNet logit plus SHARPNESS x (homogeneity -
+threshold), capped: closed (far below the top class) on frames that hold an
+object, it takes at most a capped share of the read-out on uniform ones. The
+threshold and the cap are chosen on the validation photographs
+(build.choose_empty_scene), never on the evaluation's."""
 
 from __future__ import annotations
 
 import pathlib
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -50,9 +55,24 @@ WORN_NAMES = ("abaya", "academic gown", "apron", "swimming cap", "military hat (
               "trench coat", "vestment", "hair wig", "Windsor tie", "baseball player", "bridegroom", "scuba diver")
 PERSON = "person"
 NULL_NAME = "empty scene"
-# The object-free synthetic frames that set the experimental "empty scene" slope: their seed and count.
+# Synthetic frames that hold no object (flat colours, gradients, smooth noise): their seed and count.
 NULL_SEED = 101
 NULL_FRAMES = 60
+# The empty-scene gate's slope per unit of homogeneity (logits): 0.1 below the threshold it is 5 logits (10 after
+# TAU) under the top class, i.e. shut.
+SHARPNESS = 50.0
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The "empty scene" class's gate: its logit is the top class's + min(SHARPNESS x (homogeneity - threshold),
+    cap)."""
+
+    threshold: float
+    cap: float
+
+    def __str__(self) -> str:
+        return f"{self.threshold:g}:{self.cap:g}"
 
 
 def class_names() -> list[str]:
@@ -148,46 +168,60 @@ def object_free_frames(n: int = NULL_FRAMES, seed: int = NULL_SEED) -> torch.Ten
     return torch.stack(frames)
 
 
+def homogeneity(fmap: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+    """(B,): the mean over positions of the cosine between each position's feature vector of `fmap` (B, C, H, W)
+    and the pooled one `pooled` (B, C). A position whose features are all zero counts as unlike (cosine 0)."""
+    dots = (fmap * pooled[:, :, None, None]).sum(1)
+    norms = (fmap * fmap).sum(1).sqrt().clamp(min=1e-6) * (pooled * pooled).sum(1).sqrt().clamp(min=1e-6)[:, None, None]
+    return (dots / norms).mean((1, 2))
+
+
 @torch.no_grad()
-def null_slope(net: effnet.EfficientNetLite0, percentile: float) -> float:
-    """The "empty scene" logit per unit of feature norm: `percentile`, over
-    object_free_frames(), of the top logit divided by the pooled feature's norm."""
-    ratios = []
-    for x in object_free_frames().split(10):
-        f = net.features(x)
-        ratios.append(net.fc(f).max(-1).values / f.norm(dim=-1))
-    return float(torch.quantile(torch.cat(ratios), percentile))
+def feature_maps(net: effnet.EfficientNetLite0, frames: torch.Tensor, batch: int = 16):
+    """(logits (B, 1000), homogeneity (B,)) of preprocessed frames (B, 3, 224, 224)."""
+    logits, homog = [], []
+    for x in frames.split(batch):
+        fmap = net.head(net.blocks(net.stem(x)))
+        pooled = fmap.mean((2, 3))
+        logits.append(net.fc(pooled))
+        homog.append(homogeneity(fmap, pooled))
+    return torch.cat(logits), torch.cat(homog)
+
+
+def empty_logit(logits: torch.Tensor, homog: torch.Tensor, gate: Gate) -> torch.Tensor:
+    """(B, 1): the "empty scene" logit of each row of `logits` at homogeneity `homog`."""
+    return logits.max(-1, keepdim=True).values + (SHARPNESS * (homog - gate.threshold)).clamp(max=gate.cap)[:, None]
 
 
 class PhotoTower(nn.Module):
     """224x224 RGB (normalised with effnet.MEAN/STD) -> 384-d embedding (not normalised).
 
-    `keys` has a row per ImageNet class; with a `slope`, one more last for "empty scene", whose logit is
-    `slope` times the pooled feature's norm."""
+    `keys` has a row per ImageNet class; with a `gate`, one more last for "empty scene" (empty_logit)."""
 
-    def __init__(self, net: effnet.EfficientNetLite0, keys: torch.Tensor, slope: float | None = None,
+    def __init__(self, net: effnet.EfficientNetLite0, keys: torch.Tensor, gate: Gate | None = None,
                  tau: float = TAU):
         super().__init__()
-        rows = net.fc.out_features + (slope is not None)
+        rows = net.fc.out_features + (gate is not None)
         if keys.shape != (rows, EMBED_DIM):
             raise DataMissing(f"class keys of shape {tuple(keys.shape)}, expected ({rows}, {EMBED_DIM})")
         self.net = net
         self.tau = tau
-        self.slope = slope
+        self.gate = gate
         self.register_buffer("keys", keys.clone())
 
     def forward(self, x):
-        f = self.net.features(x)
-        logits = self.net.fc(f)
-        if self.slope is not None:
-            logits = torch.cat([logits, self.slope * (f * f).sum(-1, keepdim=True).sqrt()], 1)
+        fmap = self.net.head(self.net.blocks(self.net.stem(x)))
+        pooled = fmap.mean((2, 3))
+        logits = self.net.fc(pooled)
+        if self.gate is not None:
+            logits = torch.cat([logits, empty_logit(logits, homogeneity(fmap, pooled), self.gate)], 1)
         return (self.tau * logits).softmax(-1) @ self.keys
 
 
 def readout(logits: torch.Tensor, keys: torch.Tensor, tau: float = TAU,
             null: float | torch.Tensor | None = None) -> torch.Tensor:
     """The tower's read-out on given logits (rows), normalised; with `null` (one
-    value, or one per row), keys' last row is the "empty scene" key and `null` its logit."""
+    value, or one per row: empty_logit), keys' last row is the "empty scene" key and `null` its logit."""
     if null is not None:
         logits = torch.cat([logits, torch.as_tensor(null, dtype=logits.dtype).expand(logits.shape[0]).reshape(-1, 1)],
                            1)

@@ -1,15 +1,15 @@
 """The photo model's validation photographs: real frames, none of them among the
 evaluation's 15 (build.photo_sources), read from three Debian packages that
 `tools/python/fetch_validation.sh` unpacks into .cache/validation. They choose
-the "empty scene" percentile (build.choose_empty_scene) and nothing else;
-nothing from them is shipped.
+the "empty scene" gate (build.choose_empty_scene) and nothing else; nothing
+from them is shipped.
 
 - objects: Tux Paint's photographic stamps (cut-outs, composited on white) and
   OpenCV's sample photographs, each named by its camera label;
 - empty scenes: GIMP's photographic texture patterns (stone, wood, paper,
   bark, sky, ...), tiled into frames.
 
-The score (fixed before any percentile was measured on it) weighs the two
+The score (fixed before any empty-scene class was measured on it) weighs the two
 halves equally: the mean of the empty scenes' recall and the object labels'
 mean per-label top-1, so the 34 birds do not outvote the one horse.
 """
