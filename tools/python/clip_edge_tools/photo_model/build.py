@@ -103,6 +103,12 @@ def write_samples(folder: pathlib.Path) -> list[pathlib.Path]:
 
 
 def build(args) -> dict:
+    """The bundle and its report; the validation frames are written once, into a folder that lasts the build."""
+    with tempfile.TemporaryDirectory() as val_s:
+        return _build(args, pathlib.Path(val_s))
+
+
+def _build(args, val_dir: pathlib.Path) -> dict:
     from ..export.bundle import write_bundle
     from ..export.onnx_export import export_onnx, fuse_pads_into_convs
     from ..export.quantise import convert_f16_weights, make_int8
@@ -118,6 +124,8 @@ def build(args) -> dict:
         raise DataMissing(f"--empty-scene auto needs the validation photographs ({missing}: missing); run "
                           "tools/python/fetch_validation.sh")
     net = effnet.load_pretrained()
+    needs_val = args.empty_scene == "auto" or not args.skip_eval
+    val = validation_set(val_dir, net) if needs_val else None
 
     def progress(n, total):
         if n % 20000 == 0 or n == total:
@@ -132,7 +140,7 @@ def build(args) -> dict:
     choice = None
     gate = args.empty_scene
     if gate == "auto":
-        choice, gate = choose_empty_scene(binary, net, keys, tower_keys(keys, names, True), spec, labels)
+        choice, gate = choose_empty_scene(binary, net, keys, tower_keys(keys, names, True), spec, labels, val)
     if gate is not None:
         log(f"'{tower.NULL_NAME}': gate threshold {gate.threshold}, cap {gate.cap} (homogeneity)")
     readout_keys = tower_keys(keys, names, gate is not None)
@@ -192,7 +200,7 @@ def build(args) -> dict:
     report["forms"] = sorted(encoders)
     if not args.skip_eval:
         report["evaluation"] = measure(bundle, binary, net, keys, tower_keys(keys, names, False), gate, alpha,
-                                       sorted(encoders), spec)
+                                       sorted(encoders), spec, val)
     (bundle / "eval_report.json").write_text(json.dumps(report, indent=1) + "\n")
     log(f"wrote {bundle} and {bundle / 'eval_report.json'}")
     return report
@@ -206,12 +214,14 @@ def tower_keys(keys: torch.Tensor, names: torch.Tensor, empty_scene: bool) -> to
 
 
 def measure(bundle: pathlib.Path, binary: ClipEdge, net: effnet.EfficientNetLite0, keys: torch.Tensor,
-            object_keys: torch.Tensor, gate: tower.Gate | None, alpha: float, forms: list[str], spec) -> dict:
+            object_keys: torch.Tensor, gate: tower.Gate | None, alpha: float, forms: list[str], spec,
+            val: tuple[dict, np.ndarray] | None) -> dict:
     """`keys`: the 1,000 names' text keys (what is ranked, and the zero-shot classifier of the fidelity
     measure); `object_keys`: the read-out's keys without the "empty scene" row. Held-out prototypes are single
     feature vectors with no spatial map, so the read-out there has no empty-scene class (the gate is meant to be
     shut on object frames; the validation objects' homogeneity is in the report's empty_scene_choice). Where
-    the bundle has the gate (`gate`), the same tower without it is measured beside it (`without_empty_scene`)."""
+    the bundle has the gate (`gate`), the same tower without it is measured beside it (`without_empty_scene`);
+    `val`: validation_set(), or None where the validation photographs are not fetched."""
     W, b = net.fc.weight.detach(), net.fc.bias.detach()
     out: dict = {"heldout": {}, "fidelity": {}, "photographs": {}}
     out["heldout"]["f32"] = evaluate.heldout(W, b, object_keys, alpha, text=keys)
@@ -241,20 +251,18 @@ def measure(bundle: pathlib.Path, binary: ClipEdge, net: effnet.EfficientNetLite
             out["photographs"][form] = r
             log(f"photographs ({form}): top-1 {r.get('top1')}")
         out["photographs"]["licences"] = {n: s[1] for n, s in sources.items()}
-        with tempfile.TemporaryDirectory() as val_s:
-            val = validation_set(pathlib.Path(val_s), net)
-            if val is not None:
-                out["validation"] = validate(binary, bundle, val, keys)
-            if gate is not None:
-                with tempfile.TemporaryDirectory() as b_s:
-                    b_dir = experiment_bundle(pathlib.Path(b_s), binary, net, object_keys, None, spec,
-                                              bundle / "labels.toml")
-                    photos = evaluate.photographs(binary, b_dir, "f32", labelled, b_dir / "prompts.store")
-                    out["without_empty_scene"] = {
-                        "photographs_top1": photos.get("top1"),
-                        "fidelity": evaluate.fidelity(binary, b_dir, "f32", frames, head, keys),
-                        "validation": None if val is None else validate(binary, b_dir, val, keys)}
-                log(f"without the empty-scene class: {out['without_empty_scene']}")
+        if val is not None:
+            out["validation"] = validate(binary, bundle, val, keys)
+        if gate is not None:
+            with tempfile.TemporaryDirectory() as b_s:
+                b_dir = experiment_bundle(pathlib.Path(b_s), binary, net, object_keys, None, spec,
+                                          bundle / "labels.toml")
+                photos = evaluate.photographs(binary, b_dir, "f32", labelled, b_dir / "prompts.store")
+                out["without_empty_scene"] = {
+                    "photographs_top1": photos.get("top1"),
+                    "fidelity": evaluate.fidelity(binary, b_dir, "f32", frames, head, keys),
+                    "validation": None if val is None else validate(binary, b_dir, val, keys)}
+            log(f"without the empty-scene class: {out['without_empty_scene']}")
     return out
 
 
@@ -319,6 +327,7 @@ def gate_grid(logits: torch.Tensor, homog: torch.Tensor, readout_keys: torch.Ten
             per_class = [{"class": k, "n": len(v), "top1": sum(v) / len(v)} for k, v in hits.items()]
             r = validation.score({"per_class": per_class, "top1": sum(map(sum, hits.values())) / len(truth)})
             r["fidelity"] = float(((emb @ keys.T).argmax(-1) == head).float().mean())
+            r["threshold"], r["cap"] = t, c
             out[str(gate)] = r
     return out
 
@@ -337,17 +346,17 @@ def pick_gate(grid: dict[str, dict]) -> str | None:
 
 
 def choose_empty_scene(binary: ClipEdge, net: effnet.EfficientNetLite0, keys: torch.Tensor,
-                       readout_keys: torch.Tensor, spec, labels: pathlib.Path) -> tuple[dict, tower.Gate | None]:
+                       readout_keys: torch.Tensor, spec, labels: pathlib.Path,
+                       val: tuple[dict, np.ndarray] | None) -> tuple[dict, tower.Gate | None]:
     """`--empty-scene auto`: the gate (or none) chosen by pick_gate on the validation photographs (validation.py;
     never the evaluation's 15), simulated in PyTorch (gate_grid) over the prompt store tract builds from `labels`;
     the chosen gate and the tower without one are then measured through tract there too. `readout_keys` ends
-    with the empty-scene key; `keys` are the 1,000 names' (the fidelity's classifier)."""
+    with the empty-scene key; `keys` are the 1,000 names' (the fidelity's classifier); `val`: validation_set()."""
     from ..default_model.calibrate import read_store
 
     out: dict = {}
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = pathlib.Path(tmp_s)
-        val = validation_set(tmp / "frames", net)
         if val is None:
             raise DataMissing("--empty-scene auto needs the validation photographs: run "
                               "tools/python/fetch_validation.sh")
@@ -361,7 +370,7 @@ def choose_empty_scene(binary: ClipEdge, net: effnet.EfficientNetLite0, keys: to
             out["grid"] = gate_grid(logits, homog, readout_keys, keys, read_store(b_dir / "prompts.store"), truth)
         chosen = pick_gate(out["grid"])
         out["chosen"] = chosen
-        gate = None if chosen is None else tower.Gate(*map(float, chosen.split(":")))
+        gate = None if chosen is None else tower.Gate(out["grid"][chosen]["threshold"], out["grid"][chosen]["cap"])
         if gate is not None:
             with tempfile.TemporaryDirectory(dir=tmp) as b_tmp:
                 b_dir = experiment_bundle(pathlib.Path(b_tmp), binary, net, readout_keys, gate, spec, labels)

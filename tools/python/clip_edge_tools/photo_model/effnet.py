@@ -93,8 +93,12 @@ class EfficientNetLite0(nn.Module):
                                   nn.ReLU6())
         self.fc = nn.Linear(FEATURES, 1000)
 
+    def feature_map(self, x):
+        """The head's output before pooling: (B, 1280, 7, 7) at 224 px."""
+        return self.head(self.blocks(self.stem(x)))
+
     def features(self, x):
-        return self.head(self.blocks(self.stem(x))).mean((2, 3))
+        return self.feature_map(x).mean((2, 3))
 
     def forward(self, x):
         return self.fc(self.features(x))

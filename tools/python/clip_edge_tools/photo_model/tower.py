@@ -181,7 +181,7 @@ def feature_maps(net: effnet.EfficientNetLite0, frames: torch.Tensor, batch: int
     """(logits (B, 1000), homogeneity (B,)) of preprocessed frames (B, 3, 224, 224)."""
     logits, homog = [], []
     for x in frames.split(batch):
-        fmap = net.head(net.blocks(net.stem(x)))
+        fmap = net.feature_map(x)
         pooled = fmap.mean((2, 3))
         logits.append(net.fc(pooled))
         homog.append(homogeneity(fmap, pooled))
@@ -210,7 +210,7 @@ class PhotoTower(nn.Module):
         self.register_buffer("keys", keys.clone())
 
     def forward(self, x):
-        fmap = self.net.head(self.net.blocks(self.net.stem(x)))
+        fmap = self.net.feature_map(x)
         pooled = fmap.mean((2, 3))
         logits = self.net.fc(pooled)
         if self.gate is not None:
