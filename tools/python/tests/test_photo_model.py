@@ -180,6 +180,37 @@ def test_int8_weights_keep_the_named_nodes_in_f32(tmp_path):
     assert len(int8) == 1
 
 
+def test_int8_sensitivity_finds_the_weight_whose_rounding_moves_the_output(tmp_path):
+    import onnx
+
+    from clip_edge_tools.export.onnx_export import export_onnx
+    from clip_edge_tools.export.quantise import int8_sensitivity, keep_f32_by_sensitivity
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(64, 64, 1), torch.nn.Conv2d(64, 64, 1), torch.nn.Flatten())
+    with torch.no_grad():
+        net[0].weight[:, 0] = 8.0  # one large weight per output channel: int8 rounds most others to 0
+    src = tmp_path / "f32.onnx"
+    export_onnx(net.eval(), torch.zeros(1, 64, 2, 2), src, "image")
+    convs = [n.name for n in onnx.load(str(src)).graph.node if n.op_type == "Conv"]
+    sens = int8_sensitivity(src, np.random.default_rng(1).standard_normal((8, 64, 2, 2)).astype(np.float32))
+    assert [s["node"] for s in sens] == convs and all(s["elements"] == 4096 for s in sens)
+    assert sens[0]["error"] > 10 * sens[1]["error"] > 0
+    assert keep_f32_by_sensitivity(sens, 3 * 4096) == [convs[0]]
+    assert keep_f32_by_sensitivity(sens, 3 * 4096 - 1) == []
+    assert keep_f32_by_sensitivity(sens, 10**6) == convs
+
+
+def test_keep_f32_by_sensitivity_ranks_per_element_and_stops_at_the_first_that_does_not_fit():
+    from clip_edge_tools.export.quantise import keep_f32_by_sensitivity
+
+    sens = [{"node": "big", "elements": 1000, "error": 1e-3}, {"node": "small", "elements": 10, "error": 1e-4},
+            {"node": "tiny", "elements": 1, "error": 1e-7}]
+    assert keep_f32_by_sensitivity(sens, 3 * 10) == ["small"]
+    assert keep_f32_by_sensitivity(sens, 3 * 1011) == ["small", "big", "tiny"]
+    assert keep_f32_by_sensitivity(sens, 3 * 1000) == ["small"]
+
+
 def gimp_pattern(w: int, h: int, bpp: int, pixels: bytes, name: bytes = b"test\0") -> bytes:
     import struct
 

@@ -37,27 +37,9 @@ def quantise_int8_weights(src: pathlib.Path, dst: pathlib.Path, min_elements: in
 
     model = onnx.load(str(src))
     graph = model.graph
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for i, name in enumerate(node.input):
-            consumers.setdefault(name, []).append((node, i))
     added = []
-    for init in list(graph.initializer):
-        uses = consumers.get(init.name, [])
-        if init.data_type != TensorProto.FLOAT or np.prod(init.dims) < min_elements or len(init.dims) < 2:
-            continue
-        if len(uses) != 1 or uses[0][1] != 1 or uses[0][0].op_type not in ("Conv", "Gemm", "MatMul"):
-            continue
-        node = uses[0][0]
-        if any(k in node.name for k in keep_f32):
-            continue
+    for init, _node, axis in _quantisable(model, min_elements, keep_f32):
         w = numpy_helper.to_array(init)
-        if node.op_type == "Conv":
-            axis = 0
-        elif node.op_type == "Gemm":
-            axis = 0 if next((a.i for a in node.attribute if a.name == "transB"), 0) else 1
-        else:
-            axis = w.ndim - 1
         scale = np.abs(w).max(axis=tuple(a for a in range(w.ndim) if a != axis), keepdims=True) / 127.0
         scale[scale == 0] = 1.0
         q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
@@ -73,6 +55,88 @@ def quantise_int8_weights(src: pathlib.Path, dst: pathlib.Path, min_elements: in
     onnx.checker.check_model(model)
     onnx.save(model, str(dst))
     return len(added) // 2
+
+
+def _quantisable(model, min_elements: int, keep_f32: Sequence[str]):
+    """(initializer, node, axis of its output channels) of each weight quantise_int8_weights stores as int8:
+    a large f32 constant read by one Conv, Gemm or MatMul as its weight, in a node named with none of `keep_f32`."""
+    from onnx import TensorProto
+
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            consumers.setdefault(name, []).append((node, i))
+    out = []
+    for init in model.graph.initializer:
+        uses = consumers.get(init.name, [])
+        if init.data_type != TensorProto.FLOAT or np.prod(init.dims) < min_elements or len(init.dims) < 2:
+            continue
+        if len(uses) != 1 or uses[0][1] != 1 or uses[0][0].op_type not in ("Conv", "Gemm", "MatMul"):
+            continue
+        node = uses[0][0]
+        if any(k in node.name for k in keep_f32):
+            continue
+        if node.op_type == "Conv":
+            axis = 0
+        elif node.op_type == "Gemm":
+            axis = 0 if next((a.i for a in node.attribute if a.name == "transB"), 0) else 1
+        else:
+            axis = len(init.dims) - 1
+        out.append((init, node, axis))
+    return out
+
+
+def _unit_outputs(path: pathlib.Path, inputs: np.ndarray) -> np.ndarray:
+    """The model's first output on `inputs` (a batch for its first input) in ONNX Runtime, rows normalised."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    out = np.concatenate([sess.run(None, {name: inputs[i:i + 16]})[0] for i in range(0, len(inputs), 16)])
+    return out / np.linalg.norm(out, axis=-1, keepdims=True).clip(min=1e-12)
+
+
+def output_error(reference: pathlib.Path, other: pathlib.Path, inputs: np.ndarray) -> float:
+    """Mean (1 - cosine) between the first outputs of two models on `inputs`, run in ONNX Runtime."""
+    return float(1.0 - (_unit_outputs(reference, inputs) * _unit_outputs(other, inputs)).sum(-1).mean())
+
+
+def int8_sensitivity(src: pathlib.Path, inputs: np.ndarray, keep_f32: Sequence[str] = (),
+                     min_elements: int = 1024) -> list[dict]:
+    """Per weight that quantise_int8_weights would store as int8 (keeping `keep_f32`): output_error between the
+    model with none and with that weight alone in int8, on `inputs`; as {"node", "elements", "error"}, in graph
+    order."""
+    import tempfile
+
+    import onnx
+
+    reference = _unit_outputs(src, inputs)
+    weights = [(node.name, int(np.prod(init.dims)))
+               for init, node, _ in _quantisable(onnx.load(str(src)), min_elements, keep_f32)]
+    out = []
+    with tempfile.TemporaryDirectory() as tmp_s:
+        one = pathlib.Path(tmp_s) / "one.onnx"
+        for name, elements in weights:
+            others = [n for n, _ in weights if n != name]
+            if quantise_int8_weights(src, one, min_elements, keep_f32=(*keep_f32, *others)) != 1:
+                raise ExportError(f"{src}: node name {name!r} is part of another quantisable node's name")
+            error = float(1.0 - (_unit_outputs(one, inputs) * reference).sum(-1).mean())
+            out.append({"node": name, "elements": elements, "error": error})
+    return out
+
+
+def keep_f32_by_sensitivity(sensitivity: list[dict], budget_bytes: int) -> list[str]:
+    """The nodes to keep f32 in the int8 form: in order of error per element (int8_sensitivity), as long as
+    their f32 weights (3 more bytes per element than int8) fit in `budget_bytes` together."""
+    kept, spent = [], 0
+    for s in sorted(sensitivity, key=lambda s: -s["error"] / s["elements"]):
+        if spent + 3 * s["elements"] > budget_bytes:
+            break
+        kept.append(s["node"])
+        spent += 3 * s["elements"]
+    return kept
 
 
 def make_int8(src: pathlib.Path, dst: pathlib.Path, mode: str, keep_f32: Sequence[str] = ()) -> None:
