@@ -189,7 +189,7 @@ def test_int8_sensitivity_finds_the_weight_whose_rounding_moves_the_output(tmp_p
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(64, 64, 1), torch.nn.Conv2d(64, 64, 1), torch.nn.Flatten())
     with torch.no_grad():
-        net[0].weight[:, 0] = 8.0  # one large weight per output channel: int8 rounds most others to 0
+        net[0].weight[:, 0] = 8.0  # one large weight per output channel: a coarse int8 step for the rest
     src = tmp_path / "f32.onnx"
     export_onnx(net.eval(), torch.zeros(1, 64, 2, 2), src, "image")
     convs = [n.name for n in onnx.load(str(src)).graph.node if n.op_type == "Conv"]
@@ -199,6 +199,34 @@ def test_int8_sensitivity_finds_the_weight_whose_rounding_moves_the_output(tmp_p
     assert keep_f32_by_sensitivity(sens, 3 * 4096) == [convs[0]]
     assert keep_f32_by_sensitivity(sens, 3 * 4096 - 1) == []
     assert keep_f32_by_sensitivity(sens, 10**6) == convs
+
+
+def test_write_int8_keeps_the_picked_weights_f32_and_records_the_choice(tmp_path, monkeypatch):
+    import onnx
+    from PIL import Image
+
+    from clip_edge_tools.export.onnx_export import export_onnx
+    from clip_edge_tools.photo_model import build
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 3), torch.nn.ReLU(), torch.nn.Conv2d(64, 16, 1),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    src, dst = tmp_path / "f32.onnx", tmp_path / "int8.onnx"
+    export_onnx(net.eval(), torch.zeros(1, 3, effnet.IMAGE_SIZE, effnet.IMAGE_SIZE), src, "image")
+    rng = np.random.default_rng(2)
+    frames = []
+    for k in range(3):
+        frames.append(tmp_path / f"f{k}.png")
+        Image.fromarray(rng.integers(0, 255, (240, 260, 3), dtype=np.uint8)).save(frames[-1])
+    assert build.write_int8(src, dst, None) is None  # no validation photographs: the plain int8 form
+    plain = sum(i.data_type == onnx.TensorProto.INT8 for i in onnx.load(str(dst)).graph.initializer)
+    monkeypatch.setattr(build, "INT8_F32_BUDGET", 1.0)  # room for the 1x1 weight (1,024 values), not for both
+    record = build.write_int8(src, dst, ({"x": frames}, np.zeros(3)))
+    convs = [n.name for n in onnx.load(str(src)).graph.node if n.op_type == "Conv"]
+    assert [s["node"] for s in sorted(record["sensitivity"], key=lambda s: -s["error"] / s["elements"])] == convs[::-1]
+    assert plain == 2 and record["kept_f32"] == [convs[1]]
+    assert sum(i.data_type == onnx.TensorProto.INT8 for i in onnx.load(str(dst)).graph.initializer) == 1
+    assert 0 < record["validation_error"] < record["validation_error_all_int8"]
 
 
 def test_keep_f32_by_sensitivity_ranks_per_element_and_stops_at_the_first_that_does_not_fit():

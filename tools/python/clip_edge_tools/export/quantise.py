@@ -121,7 +121,7 @@ def int8_sensitivity(src: pathlib.Path, inputs: np.ndarray, keep_f32: Sequence[s
         for name, elements in weights:
             others = [n for n, _ in weights if n != name]
             if quantise_int8_weights(src, one, min_elements, keep_f32=(*keep_f32, *others)) != 1:
-                raise ExportError(f"{src}: node name {name!r} is part of another quantisable node's name")
+                raise ExportError(f"{src}: node {name!r}'s name contains another quantisable node's name")
             error = float(1.0 - (_unit_outputs(one, inputs) * reference).sum(-1).mean())
             out.append({"node": name, "elements": elements, "error": error})
     return out

@@ -140,6 +140,8 @@ def _build(args, val_dir: pathlib.Path) -> dict:
     binary = ClipEdge.locate(args.clip_edge)
     spec = text_spec(text_bundle, text_manifest)
     labels = bundle / "labels.toml" if (bundle / "labels.toml").is_file() else DEFAULT_BUNDLE / "labels.toml"
+    if not labels.is_file():
+        raise DataMissing(f"{labels}: missing (the camera labels the gate is chosen with and the store is built from)")
     choice = None
     gate = args.empty_scene
     if gate == "auto":
@@ -216,7 +218,7 @@ def write_int8(img_f32: pathlib.Path, dst: pathlib.Path, val: tuple[dict, np.nda
 
     make_int8(img_f32, dst, "weights", keep_f32=INT8_KEEP_F32)
     if val is None:
-        log(f"int8: no validation photographs, so only {INT8_KEEP_F32} stay f32")
+        log(f"int8: no validation photographs, so only {INT8_KEEP_F32} stay f32 (the shipped bundle keeps more)")
         return None
     budget = int(INT8_F32_BUDGET * dst.stat().st_size)
     frames = torch.stack(effnet.load_frames([f for fs in val[0].values() for f in fs])).numpy()
