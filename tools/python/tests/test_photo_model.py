@@ -221,7 +221,8 @@ def test_write_int8_keeps_the_picked_weights_f32_and_records_the_choice(tmp_path
     assert build.write_int8(src, dst, None) is None  # no validation photographs: the plain int8 form
     plain = sum(i.data_type == onnx.TensorProto.INT8 for i in onnx.load(str(dst)).graph.initializer)
     monkeypatch.setattr(build, "INT8_F32_BUDGET", 1.0)  # room for the 1x1 weight (1,024 values), not for both
-    record = build.write_int8(src, dst, ({"x": frames}, np.zeros(3)))
+    val = build.Validation({"x": frames}, frames, torch.stack(effnet.load_frames(frames)), np.zeros(3))
+    record = build.write_int8(src, dst, val)
     convs = [n.name for n in onnx.load(str(src)).graph.node if n.op_type == "Conv"]
     assert [s["node"] for s in sorted(record["sensitivity"], key=lambda s: -s["error"] / s["elements"])] == convs[::-1]
     assert plain == 2 and record["kept_f32"] == [convs[1]]

@@ -90,17 +90,23 @@ def _unit_outputs(path: pathlib.Path, inputs: np.ndarray) -> np.ndarray:
     """The model's first output on `inputs` (a batch for its first input) in ONNX Runtime, rows normalised."""
     import onnxruntime as ort
 
+    from .verify import unit
+
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
-    out = np.concatenate([sess.run(None, {name: inputs[i:i + 16]})[0] for i in range(0, len(inputs), 16)])
-    return out / np.linalg.norm(out, axis=-1, keepdims=True).clip(min=1e-12)
+    return unit(np.concatenate([sess.run(None, {name: inputs[i:i + 16]})[0] for i in range(0, len(inputs), 16)]))
+
+
+def _error(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean (1 - cosine) between rows of unit vectors."""
+    return float(1.0 - (a * b).sum(-1).mean())
 
 
 def output_error(reference: pathlib.Path, other: pathlib.Path, inputs: np.ndarray) -> float:
     """Mean (1 - cosine) between the first outputs of two models on `inputs`, run in ONNX Runtime."""
-    return float(1.0 - (_unit_outputs(reference, inputs) * _unit_outputs(other, inputs)).sum(-1).mean())
+    return _error(_unit_outputs(reference, inputs), _unit_outputs(other, inputs))
 
 
 def int8_sensitivity(src: pathlib.Path, inputs: np.ndarray, keep_f32: Sequence[str] = (),
@@ -122,8 +128,7 @@ def int8_sensitivity(src: pathlib.Path, inputs: np.ndarray, keep_f32: Sequence[s
             others = [n for n, _ in weights if n != name]
             if quantise_int8_weights(src, one, min_elements, keep_f32=(*keep_f32, *others)) != 1:
                 raise ExportError(f"{src}: node {name!r}'s name contains another quantisable node's name")
-            error = float(1.0 - (_unit_outputs(one, inputs) * reference).sum(-1).mean())
-            out.append({"node": name, "elements": elements, "error": error})
+            out.append({"node": name, "elements": elements, "error": _error(_unit_outputs(one, inputs), reference)})
     return out
 
 

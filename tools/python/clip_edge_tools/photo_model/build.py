@@ -16,6 +16,7 @@ import pathlib
 import shutil
 import sys
 import tempfile
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -210,7 +211,7 @@ def _build(args, val_dir: pathlib.Path) -> dict:
     return report
 
 
-def write_int8(img_f32: pathlib.Path, dst: pathlib.Path, val: tuple[dict, np.ndarray] | None) -> dict | None:
+def write_int8(img_f32: pathlib.Path, dst: pathlib.Path, val: Validation | None) -> dict | None:
     """The weight-only int8 form of `img_f32` at `dst`, keeping f32 INT8_KEEP_F32 and, where the validation
     photographs are here, the weights quantise.keep_f32_by_sensitivity picks on them within INT8_F32_BUDGET of the
     all-int8 file; returns the report's record of that choice (None without the photographs)."""
@@ -221,7 +222,7 @@ def write_int8(img_f32: pathlib.Path, dst: pathlib.Path, val: tuple[dict, np.nda
         log(f"int8: no validation photographs, so only {INT8_KEEP_F32} stay f32 (the shipped bundle keeps more)")
         return None
     budget = int(INT8_F32_BUDGET * dst.stat().st_size)
-    frames = torch.stack(effnet.load_frames([f for fs in val[0].values() for f in fs])).numpy()
+    frames = val.inputs.numpy()
     sensitivity = int8_sensitivity(img_f32, frames, INT8_KEEP_F32)
     kept = keep_f32_by_sensitivity(sensitivity, budget)
     out = {"budget_bytes": budget, "kept_f32": kept, "validation_error_all_int8": output_error(img_f32, dst, frames)}
@@ -243,7 +244,7 @@ def tower_keys(keys: torch.Tensor, names: torch.Tensor, empty_scene: bool) -> to
 
 def measure(bundle: pathlib.Path, binary: ClipEdge, net: effnet.EfficientNetLite0, keys: torch.Tensor,
             object_keys: torch.Tensor, gate: tower.Gate | None, alpha: float, forms: list[str], spec,
-            val: tuple[dict, np.ndarray] | None) -> dict:
+            val: Validation | None) -> dict:
     """`keys`: the 1,000 names' text keys (what is ranked, and the zero-shot classifier of the fidelity
     measure); `object_keys`: the read-out's keys without the "empty scene" row. Held-out prototypes are single
     feature vectors with no spatial map, so the read-out there has no empty-scene class (the gate is meant to be
@@ -269,7 +270,7 @@ def measure(bundle: pathlib.Path, binary: ClipEdge, net: effnet.EfficientNetLite
         labelled.setdefault(label_of(name), []).append(src)
     with tempfile.TemporaryDirectory() as tmp_s:
         frames = evaluate.camera_views([s[0] for s in sources.values()], pathlib.Path(tmp_s) / "views")
-        head = evaluate.head_top1(net, frames)
+        head = evaluate.head_top1(net, effnet.load_frames(frames))
         for form in forms:
             out["fidelity"][form] = evaluate.fidelity(binary, bundle, form, frames, head, keys)
         out["fidelity"]["frames"] = len(frames)
@@ -294,23 +295,35 @@ def measure(bundle: pathlib.Path, binary: ClipEdge, net: effnet.EfficientNetLite
     return out
 
 
-def validation_set(folder: pathlib.Path, net: effnet.EfficientNetLite0) -> tuple[dict, np.ndarray] | None:
-    """The validation frames (validation.frames, label -> files) and the supervised head's top-1 on each (in the
-    order of the labels' lists), or None, logged, where tools/python/fetch_validation.sh has not been run."""
+class Validation(NamedTuple):
+    """The validation frames: `frames` (validation.frames, label -> files), `files` (all of them, in the order of
+    the labels' lists), `inputs` (those preprocessed, effnet.load_frames, stacked) and the supervised head's top-1
+    on each (`head`)."""
+
+    frames: dict[str, list[pathlib.Path]]
+    files: list[pathlib.Path]
+    inputs: torch.Tensor
+    head: np.ndarray
+
+
+def validation_set(folder: pathlib.Path, net: effnet.EfficientNetLite0) -> Validation | None:
+    """The validation frames, read and preprocessed once per build, or None, logged, where
+    tools/python/fetch_validation.sh has not been run."""
     try:
-        val = validation.frames(folder)
+        frames = validation.frames(folder)
     except DataMissing as e:
         log(f"validation photographs skipped: {e}")
         return None
-    return val, evaluate.head_top1(net, [f for fs in val.values() for f in fs])
+    files = [f for fs in frames.values() for f in fs]
+    inputs = torch.stack(effnet.load_frames(files))
+    return Validation(frames, files, inputs, evaluate.head_top1(net, inputs))
 
 
-def validate(binary: ClipEdge, b_dir: pathlib.Path, val: tuple[dict, np.ndarray], keys: torch.Tensor) -> dict:
+def validate(binary: ClipEdge, b_dir: pathlib.Path, val: Validation, keys: torch.Tensor) -> dict:
     """validation.score of the f32 form of `b_dir` on the validation frames (through tract), and its fidelity
     there."""
-    frames, head = val
-    r = validation.score(evaluate.photographs(binary, b_dir, "f32", frames, b_dir / "prompts.store"))
-    r["fidelity"] = evaluate.fidelity(binary, b_dir, "f32", [f for fs in frames.values() for f in fs], head, keys)
+    r = validation.score(evaluate.photographs(binary, b_dir, "f32", val.frames, b_dir / "prompts.store"))
+    r["fidelity"] = evaluate.fidelity(binary, b_dir, "f32", val.files, val.head, keys)
     log(f"validation: score {r['score']:.3f} (empty recall {r['empty_recall']:.3f}, object mean top-1 "
         f"{r['object_mean_top1']:.3f}, top-1 {r['top1']:.3f}, fidelity {r['fidelity']:.3f})")
     return r
@@ -375,7 +388,7 @@ def pick_gate(grid: dict[str, dict]) -> str | None:
 
 def choose_empty_scene(binary: ClipEdge, net: effnet.EfficientNetLite0, keys: torch.Tensor,
                        readout_keys: torch.Tensor, spec, labels: pathlib.Path,
-                       val: tuple[dict, np.ndarray] | None) -> tuple[dict, tower.Gate | None]:
+                       val: Validation | None) -> tuple[dict, tower.Gate | None]:
     """`--empty-scene auto`: the gate (or none) chosen by pick_gate on the validation photographs (validation.py;
     never the evaluation's 15), simulated in PyTorch (gate_grid) over the prompt store tract builds from `labels`;
     the chosen gate and the tower without one are then measured through tract there too. `readout_keys` ends
@@ -388,10 +401,9 @@ def choose_empty_scene(binary: ClipEdge, net: effnet.EfficientNetLite0, keys: to
         if val is None:
             raise DataMissing("--empty-scene auto needs the validation photographs: run "
                               "tools/python/fetch_validation.sh")
-        out["frames"] = {k: len(v) for k, v in val[0].items()}
-        truth = [label for label, fs in val[0].items() for _ in fs]
-        flat = [f for fs in val[0].values() for f in fs]
-        logits, homog = tower.feature_maps(net, torch.stack(effnet.load_frames(flat)))
+        out["frames"] = {k: len(v) for k, v in val.frames.items()}
+        truth = [label for label, fs in val.frames.items() for _ in fs]
+        logits, homog = tower.feature_maps(net, val.inputs)
         with tempfile.TemporaryDirectory(dir=tmp) as b_tmp:
             b_dir = experiment_bundle(pathlib.Path(b_tmp), binary, net, readout_keys[:-1], None, spec, labels)
             out["none"] = validate(binary, b_dir, val, keys)
@@ -404,7 +416,7 @@ def choose_empty_scene(binary: ClipEdge, net: effnet.EfficientNetLite0, keys: to
                 b_dir = experiment_bundle(pathlib.Path(b_tmp), binary, net, readout_keys, gate, spec, labels)
                 out["chosen_through_tract"] = validate(binary, b_dir, val, keys)
         out["homogeneity"] = {label: [round(float(h), 4) for h, t in zip(homog, truth) if t == label]
-                              for label in val[0]}
+                              for label in val.frames}
     log(f"validation chose the empty-scene gate {chosen}")
     out["licences"] = validation.LICENCES
     return out, gate

@@ -92,9 +92,9 @@ def camera_views(photos: list[pathlib.Path], folder: pathlib.Path) -> list[pathl
 
 
 @torch.no_grad()
-def head_top1(net: effnet.EfficientNetLite0, frames: list[pathlib.Path]) -> np.ndarray:
-    """The supervised head's top-1 class on the frames (PyTorch, f32)."""
-    return np.array([int(net(x[None]).argmax()) for x in effnet.load_frames(frames)])
+def head_top1(net: effnet.EfficientNetLite0, frames) -> np.ndarray:
+    """The supervised head's top-1 class on preprocessed frames (effnet.load_frames; PyTorch, f32)."""
+    return np.array([int(net(x[None]).argmax()) for x in frames])
 
 
 def fidelity(binary: ClipEdge, bundle: pathlib.Path, precision: str, frames: list[pathlib.Path],
