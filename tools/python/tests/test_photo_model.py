@@ -230,6 +230,40 @@ def test_write_int8_keeps_the_picked_weights_f32_and_records_the_choice(tmp_path
     assert 0 < record["validation_error"] < record["validation_error_all_int8"]
 
 
+def test_int8_sensitivity_refuses_node_names_that_contain_one_another(tmp_path):
+    import onnx
+
+    from clip_edge_tools.errors import ExportError
+    from clip_edge_tools.export.onnx_export import export_onnx
+    from clip_edge_tools.export.quantise import int8_sensitivity
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(64, 64, 1), torch.nn.Conv2d(64, 64, 1), torch.nn.Flatten())
+    src = tmp_path / "f32.onnx"
+    export_onnx(net.eval(), torch.zeros(1, 64, 2, 2), src, "image")
+    model = onnx.load(str(src))
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    convs[0].name, convs[1].name = "/conv", "/conv_b"
+    onnx.save(model, str(src))
+    with pytest.raises(ExportError, match=r"f32\.onnx: node '/conv_b'"):
+        int8_sensitivity(src, np.zeros((1, 64, 2, 2), dtype=np.float32))
+
+
+def test_the_labels_come_from_the_bundle_or_models_default_and_a_missing_file_is_named(tmp_path, monkeypatch):
+    from clip_edge_tools.photo_model import build
+
+    default = tmp_path / "default"
+    default.mkdir()
+    monkeypatch.setattr(build, "DEFAULT_BUNDLE", default)
+    new = tmp_path / "new"
+    with pytest.raises(DataMissing, match=r"default/labels\.toml: missing"):
+        build.labels_for(new)
+    (default / "labels.toml").write_text("")
+    assert build.labels_for(new) == default / "labels.toml"
+    new.mkdir()
+    (new / "labels.toml").write_text("")
+    assert build.labels_for(new) == new / "labels.toml"
+
+
 def test_keep_f32_by_sensitivity_ranks_per_element_and_stops_at_the_first_that_does_not_fit():
     from clip_edge_tools.export.quantise import keep_f32_by_sensitivity
 

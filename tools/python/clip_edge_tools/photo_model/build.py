@@ -140,9 +140,7 @@ def _build(args, val_dir: pathlib.Path) -> dict:
     names = tower.name_keys([tower.PERSON, tower.NULL_NAME])
     binary = ClipEdge.locate(args.clip_edge)
     spec = text_spec(text_bundle, text_manifest)
-    labels = bundle / "labels.toml" if (bundle / "labels.toml").is_file() else DEFAULT_BUNDLE / "labels.toml"
-    if not labels.is_file():
-        raise DataMissing(f"{labels}: missing (the camera labels the gate is chosen with and the store is built from)")
+    labels = labels_for(bundle)
     choice = None
     gate = args.empty_scene
     if gate == "auto":
@@ -209,6 +207,15 @@ def _build(args, val_dir: pathlib.Path) -> dict:
     (bundle / "eval_report.json").write_text(json.dumps(report, indent=1) + "\n")
     log(f"wrote {bundle} and {bundle / 'eval_report.json'}")
     return report
+
+
+def labels_for(bundle: pathlib.Path) -> pathlib.Path:
+    """The camera labels the gate is chosen with and the prompt store built from: the bundle's labels.toml, or
+    models/default's where the bundle has none (copied into it at the end of the build)."""
+    labels = bundle / "labels.toml" if (bundle / "labels.toml").is_file() else DEFAULT_BUNDLE / "labels.toml"
+    if not labels.is_file():
+        raise DataMissing(f"{labels}: missing (the camera labels the gate is chosen with and the store is built from)")
+    return labels
 
 
 def write_int8(img_f32: pathlib.Path, dst: pathlib.Path, val: Validation | None) -> dict | None:
